@@ -1,1 +1,8 @@
-pub fn x() {}
+//! composeops: keep a Docker host converged to compose files in git.
+//!
+//! The pipeline runs in one direction (see DESIGN.md): [`load`] reads the compose files into a
+//! [`model::Project`]; later stages resolve image digests, observe the engine, plan and apply.
+
+pub mod duration;
+pub mod load;
+pub mod model;

@@ -1,1 +1,8 @@
-fn main(){}
+//! The `composeops` binary: parses arguments and prints; all logic lives in the library.
+
+mod cli;
+
+fn main() {
+    let code = cli::run();
+    std::process::exit(code);
+}

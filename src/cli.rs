@@ -1,0 +1,148 @@
+//! Command-line interface: Compose's global options, one subcommand per pipeline entry point.
+//! This layer parses and prints; everything it calls is in the library.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use composeops::load::{self, LoadOptions};
+
+#[derive(Parser, Debug)]
+#[command(name = "composeops", version, about = "Keep Docker hosts converged to compose files in git")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The options Docker Compose users already know, with the same names.
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Compose configuration files (repeatable; later files override earlier ones).
+    #[arg(short = 'f', long = "file", global = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Project name (default: COMPOSE_PROJECT_NAME, the `name:` field, or the directory name).
+    #[arg(short = 'p', long = "project-name", global = true, value_name = "NAME")]
+    pub project_name: Option<String>,
+    /// Alternate working directory (default: the directory of the first compose file).
+    #[arg(long = "project-directory", global = true, value_name = "DIR")]
+    pub project_directory: Option<PathBuf>,
+    /// Alternate environment files (repeatable; default: .env in the project directory).
+    #[arg(long = "env-file", global = true, value_name = "FILE")]
+    pub env_files: Vec<PathBuf>,
+    /// Profiles to enable (repeatable; default: COMPOSE_PROFILES).
+    #[arg(long = "profile", global = true, value_name = "PROFILE")]
+    pub profiles: Vec<String>,
+    /// Docker daemon socket (default: DOCKER_HOST, else the local socket).
+    #[arg(short = 'H', long = "host", global = true, env = "DOCKER_HOST", value_name = "HOST")]
+    pub host: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the loaded project in Compose's canonical form.
+    Config(ConfigArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum Format {
+    Yaml,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "yaml")]
+    pub format: Format,
+    /// Print the service names, one per line.
+    #[arg(long)]
+    pub services: bool,
+    /// Print the image names, one per line.
+    #[arg(long)]
+    pub images: bool,
+    /// Compose directory (default: the current directory).
+    pub path: Option<PathBuf>,
+}
+
+impl Global {
+    pub fn load_options(&self, path: Option<&PathBuf>) -> LoadOptions {
+        let mut o = LoadOptions::from_process();
+        if let Some(p) = path {
+            o.cwd = o.cwd.join(p);
+        }
+        o.files = self.files.clone();
+        o.project_name = self.project_name.clone();
+        o.project_directory = self.project_directory.clone();
+        o.env_files = self.env_files.clone();
+        o.profiles = self.profiles.clone();
+        o
+    }
+}
+
+pub fn run() -> i32 {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match &cli.command {
+        Command::Config(a) => config(&cli.global, a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COMPOSEOPS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn load(global: &Global, path: Option<&PathBuf>) -> anyhow::Result<composeops::model::Project> {
+    let loaded = load::load(&global.load_options(path))?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(loaded.project)
+}
+
+fn config(global: &Global, a: &ConfigArgs) -> anyhow::Result<i32> {
+    let project = load(global, a.path.as_ref())?;
+    let mut out = std::io::stdout().lock();
+    if a.services {
+        for name in project.services.keys() {
+            writeln!(out, "{name}")?;
+        }
+        return Ok(0);
+    }
+    if a.images {
+        for svc in project.services.values() {
+            if let Some(i) = &svc.image {
+                writeln!(out, "{i}")?;
+            }
+        }
+        return Ok(0);
+    }
+    let mut json = project.to_json();
+    escape_dollars(&mut json);
+    match a.format {
+        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?,
+        Format::Yaml => write!(out, "{}", serde_yaml::to_string(&json)?)?,
+    }
+    Ok(0)
+}
+
+/// `config` prints a literal `$` as `$$`, as Compose does, so its output loads back unchanged.
+fn escape_dollars(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) if s.contains('$') => *s = s.replace('$', "$$"),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(escape_dollars),
+        serde_json::Value::Object(o) => o.values_mut().for_each(escape_dollars),
+        _ => {}
+    }
+}

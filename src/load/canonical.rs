@@ -1,0 +1,675 @@
+//! Compose's canonical form: short syntaxes become long ones, relative paths absolute, durations
+//! Go-formatted, `env_file` folded into `environment`, implicit defaults made explicit. The
+//! result has the shape `docker compose config --format json` prints.
+
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde_json::{json, Map, Value};
+
+use super::dotenv;
+use super::error::{LoadError, Result};
+use crate::duration;
+
+/// What canonicalisation needs from the rest of the loader.
+pub struct Context<'a> {
+    pub project_name: &'a str,
+    pub working_dir: &'a Path,
+    pub environment: &'a IndexMap<String, String>,
+}
+
+type Obj = Map<String, Value>;
+
+fn err(path: &str, msg: impl Into<String>) -> LoadError {
+    LoadError::new(msg).at_path(path)
+}
+
+/// A scalar as a string (numbers and booleans as YAML wrote them).
+pub fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+pub fn canonicalise_project(project: &mut Obj, cx: &Context) -> Result<()> {
+    let mut used_networks: Vec<String> = Vec::new();
+    if let Some(Value::Object(services)) = project.get_mut("services") {
+        let names: Vec<String> = services.keys().cloned().collect();
+        for name in &names {
+            let path = format!("services.{name}");
+            let svc = services.get_mut(name).unwrap();
+            if svc.is_null() {
+                *svc = Value::Object(Obj::new());
+            }
+            let Value::Object(svc) = svc else {
+                return Err(err(&path, "a service must be a mapping"));
+            };
+            canonicalise_service(svc, &path, cx)?;
+            if let Some(Value::Object(n)) = svc.get("networks") {
+                used_networks.extend(n.keys().cloned());
+            }
+        }
+        // Services sorted by name, as Compose prints them.
+        let mut all: Vec<(String, Value)> = std::mem::take(services).into_iter().collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        services.extend(all);
+    }
+    let networks = project.entry("networks").or_insert_with(|| json!({}));
+    if networks.is_null() {
+        *networks = json!({});
+    }
+    if let Value::Object(nets) = networks {
+        if used_networks.iter().any(|n| n == "default") && !nets.contains_key("default") {
+            nets.insert("default".into(), json!({}));
+        }
+        canonicalise_resources(nets, "networks", cx)?;
+        if nets.is_empty() {
+            project.remove("networks");
+        }
+    }
+    for kind in ["volumes", "secrets", "configs"] {
+        if let Some(v) = project.get_mut(kind) {
+            if v.is_null() {
+                *v = json!({});
+            }
+            if let Value::Object(m) = v {
+                canonicalise_resources(m, kind, cx)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Top-level networks/volumes/secrets/configs: the engine name, `external` as a boolean.
+fn canonicalise_resources(items: &mut Obj, kind: &str, cx: &Context) -> Result<()> {
+    for (key, v) in items.iter_mut() {
+        let path = format!("{kind}.{key}");
+        if v.is_null() {
+            *v = json!({});
+        }
+        let Value::Object(o) = v else {
+            return Err(err(&path, format!("{kind} entries must be mappings")));
+        };
+        let external = match o.get("external") {
+            Some(Value::Bool(b)) => *b,
+            // Legacy `external: {name: x}`.
+            Some(Value::Object(e)) => {
+                if let Some(n) = e.get("name").cloned() {
+                    o.insert("name".into(), n);
+                }
+                true
+            }
+            Some(Value::String(s)) if s == "true" || s == "false" => s == "true",
+            None | Some(Value::Null) => false,
+            Some(_) => return Err(err(&format!("{path}.external"), "must be a boolean")),
+        };
+        if external {
+            o.insert("external".into(), Value::Bool(true));
+        } else {
+            o.remove("external");
+        }
+        if !o.contains_key("name") || o["name"].is_null() {
+            let name = if external {
+                key.clone()
+            } else {
+                format!("{}_{key}", cx.project_name)
+            };
+            o.insert("name".into(), Value::String(name));
+        }
+        if let Some(l) = o.get_mut("labels") {
+            *l = Value::Object(key_value_map(l, &format!("{path}.labels"))?);
+        }
+        match kind {
+            "networks" => {
+                o.entry("ipam").or_insert_with(|| json!({}));
+            }
+            "secrets" | "configs" => {
+                if let Some(Value::String(f)) = o.get("file") {
+                    let abs = absolute(cx.working_dir, f);
+                    o.insert("file".into(), Value::String(abs));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn canonicalise_service(svc: &mut Obj, path: &str, cx: &Context) -> Result<()> {
+    svc.remove("extends");
+    for field in ["command", "entrypoint"] {
+        let p = format!("{path}.{field}");
+        let v = svc.remove(field).unwrap_or(Value::Null);
+        svc.insert(field.into(), command_list(&v, &p)?);
+    }
+    canonicalise_environment(svc, path, cx)?;
+    if let Some(l) = svc.get_mut("labels") {
+        *l = Value::Object(key_value_map(l, &format!("{path}.labels"))?);
+    }
+    if let Some(v) = svc.get_mut("ports") {
+        *v = Value::Array(ports(v, &format!("{path}.ports"))?);
+    }
+    if let Some(v) = svc.get_mut("volumes") {
+        *v = Value::Array(volumes(v, &format!("{path}.volumes"), cx)?);
+    }
+    if let Some(v) = svc.get_mut("healthcheck") {
+        healthcheck(v, &format!("{path}.healthcheck"))?;
+    }
+    canonicalise_depends_on(svc, path)?;
+    let net_path = format!("{path}.networks");
+    match svc.get_mut("networks") {
+        Some(v) if !v.is_null() => *v = Value::Object(service_networks(v, &net_path)?),
+        _ => {
+            svc.remove("networks");
+            if !svc.contains_key("network_mode") {
+                svc.insert("networks".into(), json!({"default": null}));
+            }
+        }
+    }
+    if let Some(scale) = svc.remove("scale") {
+        let deploy = svc.entry("deploy").or_insert_with(|| json!({}));
+        if let Value::Object(d) = deploy {
+            d.insert("replicas".into(), scale);
+        }
+    }
+    if let Some(Value::Object(d)) = svc.get_mut("deploy") {
+        for cfg in ["update_config", "rollback_config"] {
+            if let Some(Value::Object(u)) = d.get_mut(cfg) {
+                for k in ["delay", "monitor"] {
+                    normalise_duration(u, k);
+                }
+            }
+        }
+        if let Some(Value::Object(r)) = d.get_mut("restart_policy") {
+            for k in ["delay", "window"] {
+                normalise_duration(r, k);
+            }
+        }
+        if let Some(l) = d.get_mut("labels") {
+            *l = Value::Object(key_value_map(l, &format!("{path}.deploy.labels"))?);
+        }
+    }
+    for k in ["stop_grace_period"] {
+        normalise_duration(svc, k);
+    }
+    if let Some(b) = svc.get_mut("build") {
+        build(b, cx)?;
+    }
+    for field in ["dns", "dns_search", "tmpfs", "env_file"] {
+        // A single string is a one-item list.
+        if let Some(Value::String(s)) = svc.get(field) {
+            let s = s.clone();
+            svc.insert(field.into(), json!([s]));
+        }
+    }
+    Ok(())
+}
+
+fn normalise_duration(o: &mut Obj, key: &str) {
+    if let Some(v) = o.get_mut(key) {
+        if let Some(s) = scalar(v) {
+            *v = Value::String(duration::normalise(&s));
+        }
+    }
+}
+
+/// `command`/`entrypoint`: a string is split like a shell would; a list is kept.
+fn command_list(v: &Value, path: &str) -> Result<Value> {
+    match v {
+        Value::Null => Ok(Value::Null),
+        Value::String(s) => {
+            let words = shell_words::split(s)
+                .map_err(|e| err(path, format!("cannot split {s:?} into words: {e}")))?;
+            Ok(json!(words))
+        }
+        Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for (i, x) in items.iter().enumerate() {
+                out.push(Value::String(scalar(x).ok_or_else(|| {
+                    err(&format!("{path}[{i}]"), "must be a string")
+                })?));
+            }
+            Ok(Value::Array(out))
+        }
+        _ => Err(err(path, "must be a string or a list of strings")),
+    }
+}
+
+/// `KEY=VALUE` list or map into a map of strings (labels, annotations, ...).
+fn key_value_map(v: &Value, path: &str) -> Result<Obj> {
+    Ok(key_value_opt_map(v, path)?
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v.unwrap_or_default())))
+        .collect())
+}
+
+/// `KEY=VALUE` list or map into a map whose values may be absent (`KEY` alone, `KEY: null`).
+fn key_value_opt_map(v: &Value, path: &str) -> Result<IndexMap<String, Option<String>>> {
+    let mut out = IndexMap::new();
+    match v {
+        Value::Null => {}
+        Value::Object(m) => {
+            for (k, x) in m {
+                let val = match x {
+                    Value::Null => None,
+                    other => Some(scalar(other).ok_or_else(|| {
+                        err(&format!("{path}.{k}"), "must be a string, number or boolean")
+                    })?),
+                };
+                out.insert(k.clone(), val);
+            }
+        }
+        Value::Array(items) => {
+            for (i, x) in items.iter().enumerate() {
+                let s = scalar(x)
+                    .ok_or_else(|| err(&format!("{path}[{i}]"), "must be a KEY=VALUE string"))?;
+                match s.split_once('=') {
+                    Some((k, v)) => out.insert(k.to_string(), Some(v.to_string())),
+                    None => out.insert(s, None),
+                };
+            }
+        }
+        _ => return Err(err(path, "must be a mapping or a list of KEY=VALUE strings")),
+    }
+    Ok(out)
+}
+
+fn canonicalise_environment(svc: &mut Obj, path: &str, cx: &Context) -> Result<()> {
+    let mut env: IndexMap<String, Option<String>> = IndexMap::new();
+    if let Some(files) = svc.remove("env_file") {
+        let entries = match files {
+            Value::Array(a) => a,
+            Value::Null => vec![],
+            other => vec![other],
+        };
+        for (i, e) in entries.iter().enumerate() {
+            let p = format!("{path}.env_file[{i}]");
+            let (file, required, raw) = match e {
+                Value::String(s) => (s.clone(), true, false),
+                Value::Object(o) => (
+                    o.get("path")
+                        .and_then(scalar)
+                        .ok_or_else(|| err(&p, "env_file entries need a `path`"))?,
+                    o.get("required").and_then(Value::as_bool).unwrap_or(true),
+                    o.get("format").and_then(Value::as_str) == Some("raw"),
+                ),
+                _ => return Err(err(&p, "must be a path or a mapping with `path`")),
+            };
+            let abs = PathBuf::from(absolute(cx.working_dir, &file));
+            let content = match std::fs::read_to_string(&abs) {
+                Ok(c) => c,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
+                Err(e) => {
+                    return Err(err(&p, format!("env file {} not found: {e}", abs.display())));
+                }
+            };
+            let parsed = if raw {
+                dotenv::parse_raw(&content, cx.environment)
+            } else {
+                dotenv::parse(&content, cx.environment)
+            }
+            .map_err(|e| LoadError::new(format!("env file {}: {e}", abs.display())).at_path(&p))?;
+            for (k, v) in parsed {
+                let v = v.or_else(|| cx.environment.get(&k).cloned());
+                if v.is_some() || !env.contains_key(&k) {
+                    env.insert(k, v);
+                }
+            }
+        }
+    }
+    if let Some(v) = svc.remove("environment") {
+        for (k, val) in key_value_opt_map(&v, &format!("{path}.environment"))? {
+            let val = val.or_else(|| cx.environment.get(&k).cloned());
+            env.insert(k, val);
+        }
+    }
+    if !env.is_empty() {
+        let m: Obj = env
+            .into_iter()
+            .map(|(k, v)| (k, v.map(Value::String).unwrap_or(Value::Null)))
+            .collect();
+        svc.insert("environment".into(), Value::Object(m));
+    }
+    Ok(())
+}
+
+fn ports(v: &Value, path: &str) -> Result<Vec<Value>> {
+    let Value::Array(items) = v else {
+        return Err(err(path, "must be a list"));
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        match item {
+            Value::Number(n) => out.push(json!({"mode": "ingress", "target": n, "protocol": "tcp"})),
+            Value::String(s) => out.extend(parse_port(s).map_err(|m| err(&p, m))?),
+            Value::Object(o) => {
+                let mut o = o.clone();
+                o.entry("mode").or_insert_with(|| json!("ingress"));
+                o.entry("protocol").or_insert_with(|| json!("tcp"));
+                if let Some(pub_) = o.get("published").and_then(scalar) {
+                    o.insert("published".into(), Value::String(pub_));
+                }
+                if let Some(t) = o.get("target").and_then(scalar) {
+                    let t: u32 = t.parse().map_err(|_| err(&p, "target must be a port number"))?;
+                    o.insert("target".into(), json!(t));
+                }
+                out.push(Value::Object(o));
+            }
+            _ => return Err(err(&p, "must be a port number, a port string or a mapping")),
+        }
+    }
+    Ok(out)
+}
+
+/// Short port syntax: `[[ip:]published:]target[/protocol]`, with ranges on either side.
+pub fn parse_port(spec: &str) -> std::result::Result<Vec<Value>, String> {
+    let (rest, protocol) = match spec.rsplit_once('/') {
+        Some((r, p)) => (r, p),
+        None => (spec, "tcp"),
+    };
+    let (host_ip, published, target) = match rest.rfind(':') {
+        None => (None, None, rest),
+        Some(i) => {
+            let target = &rest[i + 1..];
+            let before = &rest[..i];
+            // An IPv6 host ip comes in brackets: `[::1]:80:80`.
+            match before.rfind(':') {
+                Some(j) if !before[..j].is_empty() || before.starts_with('[') => {
+                    let ip = before[..j].trim_start_matches('[').trim_end_matches(']');
+                    (Some(ip), Some(&before[j + 1..]), target)
+                }
+                Some(j) => (None, Some(&before[j + 1..]), target),
+                None => (None, Some(before), target),
+            }
+        }
+    };
+    let range = |s: &str| -> std::result::Result<(u32, u32), String> {
+        let parse = |x: &str| x.parse::<u32>().map_err(|_| format!("invalid port {x:?} in {spec:?}"));
+        match s.split_once('-') {
+            Some((a, b)) => Ok((parse(a)?, parse(b)?)),
+            None => {
+                let p = parse(s)?;
+                Ok((p, p))
+            }
+        }
+    };
+    let (t0, t1) = range(target)?;
+    let published = published.filter(|p| !p.is_empty());
+    let pub_range = published.map(range).transpose()?;
+    let mut out = Vec::new();
+    for (n, t) in (t0..=t1).enumerate() {
+        let mut o = Obj::new();
+        o.insert("mode".into(), json!("ingress"));
+        if let Some(ip) = host_ip.filter(|s| !s.is_empty()) {
+            o.insert("host_ip".into(), json!(ip));
+        }
+        o.insert("target".into(), json!(t));
+        if let Some((p0, p1)) = pub_range {
+            let published = if t0 == t1 && p0 != p1 {
+                format!("{p0}-{p1}")
+            } else if p0 == p1 && t0 != t1 {
+                p0.to_string()
+            } else {
+                (p0 + n as u32).to_string()
+            };
+            o.insert("published".into(), json!(published));
+        }
+        o.insert("protocol".into(), json!(protocol));
+        out.push(Value::Object(o));
+    }
+    Ok(out)
+}
+
+/// Splits `src:dst:mode`, keeping a Windows-style or absolute path whole.
+pub fn split_volume_spec(spec: &str) -> Vec<String> {
+    spec.split(':').map(str::to_string).collect()
+}
+
+fn is_path(source: &str) -> bool {
+    source.starts_with('/')
+        || source.starts_with('.')
+        || source.starts_with('~')
+        || source.contains('/')
+}
+
+fn volumes(v: &Value, path: &str, cx: &Context) -> Result<Vec<Value>> {
+    let Value::Array(items) = v else {
+        return Err(err(path, "must be a list"));
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        let mut o = match item {
+            Value::String(s) => short_volume(s).map_err(|m| err(&p, m))?,
+            Value::Object(o) => o.clone(),
+            _ => return Err(err(&p, "must be a volume string or a mapping")),
+        };
+        let kind = o.get("type").and_then(Value::as_str).unwrap_or("volume").to_string();
+        o.insert("type".into(), json!(kind));
+        if kind == "bind" {
+            if let Some(Value::String(src)) = o.get("source") {
+                let abs = absolute(cx.working_dir, src);
+                o.insert("source".into(), json!(abs));
+            }
+            o.entry("bind").or_insert_with(|| json!({}));
+        } else if kind == "volume" {
+            o.entry("volume").or_insert_with(|| json!({}));
+        }
+        out.push(Value::Object(o));
+    }
+    Ok(out)
+}
+
+fn short_volume(spec: &str) -> std::result::Result<Obj, String> {
+    let parts = split_volume_spec(spec);
+    let mut o = Obj::new();
+    let (source, target, mode) = match parts.as_slice() {
+        [t] => (None, t.clone(), None),
+        [s, t] => (Some(s.clone()), t.clone(), None),
+        [s, t, m] => (Some(s.clone()), t.clone(), Some(m.clone())),
+        _ => return Err(format!("invalid volume specification {spec:?}")),
+    };
+    let kind = match &source {
+        None => "volume",
+        Some(s) if is_path(s) => "bind",
+        Some(_) => "volume",
+    };
+    o.insert("type".into(), json!(kind));
+    if let Some(s) = &source {
+        o.insert("source".into(), json!(s));
+    }
+    o.insert("target".into(), json!(target));
+    let mut bind = Obj::new();
+    let mut volume = Obj::new();
+    if let Some(mode) = mode {
+        for m in mode.split(',') {
+            match m {
+                "ro" => {
+                    o.insert("read_only".into(), json!(true));
+                }
+                "rw" => {}
+                "z" | "Z" => {
+                    bind.insert("selinux".into(), json!(m));
+                }
+                "nocopy" => {
+                    volume.insert("nocopy".into(), json!(true));
+                }
+                "shared" | "rshared" | "slave" | "rslave" | "private" | "rprivate" => {
+                    bind.insert("propagation".into(), json!(m));
+                }
+                "consistent" | "cached" | "delegated" => {
+                    o.insert("consistency".into(), json!(m));
+                }
+                other => return Err(format!("invalid volume mode {other:?} in {spec:?}")),
+            }
+        }
+    }
+    if kind == "bind" {
+        bind.insert("create_host_path".into(), json!(true));
+        o.insert("bind".into(), Value::Object(bind));
+    } else {
+        o.insert("volume".into(), Value::Object(volume));
+    }
+    Ok(o)
+}
+
+/// A path made absolute against `base`; `~` is the home directory.
+pub fn absolute(base: &Path, p: &str) -> String {
+    if let Some(rest) = p.strip_prefix("~/").or(if p == "~" { Some("") } else { None }) {
+        if let Some(home) = std::env::var_os("HOME") {
+            return clean(&PathBuf::from(home).join(rest));
+        }
+    }
+    let path = Path::new(p);
+    if path.is_absolute() {
+        clean(path)
+    } else {
+        clean(&base.join(path))
+    }
+}
+
+/// Lexical clean-up of `.` and `..` (no symlink resolution, like Go's filepath.Clean).
+pub fn clean(p: &Path) -> String {
+    use std::path::Component;
+    let mut out: Vec<Component> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if matches!(out.last(), Some(Component::Normal(_))) {
+                    out.pop();
+                } else if !matches!(out.last(), Some(Component::RootDir)) {
+                    out.push(c);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    let pb: PathBuf = out.iter().collect();
+    let s = pb.to_string_lossy().to_string();
+    if s.is_empty() {
+        ".".into()
+    } else {
+        s
+    }
+}
+
+fn healthcheck(v: &mut Value, path: &str) -> Result<()> {
+    let Value::Object(h) = v else {
+        return Err(err(path, "must be a mapping"));
+    };
+    if let Some(t) = h.get("test").cloned() {
+        let test = match t {
+            Value::String(s) => json!(["CMD-SHELL", s]),
+            Value::Array(_) => command_list(&t, &format!("{path}.test"))?,
+            Value::Null => Value::Null,
+            _ => return Err(err(&format!("{path}.test"), "must be a string or a list")),
+        };
+        h.insert("test".into(), test);
+    }
+    for k in ["interval", "timeout", "start_period", "start_interval"] {
+        normalise_duration(h, k);
+    }
+    Ok(())
+}
+
+fn canonicalise_depends_on(svc: &mut Obj, path: &str) -> Result<()> {
+    let p = format!("{path}.depends_on");
+    let mut deps = Obj::new();
+    match svc.remove("depends_on") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for (i, x) in items.iter().enumerate() {
+                let name = x
+                    .as_str()
+                    .ok_or_else(|| err(&format!("{p}[{i}]"), "must be a service name"))?;
+                deps.insert(name.into(), json!({"condition": "service_started", "required": true}));
+            }
+        }
+        Some(Value::Object(m)) => {
+            for (name, d) in m {
+                let mut d = match d {
+                    Value::Object(o) => o,
+                    Value::Null => Obj::new(),
+                    _ => return Err(err(&format!("{p}.{name}"), "must be a mapping")),
+                };
+                d.entry("condition").or_insert_with(|| json!("service_started"));
+                d.entry("required").or_insert_with(|| json!(true));
+                if d.get("restart") == Some(&Value::Bool(false)) {
+                    d.remove("restart");
+                }
+                deps.insert(name, Value::Object(d));
+            }
+        }
+        Some(_) => return Err(err(&p, "must be a list or a mapping")),
+    }
+    if !deps.is_empty() {
+        svc.insert("depends_on".into(), Value::Object(deps));
+    }
+    Ok(())
+}
+
+fn service_networks(v: &Value, path: &str) -> Result<Obj> {
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                x.as_str()
+                    .map(|s| (s.to_string(), Value::Null))
+                    .ok_or_else(|| err(&format!("{path}[{i}]"), "must be a network name"))
+            })
+            .collect(),
+        Value::Object(m) => Ok(m.clone()),
+        _ => Err(err(path, "must be a list or a mapping")),
+    }
+}
+
+fn build(b: &mut Value, cx: &Context) -> Result<()> {
+    if let Value::String(s) = b {
+        *b = json!({"context": s});
+    }
+    if let Value::Object(o) = b {
+        let ctx = o.get("context").and_then(Value::as_str).unwrap_or(".").to_string();
+        // A remote context (git URL) stays as written.
+        if !ctx.contains("://") && !ctx.starts_with("git@") {
+            o.insert("context".into(), json!(absolute(cx.working_dir, &ctx)));
+        }
+        o.entry("dockerfile").or_insert_with(|| json!("Dockerfile"));
+        if let Some(a) = o.get_mut("args") {
+            let m = key_value_opt_map(a, "build.args")?;
+            *a = Value::Object(
+                m.into_iter().map(|(k, v)| (k, v.map(Value::String).unwrap_or(Value::Null))).collect(),
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_ports() {
+        assert_eq!(
+            parse_port("127.0.0.1:8080:80/udp").unwrap(),
+            vec![json!({"mode":"ingress","host_ip":"127.0.0.1","target":80,"published":"8080","protocol":"udp"})]
+        );
+        assert_eq!(parse_port("80").unwrap(), vec![json!({"mode":"ingress","target":80,"protocol":"tcp"})]);
+        let r = parse_port("8000-8001:80-81").unwrap();
+        assert_eq!(r[1]["published"], json!("8001"));
+        assert_eq!(r[1]["target"], json!(81));
+    }
+
+    #[test]
+    fn paths_are_cleaned() {
+        assert_eq!(absolute(Path::new("/a/b"), "./c/../d"), "/a/b/d");
+        assert_eq!(absolute(Path::new("/a/b"), "../x"), "/a/x");
+        assert_eq!(absolute(Path::new("/a/b"), "/abs"), "/abs");
+    }
+}

@@ -1,0 +1,763 @@
+//! `load`: compose files on disk into a typed, interpolated, merged, validated [`Project`].
+//!
+//! The order follows Compose (compose-go): each file is parsed (YAML merge keys applied),
+//! interpolated, its `include`s and `extends` resolved; the files are then merged with the
+//! override rules, list fields de-duplicated, profiles applied, the result validated by field
+//! name and canonicalised. Work is done on generic YAML values up to that point, so any valid
+//! file loads; only then is it typed.
+
+pub mod canonical;
+pub mod dotenv;
+pub mod error;
+pub mod interpolate;
+pub mod merge;
+pub mod schema;
+pub mod yaml;
+
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde_yaml::{Mapping, Value};
+
+pub use error::{LoadError, Origin};
+use error::Result;
+use yaml::SourceFile;
+
+use crate::model::Project;
+
+/// Compose's file names, in the order Compose looks for them.
+pub const COMPOSE_FILE_NAMES: [&str; 4] =
+    ["compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml"];
+pub const OVERRIDE_FILE_NAMES: [&str; 4] = [
+    "compose.override.yaml",
+    "compose.override.yml",
+    "docker-compose.override.yml",
+    "docker-compose.override.yaml",
+];
+
+/// What the CLI's global options say about where the project is.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// `-f`, in order; empty means discovery.
+    pub files: Vec<PathBuf>,
+    pub project_name: Option<String>,
+    pub project_directory: Option<PathBuf>,
+    pub env_files: Vec<PathBuf>,
+    pub profiles: Vec<String>,
+    /// Directory that relative `-f`, `--env-file` and discovery start from.
+    pub cwd: PathBuf,
+    /// The shell environment (it wins over env files).
+    pub environ: IndexMap<String, String>,
+}
+
+impl LoadOptions {
+    /// Options with the process's working directory and environment.
+    pub fn from_process() -> LoadOptions {
+        LoadOptions {
+            cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+            environ: std::env::vars().collect(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Warnings that do not stop loading (unset variables, ignored settings), for the CLI to print.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub project: Project,
+    pub warnings: Vec<String>,
+}
+
+pub fn load(opts: &LoadOptions) -> Result<Loaded> {
+    let cwd = absolute_dir(&opts.cwd);
+    // COMPOSE_FILE may come from the shell or from a .env beside the project; read the shell's
+    // first, then the working directory's .env for discovery-related variables.
+    let mut discovery_env = opts.environ.clone();
+    if opts.env_files.is_empty() {
+        let dot = opts.project_directory.as_ref().map(|d| cwd.join(d)).unwrap_or(cwd.clone());
+        if let Ok(c) = std::fs::read_to_string(dot.join(".env")) {
+            if let Ok(vars) = dotenv::parse(&c, &opts.environ) {
+                for (k, v) in vars {
+                    if let Some(v) = v {
+                        discovery_env.entry(k).or_insert(v);
+                    }
+                }
+            }
+        }
+    }
+    let files = config_files(opts, &cwd, &discovery_env)?;
+    let working_dir = match &opts.project_directory {
+        Some(d) => absolute_dir(&cwd.join(d)),
+        None => files[0].parent().map(Path::to_path_buf).unwrap_or(cwd.clone()),
+    };
+    let environment = project_environment(opts, &cwd, &working_dir)?;
+
+    let mut warnings = Vec::new();
+    let mut sources: Vec<SourceFile> = Vec::new();
+    let mut merged: Option<Value> = None;
+    for f in &files {
+        let mut ld = FileLoader { env: &environment, unset: Vec::new(), sources: &mut sources };
+        let value = ld.load_file(f, &working_dir, &mut Vec::new())?;
+        for u in ld.unset {
+            let w = format!("The {u:?} variable is not set. Defaulting to a blank string.");
+            if !warnings.contains(&w) {
+                warnings.push(w);
+            }
+        }
+        merged = Some(match merged {
+            None => {
+                let mut v = value;
+                merge::strip_tags(&mut v);
+                v
+            }
+            Some(base) => merge::merge(base, value, &[]).map_err(|e| locate(e, &sources))?,
+        });
+    }
+    let mut merged = merged.unwrap_or(Value::Mapping(Mapping::new()));
+    if let Some(Value::Mapping(services)) = merged.get_mut("services") {
+        for (_, s) in services.iter_mut() {
+            if let Value::Mapping(m) = s {
+                merge::dedup_service(m)?;
+            }
+        }
+    }
+    let mut json = to_json(&merged);
+    schema::validate(&json).map_err(|e| locate(e, &sources))?;
+
+    let name = project_name(opts, &environment, &json, &working_dir)?;
+    let profiles = active_profiles(opts, &environment);
+    let disabled = apply_profiles(&mut json, &profiles).map_err(|e| locate(e, &sources))?;
+    strip_extensions(&mut json);
+    let obj = json.as_object_mut().expect("top level is a mapping");
+    obj.remove("include");
+    obj.remove("version");
+    obj.insert("name".into(), serde_json::Value::String(name.clone()));
+    let cx = canonical::Context {
+        project_name: &name,
+        working_dir: &working_dir,
+        environment: &environment,
+    };
+    canonical::canonicalise_project(obj, &cx).map_err(|e| locate(e, &sources))?;
+    let mut project = schema::to_project(json).map_err(|e| locate(e, &sources))?;
+    project.working_dir = working_dir;
+    project.config_files = files;
+    project.environment = environment;
+    project.disabled_services = disabled;
+    if opts.files.is_empty() && sources.is_empty() {
+        warnings.push("no compose file found".into());
+    }
+    Ok(Loaded { project, warnings })
+}
+
+/// The absolute form of a directory (no symlink resolution).
+fn absolute_dir(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        PathBuf::from(canonical::clean(p))
+    } else {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        PathBuf::from(canonical::clean(&cwd.join(p)))
+    }
+}
+
+/// The compose files to load: `-f`, else `COMPOSE_FILE`, else discovery upwards from `cwd`
+/// (plus the override file beside the one found).
+fn config_files(
+    opts: &LoadOptions,
+    cwd: &Path,
+    env: &IndexMap<String, String>,
+) -> Result<Vec<PathBuf>> {
+    let mut explicit: Vec<PathBuf> = opts.files.clone();
+    if explicit.is_empty() {
+        if let Some(cf) = env.get("COMPOSE_FILE").filter(|s| !s.is_empty()) {
+            let sep = env.get("COMPOSE_PATH_SEPARATOR").map(String::as_str).unwrap_or(":");
+            explicit = cf.split(sep).filter(|s| !s.is_empty()).map(PathBuf::from).collect();
+        }
+    }
+    if !explicit.is_empty() {
+        let base = opts.project_directory.as_ref().map(|d| cwd.join(d)).unwrap_or(cwd.into());
+        let mut out = Vec::new();
+        for f in explicit {
+            let abs = if f.is_absolute() { f.clone() } else { cwd.join(&f) };
+            let abs = PathBuf::from(canonical::clean(&abs));
+            if !abs.exists() {
+                // Compose resolves -f against the working directory; say which path was tried.
+                let _ = &base;
+                return Err(LoadError::new(format!(
+                    "compose file not found: {} (resolved to {})",
+                    f.display(),
+                    abs.display()
+                )));
+            }
+            out.push(abs);
+        }
+        return Ok(out);
+    }
+    let start = opts.project_directory.as_ref().map(|d| cwd.join(d)).unwrap_or(cwd.into());
+    let mut dir = Some(absolute_dir(&start));
+    while let Some(d) = dir {
+        if let Some(found) = COMPOSE_FILE_NAMES.iter().map(|n| d.join(n)).find(|p| p.is_file()) {
+            let mut out = vec![found];
+            if let Some(o) = OVERRIDE_FILE_NAMES.iter().map(|n| d.join(n)).find(|p| p.is_file()) {
+                out.push(o);
+            }
+            return Ok(out);
+        }
+        dir = d.parent().map(Path::to_path_buf);
+    }
+    Err(LoadError::new(format!(
+        "no configuration file provided: none of {} found in {} or its parent directories",
+        COMPOSE_FILE_NAMES.join(", "),
+        start.display()
+    )))
+}
+
+/// The interpolation environment: env files (`--env-file`, later wins; else `.env` in the
+/// project directory), with the shell environment on top.
+fn project_environment(
+    opts: &LoadOptions,
+    cwd: &Path,
+    working_dir: &Path,
+) -> Result<IndexMap<String, String>> {
+    let files: Vec<(PathBuf, bool)> = if opts.env_files.is_empty() {
+        vec![(working_dir.join(".env"), false)]
+    } else {
+        opts.env_files.iter().map(|f| (cwd.join(f), true)).collect()
+    };
+    let mut env = IndexMap::new();
+    for (f, required) in files {
+        let content = match std::fs::read_to_string(&f) {
+            Ok(c) => c,
+            Err(_) if !required => continue,
+            Err(e) => {
+                return Err(LoadError::new(format!("couldn't read env file: {e}")).in_file(&f));
+            }
+        };
+        // Variables in an env file may refer to the shell and to earlier env files.
+        let mut lookup = env.clone();
+        for (k, v) in &opts.environ {
+            lookup.insert(k.clone(), v.clone());
+        }
+        let vars = dotenv::parse(&content, &lookup).map_err(|e| {
+            LoadError::new(format!("invalid env file: {}", e.message)).in_file(&f).at_line(Some(e.line))
+        })?;
+        for (k, v) in vars {
+            if let Some(v) = v.or_else(|| opts.environ.get(&k).cloned()) {
+                env.insert(k, v);
+            }
+        }
+    }
+    for (k, v) in &opts.environ {
+        env.insert(k.clone(), v.clone());
+    }
+    Ok(env)
+}
+
+/// Loads one file with its includes and extends resolved (not yet merged with other files).
+struct FileLoader<'a> {
+    env: &'a IndexMap<String, String>,
+    unset: Vec<String>,
+    sources: &'a mut Vec<SourceFile>,
+}
+
+impl FileLoader<'_> {
+    fn load_file(&mut self, path: &Path, working_dir: &Path, chain: &mut Vec<PathBuf>) -> Result<Value> {
+        let mut src = yaml::read_file(path)?;
+        let mut value = std::mem::take(&mut src.value);
+        interpolate_tree(&mut value, "", self.env, &mut self.unset, &src)?;
+        self.sources.push(src.clone());
+        let Value::Mapping(top) = &mut value else { unreachable!("checked by read_file") };
+        if let Some(inc) = top.remove("include") {
+            let included = self.includes(inc, &src, working_dir, chain)?;
+            for (kind, items) in included {
+                let target = top.entry(Value::from(kind.as_str())).or_insert(Value::Mapping(Mapping::new()));
+                if target.is_null() {
+                    *target = Value::Mapping(Mapping::new());
+                }
+                let Value::Mapping(target) = target else { continue };
+                for (k, v) in items {
+                    if let Some(existing) = target.get(&k) {
+                        if existing != &v {
+                            let key = merge::scalar_str(&k);
+                            return Err(src.error_at(
+                                &format!("{kind}.{key}"),
+                                format!("{kind} {key} conflicts with an imported resource (from `include`)"),
+                            ));
+                        }
+                    } else {
+                        target.insert(k, v);
+                    }
+                }
+            }
+        }
+        self.resolve_extends(&mut value, &src)?;
+        Ok(value)
+    }
+
+    /// Loads each `include` entry as a project of its own (own directory, own env files) and
+    /// returns its top-level sections with paths made absolute.
+    fn includes(
+        &mut self,
+        inc: Value,
+        src: &SourceFile,
+        working_dir: &Path,
+        chain: &mut Vec<PathBuf>,
+    ) -> Result<Vec<(String, Mapping)>> {
+        let Value::Sequence(entries) = inc else {
+            return Err(src.error_at("include", "must be a list"));
+        };
+        let base_dir = src.path.parent().unwrap_or(working_dir).to_path_buf();
+        let mut out: Vec<(String, Mapping)> = Vec::new();
+        for (i, e) in entries.into_iter().enumerate() {
+            let p = format!("include[{i}]");
+            let (paths, project_dir, env_files) = match &e {
+                Value::String(s) => (vec![s.clone()], None, vec![]),
+                Value::Mapping(m) => {
+                    let list = |v: Option<&Value>| -> Vec<String> {
+                        match v {
+                            Some(Value::String(s)) => vec![s.clone()],
+                            Some(Value::Sequence(s)) => s.iter().map(merge::scalar_str).collect(),
+                            _ => vec![],
+                        }
+                    };
+                    let paths = list(m.get("path"));
+                    if paths.is_empty() {
+                        return Err(src.error_at(&p, "include entries need a `path`"));
+                    }
+                    (paths, m.get("project_directory").map(merge::scalar_str), list(m.get("env_file")))
+                }
+                _ => return Err(src.error_at(&p, "must be a path or a mapping")),
+            };
+            let files: Vec<PathBuf> =
+                paths.iter().map(|f| PathBuf::from(canonical::absolute(&base_dir, f))).collect();
+            for f in &files {
+                if chain.contains(f) {
+                    return Err(src.error_at(&p, format!("include cycle through {}", f.display())));
+                }
+                if !f.is_file() {
+                    return Err(src.error_at(&p, format!("included file {} not found", f.display())));
+                }
+            }
+            let dir = match project_dir {
+                Some(d) => PathBuf::from(canonical::absolute(&base_dir, &d)),
+                None => files[0].parent().map(Path::to_path_buf).unwrap_or(base_dir.clone()),
+            };
+            // The included project's environment: its env files (default: its .env), with the
+            // outer environment on top.
+            let mut env: IndexMap<String, String> = IndexMap::new();
+            let env_paths: Vec<(PathBuf, bool)> = if env_files.is_empty() {
+                vec![(dir.join(".env"), false)]
+            } else {
+                env_files.iter().map(|f| (PathBuf::from(canonical::absolute(&base_dir, f)), true)).collect()
+            };
+            for (f, required) in env_paths {
+                match std::fs::read_to_string(&f) {
+                    Ok(c) => {
+                        let vars = dotenv::parse(&c, self.env).map_err(|e| {
+                            LoadError::new(format!("invalid env file: {}", e.message))
+                                .in_file(&f)
+                                .at_line(Some(e.line))
+                        })?;
+                        for (k, v) in vars {
+                            if let Some(v) = v {
+                                env.insert(k, v);
+                            }
+                        }
+                    }
+                    Err(_) if !required => {}
+                    Err(e) => return Err(src.error_at(&p, format!("env file {}: {e}", f.display()))),
+                }
+            }
+            for (k, v) in self.env {
+                env.insert(k.clone(), v.clone());
+            }
+            let mut merged: Option<Value> = None;
+            for f in &files {
+                chain.push(f.clone());
+                let mut sub = FileLoader { env: &env, unset: Vec::new(), sources: self.sources };
+                let v = sub.load_file(f, &dir, chain)?;
+                self.unset.extend(sub.unset);
+                chain.pop();
+                merged = Some(match merged {
+                    None => v,
+                    Some(b) => merge::merge(b, v, &[]).map_err(|e| e.in_file(f))?,
+                });
+            }
+            let Some(Value::Mapping(mut m)) = merged else { continue };
+            absolutize(&mut m, &dir);
+            for kind in ["services", "networks", "volumes", "secrets", "configs", "models"] {
+                if let Some(Value::Mapping(items)) = m.remove(kind) {
+                    out.push((kind.to_string(), items));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Resolves `extends` in every service of this file, recursively, refusing cycles.
+    fn resolve_extends(&mut self, value: &mut Value, src: &SourceFile) -> Result<()> {
+        let Some(Value::Mapping(services)) = value.get("services").cloned() else { return Ok(()) };
+        let mut resolved = Mapping::new();
+        for (name, _) in &services {
+            let n = merge::scalar_str(name);
+            let svc = self.extended_service(&services, &n, src, &mut Vec::new())?;
+            resolved.insert(name.clone(), svc);
+        }
+        value["services"] = Value::Mapping(resolved);
+        Ok(())
+    }
+
+    fn extended_service(
+        &mut self,
+        services: &Mapping,
+        name: &str,
+        src: &SourceFile,
+        stack: &mut Vec<(PathBuf, String)>,
+    ) -> Result<Value> {
+        let path = format!("services.{name}");
+        let here = (src.path.clone(), name.to_string());
+        if stack.contains(&here) {
+            let chain: Vec<String> = stack.iter().chain([&here]).map(|(_, s)| s.clone()).collect();
+            return Err(src.error_at(
+                &format!("{path}.extends"),
+                format!("extends cycle: {}", chain.join(" -> ")),
+            ));
+        }
+        let Some(svc) = services.get(name).cloned() else {
+            return Err(src.error_at(&path, format!("cannot extend service {name:?}: no such service")));
+        };
+        let mut svc = match svc {
+            Value::Null => Value::Mapping(Mapping::new()),
+            v => v,
+        };
+        let Some(ext) = svc.as_mapping_mut().and_then(|m| m.remove("extends")) else { return Ok(svc) };
+        let ext_path = format!("{path}.extends");
+        let (base_name, file) = match &ext {
+            Value::String(s) => (s.clone(), None),
+            Value::Mapping(m) => (
+                m.get("service")
+                    .map(merge::scalar_str)
+                    .ok_or_else(|| src.error_at(&ext_path, "extends needs a `service`"))?,
+                m.get("file").map(merge::scalar_str),
+            ),
+            _ => return Err(src.error_at(&ext_path, "must be a service name or a mapping")),
+        };
+        stack.push(here);
+        let base = match file {
+            None => self.extended_service(services, &base_name, src, stack)?,
+            Some(f) => {
+                let dir = src.path.parent().unwrap_or(Path::new("/"));
+                let other_path = PathBuf::from(canonical::absolute(dir, &f));
+                if !other_path.is_file() {
+                    return Err(src.error_at(
+                        &format!("{ext_path}.file"),
+                        format!("extended file {} not found", other_path.display()),
+                    ));
+                }
+                let mut other = yaml::read_file(&other_path)?;
+                let mut v = std::mem::take(&mut other.value);
+                interpolate_tree(&mut v, "", self.env, &mut self.unset, &other)?;
+                self.sources.push(other.clone());
+                let other_services = match v.get("services") {
+                    Some(Value::Mapping(m)) => m.clone(),
+                    _ => Mapping::new(),
+                };
+                let mut base = self.extended_service(&other_services, &base_name, &other, stack)?;
+                let other_dir = other_path.parent().unwrap_or(Path::new("/"));
+                if other_dir != dir {
+                    if let Value::Mapping(m) = &mut base {
+                        absolutize_service(m, other_dir);
+                    }
+                }
+                base
+            }
+        };
+        stack.pop();
+        merge::merge(base, svc, &[""]).map_err(|e| e.in_file(&src.path))
+    }
+}
+
+/// Interpolates every string value of a file's tree (keys stay as written, like Compose).
+fn interpolate_tree(
+    v: &mut Value,
+    path: &str,
+    env: &IndexMap<String, String>,
+    unset: &mut Vec<String>,
+    src: &SourceFile,
+) -> Result<()> {
+    match v {
+        Value::String(s) => {
+            *s = interpolate::interpolate(s, env, unset)
+                .map_err(|e| src.error_at(path, e.to_string()))?;
+        }
+        Value::Mapping(m) => {
+            for (k, x) in m.iter_mut() {
+                let key = merge::scalar_str(k);
+                // Extension fields are interpolated too, but their errors are theirs.
+                interpolate_tree(x, &yaml::join(path, &key), env, unset, src)?;
+            }
+        }
+        Value::Sequence(s) => {
+            for (i, x) in s.iter_mut().enumerate() {
+                interpolate_tree(x, &format!("{path}[{i}]"), env, unset, src)?;
+            }
+        }
+        Value::Tagged(t) => interpolate_tree(&mut t.value, path, env, unset, src)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Makes the relative paths of an included project absolute against its own directory, so they
+/// keep pointing at the same files once merged into the including project.
+fn absolutize(m: &mut Mapping, dir: &Path) {
+    if let Some(Value::Mapping(services)) = m.get_mut("services") {
+        for (_, s) in services.iter_mut() {
+            if let Value::Mapping(s) = s {
+                absolutize_service(s, dir);
+            }
+        }
+    }
+    for kind in ["secrets", "configs"] {
+        if let Some(Value::Mapping(items)) = m.get_mut(kind) {
+            for (_, it) in items.iter_mut() {
+                if let Some(Value::String(f)) = it.get_mut("file") {
+                    *f = canonical::absolute(dir, f);
+                }
+            }
+        }
+    }
+}
+
+fn absolutize_service(s: &mut Mapping, dir: &Path) {
+    let abs = |p: &str| canonical::absolute(dir, p);
+    match s.get_mut("build") {
+        Some(Value::String(c)) => *c = abs(c),
+        Some(Value::Mapping(b)) => {
+            if let Some(Value::String(c)) = b.get_mut("context") {
+                if !c.contains("://") {
+                    *c = abs(c);
+                }
+            } else {
+                b.insert("context".into(), Value::String(abs(".")));
+            }
+        }
+        _ => {}
+    }
+    match s.get_mut("env_file") {
+        Some(Value::String(f)) => *f = abs(f),
+        Some(Value::Sequence(items)) => {
+            for it in items {
+                match it {
+                    Value::String(f) => *f = abs(f),
+                    Value::Mapping(m) => {
+                        if let Some(Value::String(f)) = m.get_mut("path") {
+                            *f = abs(f);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+    if let Some(Value::Sequence(vols)) = s.get_mut("volumes") {
+        for v in vols {
+            match v {
+                Value::String(spec) => {
+                    let parts = canonical::split_volume_spec(spec);
+                    if parts.len() >= 2 && (parts[0].starts_with('.') || parts[0].starts_with('~')) {
+                        let mut p = parts.clone();
+                        p[0] = abs(&parts[0]);
+                        *spec = p.join(":");
+                    }
+                }
+                Value::Mapping(m) => {
+                    let is_bind = m.get("type").and_then(Value::as_str) == Some("bind");
+                    if let (true, Some(Value::String(src))) = (is_bind, m.get_mut("source")) {
+                        *src = abs(src);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// YAML value into JSON (keys as strings; Compose keys are strings anyway).
+pub fn to_json(v: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        Value::Null => J::Null,
+        Value::Bool(b) => J::Bool(*b),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                J::from(i)
+            } else if let Some(u) = n.as_u64() {
+                J::from(u)
+            } else {
+                n.as_f64().map(J::from).unwrap_or(J::Null)
+            }
+        }
+        Value::String(s) => J::String(s.clone()),
+        Value::Sequence(s) => J::Array(s.iter().map(to_json).collect()),
+        Value::Mapping(m) => {
+            J::Object(m.iter().map(|(k, v)| (merge::scalar_str(k), to_json(v))).collect())
+        }
+        Value::Tagged(t) => to_json(&t.value),
+    }
+}
+
+/// Project name: `-p` > COMPOSE_PROJECT_NAME > `name:` > directory basename. An explicit name
+/// must already be in normal form; the basename is normalised.
+fn project_name(
+    opts: &LoadOptions,
+    env: &IndexMap<String, String>,
+    model: &serde_json::Value,
+    working_dir: &Path,
+) -> Result<String> {
+    let explicit = opts
+        .project_name
+        .clone()
+        .or_else(|| env.get("COMPOSE_PROJECT_NAME").filter(|s| !s.is_empty()).cloned())
+        .or_else(|| model.get("name").and_then(|n| n.as_str()).filter(|s| !s.is_empty()).map(String::from));
+    if let Some(name) = explicit {
+        if normalise_project_name(&name) != name || name.is_empty() {
+            return Err(LoadError::new(format!(
+                "invalid project name {name:?}: must consist only of lowercase alphanumeric characters, hyphens, and underscores as well as start with a letter or number"
+            )));
+        }
+        return Ok(name);
+    }
+    let base = working_dir.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    let name = normalise_project_name(&base);
+    if name.is_empty() {
+        return Err(LoadError::new(format!(
+            "cannot derive a project name from the directory {}: use -p NAME",
+            working_dir.display()
+        )));
+    }
+    Ok(name)
+}
+
+/// Lowercase, keep `[a-z0-9_-]`, trim leading `_` and `-`.
+pub fn normalise_project_name(s: &str) -> String {
+    let lowered: String = s
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-')
+        .collect();
+    lowered.trim_start_matches(['_', '-']).to_string()
+}
+
+fn active_profiles(opts: &LoadOptions, env: &IndexMap<String, String>) -> Vec<String> {
+    if !opts.profiles.is_empty() {
+        return opts.profiles.iter().flat_map(|p| p.split(',')).map(|s| s.trim().to_string()).collect();
+    }
+    env.get("COMPOSE_PROFILES")
+        .map(|p| p.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default()
+}
+
+/// Drops services whose profiles are not active; a dependency on a dropped service is an
+/// error (as in Compose), unless it is `required: false`.
+fn apply_profiles(json: &mut serde_json::Value, active: &[String]) -> Result<Vec<String>> {
+    let Some(serde_json::Value::Object(services)) = json.get_mut("services") else {
+        return Ok(vec![]);
+    };
+    let enabled = |svc: &serde_json::Value| -> bool {
+        match svc.get("profiles") {
+            Some(serde_json::Value::Array(p)) if !p.is_empty() => p.iter().any(|x| {
+                x.as_str().is_some_and(|x| active.iter().any(|a| a == x || a == "*"))
+            }),
+            _ => true,
+        }
+    };
+    let disabled: Vec<String> =
+        services.iter().filter(|(_, s)| !enabled(s)).map(|(k, _)| k.clone()).collect();
+    for d in &disabled {
+        services.remove(d);
+    }
+    for (name, svc) in services.iter() {
+        let deps: Vec<(String, bool)> = match svc.get("depends_on") {
+            Some(serde_json::Value::Array(a)) => {
+                a.iter().filter_map(|x| x.as_str()).map(|s| (s.to_string(), true)).collect()
+            }
+            Some(serde_json::Value::Object(m)) => m
+                .iter()
+                .map(|(k, v)| (k.clone(), v.get("required").and_then(|r| r.as_bool()).unwrap_or(true)))
+                .collect(),
+            _ => vec![],
+        };
+        for (dep, required) in deps {
+            if !services.contains_key(&dep) && required {
+                let why = if disabled.contains(&dep) {
+                    format!(" (it is disabled: enable its profile with --profile)")
+                } else {
+                    String::new()
+                };
+                return Err(LoadError::new(format!(
+                    "service {name:?} depends on undefined service {dep:?}{why}"
+                ))
+                .at_path(format!("services.{name}.depends_on")));
+            }
+        }
+    }
+    Ok(disabled)
+}
+
+/// `x-` extension fields are Compose's own comments: dropped wherever they are allowed.
+fn strip_extensions(json: &mut serde_json::Value) {
+    fn strip(o: &mut serde_json::Map<String, serde_json::Value>) {
+        o.retain(|k, _| !k.starts_with("x-"));
+    }
+    let Some(top) = json.as_object_mut() else { return };
+    strip(top);
+    for kind in ["services", "networks", "volumes", "secrets", "configs"] {
+        if let Some(serde_json::Value::Object(items)) = top.get_mut(kind) {
+            for (_, it) in items.iter_mut() {
+                if let Some(o) = it.as_object_mut() {
+                    strip(o);
+                    for sub in ["healthcheck", "deploy", "build", "logging"] {
+                        if let Some(serde_json::Value::Object(s)) = o.get_mut(sub) {
+                            strip(s);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Gives an error that has a field path the file and line where that path was written: the
+/// file that wrote the longest part of the path, the later file on a tie (it overrides).
+fn locate(e: LoadError, sources: &[SourceFile]) -> LoadError {
+    if e.origin.file.is_some() {
+        return e;
+    }
+    let Some(path) = e.origin.path.clone() else {
+        return match sources.first() {
+            Some(s) => e.in_file(&s.path),
+            None => e,
+        };
+    };
+    let mut best: Option<(&SourceFile, usize)> = None;
+    for s in sources {
+        let mut p = path.as_str();
+        loop {
+            if s.lines.has(p) {
+                if best.is_none_or(|(_, l)| p.len() >= l) {
+                    best = Some((s, p.len()));
+                }
+                break;
+            }
+            match p.rfind(['.', '[']) {
+                Some(i) => p = &p[..i],
+                None => break,
+            }
+        }
+    }
+    match best {
+        Some((s, _)) => e.in_file(&s.path).at_line(s.lines.line_of(&path)),
+        None => e,
+    }
+}

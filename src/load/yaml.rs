@@ -1,0 +1,220 @@
+//! Reading one compose file: YAML text into a generic value, plus an index from field paths to
+//! line numbers.
+//!
+//! `serde_yaml` (yaml_serde) gives the value but forgets positions once parsing is done, so a
+//! second, event-level pass with yaml-rust2 records the line of every key and sequence item.
+//! Every later stage (interpolation, merging, validation) reports errors by field path; this
+//! index turns that path back into `file:line`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde_yaml::Value;
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+use super::error::{LoadError, Result};
+
+/// Field path to line (1-based). Paths look like `services.web.ports[0]`.
+#[derive(Debug, Default, Clone)]
+pub struct LineIndex {
+    lines: HashMap<String, usize>,
+}
+
+impl LineIndex {
+    /// The line of `path`, or of its nearest ancestor that has one (a value produced by a merge
+    /// key or an alias has no line of its own; its parent's line is the best pointer).
+    pub fn line_of(&self, path: &str) -> Option<usize> {
+        let mut p = path;
+        loop {
+            if let Some(l) = self.lines.get(p) {
+                return Some(*l);
+            }
+            let cut = p.rfind(['.', '['])?;
+            p = &p[..cut];
+        }
+    }
+
+    /// True when this exact path was written in the file.
+    pub fn has(&self, path: &str) -> bool {
+        self.lines.contains_key(path)
+    }
+
+    pub fn from_source(src: &str) -> LineIndex {
+        let mut b = IndexBuilder::default();
+        // A syntax error is reported by the value parser; a partial index is still useful.
+        let _ = Parser::new_from_str(src).load(&mut b, false);
+        LineIndex { lines: b.lines }
+    }
+}
+
+enum Frame {
+    Map { path: String, key: Option<String> },
+    Seq { path: String, index: usize },
+}
+
+#[derive(Default)]
+struct IndexBuilder {
+    stack: Vec<Frame>,
+    lines: HashMap<String, usize>,
+}
+
+pub fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+impl IndexBuilder {
+    /// Path of the value that starts now, recording its line when it is a sequence item.
+    fn value_path(&mut self, line: usize) -> Option<String> {
+        match self.stack.last() {
+            None => Some(String::new()),
+            Some(Frame::Map { path, key: Some(k) }) => Some(join(path, k)),
+            Some(Frame::Map { key: None, .. }) => None, // a complex key: not indexed
+            Some(Frame::Seq { path, index }) => {
+                let p = format!("{path}[{index}]");
+                self.lines.entry(p.clone()).or_insert(line);
+                Some(p)
+            }
+        }
+    }
+
+    /// A value (scalar, alias or closed collection) is complete: advance the parent.
+    fn value_done(&mut self) {
+        match self.stack.last_mut() {
+            Some(Frame::Map { key, .. }) => *key = None,
+            Some(Frame::Seq { index, .. }) => *index += 1,
+            None => {}
+        }
+    }
+}
+
+impl MarkedEventReceiver for IndexBuilder {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        let line = mark.line();
+        match ev {
+            Event::Scalar(s, ..) => {
+                if let Some(Frame::Map { path, key: key @ None }) = self.stack.last_mut() {
+                    let p = join(path, &s);
+                    self.lines.entry(p).or_insert(line);
+                    *key = Some(s);
+                } else {
+                    self.value_path(line);
+                    self.value_done();
+                }
+            }
+            Event::Alias(_) => {
+                if let Some(Frame::Map { key: key @ None, .. }) = self.stack.last_mut() {
+                    // An alias used as a key: keep the map's state consistent.
+                    *key = Some(String::from("<alias>"));
+                } else {
+                    self.value_path(line);
+                    self.value_done();
+                }
+            }
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                let path = self.value_path(line).unwrap_or_else(|| "<complex-key>".to_string());
+                let frame = if matches!(ev, Event::MappingStart(..)) {
+                    Frame::Map { path, key: None }
+                } else {
+                    Frame::Seq { path, index: 0 }
+                };
+                self.stack.push(frame);
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.stack.pop();
+                self.value_done();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One parsed compose file.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub value: Value,
+    pub lines: LineIndex,
+}
+
+impl SourceFile {
+    /// An error at `path` inside this file, with its line.
+    pub fn error_at(&self, path: &str, message: impl Into<String>) -> LoadError {
+        LoadError::new(message)
+            .in_file(&self.path)
+            .at_line(self.lines.line_of(path))
+            .at_path(path)
+    }
+}
+
+/// Reads and parses a compose file. YAML merge keys (`<<`) are applied here, as YAML itself
+/// defines them; Compose's `!reset`/`!override` tags stay in the value for the merge stage.
+pub fn read_file(path: &Path) -> Result<SourceFile> {
+    let src = std::fs::read_to_string(path).map_err(|e| {
+        LoadError::new(format!("cannot read compose file: {e}")).in_file(path)
+    })?;
+    parse_str(path, &src)
+}
+
+pub fn parse_str(path: &Path, src: &str) -> Result<SourceFile> {
+    let mut value: Value = if src.trim().is_empty() {
+        Value::Mapping(Default::default())
+    } else {
+        serde_yaml::from_str(src).map_err(|e| yaml_error(path, &e))?
+    };
+    if value.is_null() {
+        value = Value::Mapping(Default::default());
+    }
+    value.apply_merge().map_err(|e| yaml_error(path, &e))?;
+    if !value.is_mapping() {
+        return Err(LoadError::new("the top level of a compose file must be a mapping")
+            .in_file(path)
+            .at_line(Some(1)));
+    }
+    Ok(SourceFile { path: path.to_path_buf(), value, lines: LineIndex::from_source(src) })
+}
+
+fn yaml_error(path: &Path, e: &serde_yaml::Error) -> LoadError {
+    let line = e.location().map(|l| l.line());
+    // The library's message repeats the position ("at line 3 column 5"); keep only the cause.
+    let mut msg = e.to_string();
+    if let Some(i) = msg.find(" at line ") {
+        msg.truncate(i);
+    }
+    LoadError::new(format!("invalid YAML: {msg}")).in_file(path).at_line(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexes_keys_and_items() {
+        let src = "services:\n  web:\n    image: x\n    ports:\n      - 80\n      - target: 81\n";
+        let idx = LineIndex::from_source(src);
+        assert_eq!(idx.line_of("services"), Some(1));
+        assert_eq!(idx.line_of("services.web.image"), Some(3));
+        assert_eq!(idx.line_of("services.web.ports[0]"), Some(5));
+        assert_eq!(idx.line_of("services.web.ports[1].target"), Some(6));
+        assert_eq!(idx.line_of("services.web.nope"), Some(2));
+    }
+
+    #[test]
+    fn syntax_error_names_line() {
+        let err = parse_str(Path::new("c.yaml"), "services:\n  web:\n    image: x\n   bad: [\n")
+            .unwrap_err();
+        assert!(err.origin.line.is_some(), "{err}");
+        assert!(err.to_string().starts_with("c.yaml:"), "{err}");
+    }
+
+    #[test]
+    fn merge_keys_are_applied() {
+        let src = "x-base: &b\n  image: a\nservices:\n  web:\n    <<: *b\n    command: c\n";
+        let f = parse_str(Path::new("c.yaml"), src).unwrap();
+        assert_eq!(f.value["services"]["web"]["image"], Value::from("a"));
+    }
+}
