@@ -6,3 +6,7 @@
 pub mod duration;
 pub mod load;
 pub mod model;
+pub mod engine;
+pub mod observe;
+pub mod plan;
+pub mod spec;
