@@ -10,3 +10,7 @@ pub mod engine;
 pub mod observe;
 pub mod plan;
 pub mod spec;
+pub mod apply;
+pub mod converge;
+pub mod journal;
+pub mod pull;
