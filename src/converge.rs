@@ -50,5 +50,9 @@ pub async fn plan_project(
     let mut plan = plan::plan(&desired, &observed, opts);
     warnings.extend(plan.warnings);
     plan.warnings = warnings;
-    Ok(Planned { desired, observed, plan })
+    Ok(Planned {
+        desired,
+        observed,
+        plan,
+    })
 }

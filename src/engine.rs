@@ -24,16 +24,21 @@ impl Engine {
             Some(h) => {
                 let h = h.strip_prefix("tcp://").map(|r| format!("http://{r}"));
                 let h = h.as_deref().unwrap_or(host.unwrap());
-                Docker::connect_with_host(h).with_context(|| format!("cannot use Docker host {h:?}"))?
+                Docker::connect_with_host(h)
+                    .with_context(|| format!("cannot use Docker host {h:?}"))?
             }
-            None => Docker::connect_with_local_defaults().context("cannot use the local Docker socket")?,
+            None => Docker::connect_with_local_defaults()
+                .context("cannot use the local Docker socket")?,
         };
         let docker = docker.with_timeout(Duration::from_secs(300));
         let docker = docker.negotiate_version().await.context(
             "cannot reach the Docker engine (is dockerd running? check -H/--host or DOCKER_HOST)",
         )?;
         // negotiate_version costs one /version request.
-        Ok(Engine { docker, calls: AtomicUsize::new(1) })
+        Ok(Engine {
+            docker,
+            calls: AtomicUsize::new(1),
+        })
     }
 
     /// Counts one API request and returns the client to make it with.
@@ -50,15 +55,33 @@ impl Engine {
 
 /// True when the error is the engine's 404 (no such container, image, network…).
 pub fn is_not_found(e: &bollard::errors::Error) -> bool {
-    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
 }
 
 /// True when the error is the engine's 409 (name in use, already exists…).
 pub fn is_conflict(e: &bollard::errors::Error) -> bool {
-    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 409, .. })
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 409,
+            ..
+        }
+    )
 }
 
 /// True when the error is the engine's 304 (already started / already stopped).
 pub fn is_not_modified(e: &bollard::errors::Error) -> bool {
-    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 304, .. })
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 304,
+            ..
+        }
+    )
 }
