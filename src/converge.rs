@@ -45,7 +45,8 @@ pub async fn plan_project(
         }
     }
     let images = desired_images(engine, &project, mode, &mut warnings).await?;
-    let observed = observe(engine, &project.name).await?;
+    let known = images.values().filter_map(|i| i.digest.clone()).collect();
+    let observed = observe(engine, &project.name, &known).await?;
     let desired = Desired { project, images };
     let mut plan = plan::plan(&desired, &observed, opts);
     warnings.extend(plan.warnings);

@@ -98,9 +98,14 @@ fn project_filter(project: &str) -> HashMap<String, Vec<String>> {
     )])
 }
 
-/// Reads the project's containers, networks and volumes, plus the images in `extra_images`
-/// (image ids or references; desired images, so plan can compare them) and the containers'.
-pub async fn observe(engine: &Engine, project: &str) -> Result<Observed> {
+/// Reads the project's containers, networks and volumes, and the images of its containers.
+/// An image in `known_ids` (desired images already inspected, by id) is not inspected again
+/// for composeops' own containers: plan compares those by id and needs no image defaults.
+pub async fn observe(
+    engine: &Engine,
+    project: &str,
+    known_ids: &BTreeSet<String>,
+) -> Result<Observed> {
     let filters = project_filter(project);
     let list = engine.call().list_containers(Some(
         ListContainersOptionsBuilder::default()
