@@ -205,6 +205,16 @@ fn apply_three_service_stack_with_healthy_dependency() {
         "db:service_healthy:false"
     );
     assert!(labels["io.composeops.spec-hash"].starts_with("v1:"));
+
+    // Compose manages what composeops created: logs and down.
+    let logs = s.compose_v5(&["logs", "db"]);
+    assert!(logs.status.success(), "{}", show(&logs));
+    let down = s.compose_v5(&["down", "-t", "1"]);
+    assert!(down.status.success(), "{}", show(&down));
+    assert!(
+        s.containers().is_empty(),
+        "compose down must remove everything"
+    );
 }
 
 #[test]
@@ -473,4 +483,63 @@ fn bad_input_changes_nothing_on_the_engine() {
         assert_eq!(s.containers(), before, "{what} changed containers");
         assert_eq!(nets(), nets_before, "{what} changed networks");
     }
+}
+
+#[test]
+fn unreachable_registry_with_local_image_is_a_warning() {
+    let mut s = Stack::new("apply-pull");
+    let local = s.image("v1");
+    // Same image under a registry that does not answer (port 9 on 127.0.0.1).
+    let unreachable = format!("127.0.0.1:9/app-{}:1", s.name);
+    docker(&["tag", &local, &unreachable]);
+    s.guard.image(unreachable.clone());
+    s.write(&format!(
+        "services:\n  app:\n    image: {unreachable}\n    pull_policy: always\n"
+    ));
+    let out = s.apply_ok();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("warning: cannot pull {unreachable}")),
+        "{err}"
+    );
+    assert_eq!(s.plan().0, 0);
+    // The next apply warns again and leaves the running container alone.
+    let before = s.containers();
+    s.apply_ok();
+    assert_eq!(s.containers(), before);
+}
+
+#[test]
+fn unknown_image_is_an_error_before_any_change() {
+    let mut s = Stack::new("apply-unknown-image");
+    let image = s.image("v1");
+    s.write(&three_services(&image, "hello"));
+    s.apply_ok();
+    let before = s.containers();
+    let missing = format!("{}/does-not-exist-{}:1", testbed().registry, s.name);
+    s.write(&three_services(&image, "changed").replacen(
+        &format!("image: {image}"),
+        &format!("image: {missing}"),
+        1,
+    ));
+    let out = s.run(&["apply"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("cannot pull image {missing}")),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(s.containers(), before, "nothing may change");
+    // pull_policy: never names the image and changes nothing either.
+    s.write(&format!(
+        "services:\n  db:\n    image: {missing}\n    pull_policy: never\n"
+    ));
+    let out = s.run(&["apply"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pull_policy is never"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(s.containers(), before);
 }
