@@ -352,13 +352,34 @@ fn kill_at(step: &str) {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
-    // The next plan recovers (journal) and still shows the change (or none, if committed).
-    let out = s.apply_ok();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("recovering an interrupted apply"),
-        "{stderr}"
-    );
+    // The next run recovers from the journal: `plan` for one kill point, `apply` for the others.
+    if step == "health-wait" {
+        let out = s.run(&["plan"]);
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("recovering an interrupted apply"),
+            "{stderr}"
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("web recreate"),
+            "the change is still pending: {stdout}"
+        );
+        assert_eq!(
+            s.containers().len(),
+            3,
+            "recovery leaves one container per replica"
+        );
+        s.apply_ok();
+    } else {
+        let out = s.apply_ok();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("recovering an interrupted apply"),
+            "{stderr}"
+        );
+    }
     let after = s.containers();
     let mut names: Vec<&String> = after.keys().collect();
     names.sort();
@@ -542,4 +563,57 @@ fn unknown_image_is_an_error_before_any_change() {
         show(&out)
     );
     assert_eq!(s.containers(), before);
+}
+
+#[test]
+fn anonymous_volumes_are_carried_over_and_prune_removes_orphans_only() {
+    let mut s = Stack::new("apply-anon");
+    let image = s.image("v1");
+    let yaml = |greeting: &str, with_worker: bool| {
+        let mut y = three_services(&image, greeting).replace(
+            "    ports: [\"127.0.0.1::8080\"]\n",
+            "    ports: [\"127.0.0.1::8080\"]\n    volumes: [/cache]\n",
+        );
+        if !with_worker {
+            let worker = format!("  worker:\n    image: {image}\n    depends_on: [db]\n");
+            assert!(y.contains(&worker));
+            y = y.replace(&worker, "");
+        }
+        y
+    };
+    s.write(&yaml("hello", true));
+    s.apply_ok();
+    let web = format!("{}-web-1", s.name);
+    docker(&["exec", &web, "sh", "-c", "echo kept > /cache/marker"]);
+    let cache = "{{range .Mounts}}{{if eq .Destination \"/cache\"}}{{.Name}}{{end}}{{end}}";
+    let vol_before = s.inspect(&web, cache);
+    s.write(&yaml("bonjour", true));
+    s.apply_ok();
+    assert_eq!(
+        s.inspect(&web, cache),
+        vol_before,
+        "the anonymous volume follows the service"
+    );
+    assert_eq!(docker(&["exec", &web, "cat", "/cache/marker"]), "kept");
+
+    // worker leaves the file: plan warns, apply keeps it; --prune removes the container only.
+    s.write(&yaml("bonjour", false));
+    let (code, out) = s.plan();
+    assert_eq!(code, 0, "an orphan without --prune is not a change:\n{out}");
+    assert!(out.contains("orphan container"), "{out}");
+    let worker = format!("{}-worker-1", s.name);
+    assert!(s.containers().contains_key(&worker));
+    let out = s.run(&["apply", "--prune"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        !s.containers().contains_key(&worker),
+        "--prune removes the orphan"
+    );
+    let filter = format!("label=com.docker.compose.project={}", s.name);
+    let vols = docker(&["volume", "ls", "-q", "--filter", &filter]);
+    assert!(
+        vols.contains(&format!("{}_data", s.name)),
+        "named volumes are never removed: {vols}"
+    );
+    assert_eq!(s.plan().0, 0);
 }
