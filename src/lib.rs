@@ -5,4 +5,6 @@
 
 pub mod duration;
 pub mod load;
+pub mod lock;
 pub mod model;
+pub mod resolve;
