@@ -18,7 +18,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::model::Project;
-use crate::resolve::{self, ImageRef, Known, RegistryStats, ResolveError, ResolveOptions, ResolvedImage, Resolver, Source};
+use crate::resolve::{
+    self, ImageRef, Known, RegistryStats, ResolveError, ResolveOptions, ResolvedImage, Resolver,
+    Source,
+};
 
 /// File name, beside the first compose file.
 pub const LOCK_FILE: &str = "composeops.lock";
@@ -28,7 +31,10 @@ pub const LOCK_VERSION: u32 = 1;
 /// The lockfile. Keys serialise in sorted order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "composeops.lock", description = "Image digests pinned by `composeops lock`.")]
+#[schemars(
+    title = "composeops.lock",
+    description = "Image digests pinned by `composeops lock`."
+)]
 pub struct Lockfile {
     /// One entry per image reference, keyed by the reference as written in the compose file
     /// (after interpolation), e.g. `nginx:1.27` or `127.0.0.1:5000/app:v1`.
@@ -77,11 +83,17 @@ impl LockedImage {
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is not a valid composeops lockfile: {message}; regenerate it with `composeops lock --update`")]
     Parse { path: PathBuf, message: String },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("no lockfile {path}: run `composeops lock` and commit the file")]
     Missing { path: PathBuf },
     #[error(
@@ -97,7 +109,11 @@ pub enum LockError {
 
 impl Lockfile {
     pub fn new(platform: &resolve::Platform) -> Lockfile {
-        Lockfile { images: BTreeMap::new(), platform: platform.to_string(), version: LOCK_VERSION }
+        Lockfile {
+            images: BTreeMap::new(),
+            platform: platform.to_string(),
+            version: LOCK_VERSION,
+        }
     }
 
     /// Reads `path`; `Ok(None)` when it does not exist.
@@ -105,9 +121,19 @@ impl Lockfile {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(LockError::Read { path: path.into(), source }),
+            Err(source) => {
+                return Err(LockError::Read {
+                    path: path.into(),
+                    source,
+                })
+            }
         };
-        Lockfile::parse(&text).map(Some).map_err(|message| LockError::Parse { path: path.into(), message })
+        Lockfile::parse(&text)
+            .map(Some)
+            .map_err(|message| LockError::Parse {
+                path: path.into(),
+                message,
+            })
     }
 
     /// Parses lockfile text (version checked).
@@ -132,8 +158,14 @@ impl Lockfile {
     /// Writes atomically: a temporary file in the same directory, flushed, then renamed over
     /// `path`, so a reader never sees half a lock.
     pub fn write(&self, path: &Path) -> Result<(), LockError> {
-        let err = |source| LockError::Write { path: path.into(), source };
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let err = |source| LockError::Write {
+            path: path.into(),
+            source,
+        };
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let tmp = dir.join(format!(".{LOCK_FILE}.{}.tmp", std::process::id()));
         let result = (|| {
             let mut f = std::fs::File::create(&tmp)?;
@@ -160,7 +192,13 @@ impl Lockfile {
         self.images
             .values()
             .map(|e| {
-                (e.digest.clone(), Known { index_digest: e.index_digest.clone(), platform_digest: e.platform_digest.clone() })
+                (
+                    e.digest.clone(),
+                    Known {
+                        index_digest: e.index_digest.clone(),
+                        platform_digest: e.platform_digest.clone(),
+                    },
+                )
             })
             .collect()
     }
@@ -234,7 +272,12 @@ pub async fn lock(
             if !project.services.contains_key(n) {
                 return Err(LockError::UnknownService {
                     name: n.clone(),
-                    known: project.services.keys().cloned().collect::<Vec<_>>().join(", "),
+                    known: project
+                        .services
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 });
             }
         }
@@ -282,13 +325,24 @@ pub async fn lock(
     }
     for r in resolved.values() {
         let previous_entry = old.and_then(|l| l.images.get(&r.reference));
-        if previous_entry.is_some_and(|e| e.digest == r.digest && e.platform_digest == r.platform_digest) {
+        if previous_entry
+            .is_some_and(|e| e.digest == r.digest && e.platform_digest == r.platform_digest)
+        {
             continue; // unchanged: keep the entry and its time
         }
-        if lock.images.get(&r.reference).is_some_and(|e| e.digest == r.digest) && previous_entry.is_none() {
+        if lock
+            .images
+            .get(&r.reference)
+            .is_some_and(|e| e.digest == r.digest)
+            && previous_entry.is_none()
+        {
             continue; // same reference used by two services
         }
-        let services = images.iter().filter(|(_, i)| **i == r.reference).map(|(s, _)| s.clone()).collect();
+        let services = images
+            .iter()
+            .filter(|(_, i)| **i == r.reference)
+            .map(|(s, _)| s.clone())
+            .collect();
         changes.retain(|c| c.reference != r.reference);
         changes.push(LockChange {
             reference: r.reference.clone(),
@@ -299,9 +353,20 @@ pub async fn lock(
         lock.images.insert(r.reference.clone(), entry_of(r, &now));
     }
     let removed = previous
-        .map(|p| p.images.keys().filter(|k| !wanted_refs.contains(k)).cloned().collect())
+        .map(|p| {
+            p.images
+                .keys()
+                .filter(|k| !wanted_refs.contains(k))
+                .cloned()
+                .collect()
+        })
         .unwrap_or_default();
-    Ok(LockOutcome { lock, changes, removed, stats: resolver.stats() })
+    Ok(LockOutcome {
+        lock,
+        changes,
+        removed,
+        stats: resolver.stats(),
+    })
 }
 
 fn entry_of(r: &ResolvedImage, now: &str) -> LockedImage {
@@ -317,8 +382,11 @@ fn entry_of(r: &ResolvedImage, now: &str) -> LockedImage {
 
 /// The current time, RFC 3339 in UTC to the second.
 pub fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 ns is valid");
-    now.format(&time::format_description::well_known::Rfc3339).expect("RFC 3339 formats")
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("0 ns is valid");
+    now.format(&time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339 formats")
 }
 
 /// A reason `lock --check` fails.
@@ -328,7 +396,12 @@ pub enum CheckProblem {
     /// A service's image has no entry in the lock.
     Missing { service: String, image: String },
     /// The tag now points to another digest than the lock pins.
-    Moved { services: Vec<String>, image: String, locked: String, current: String },
+    Moved {
+        services: Vec<String>,
+        image: String,
+        locked: String,
+        current: String,
+    },
 }
 
 impl fmt::Display for CheckProblem {
@@ -357,7 +430,11 @@ pub struct CheckReport {
 
 /// Checks the lock against the project and the registries: every service image has an entry,
 /// and every locked tag still points to the locked digest (HEAD requests only).
-pub async fn check(project: &Project, lock: &Lockfile, opts: &ResolveOptions) -> Result<CheckReport, LockError> {
+pub async fn check(
+    project: &Project,
+    lock: &Lockfile,
+    opts: &ResolveOptions,
+) -> Result<CheckReport, LockError> {
     let images = service_images(project);
     let mut problems = Vec::new();
     let mut present: IndexMap<String, String> = IndexMap::new();
@@ -365,7 +442,10 @@ pub async fn check(project: &Project, lock: &Lockfile, opts: &ResolveOptions) ->
         if lock.images.contains_key(image) {
             present.insert(service.clone(), image.clone());
         } else {
-            problems.push(CheckProblem::Missing { service: service.clone(), image: image.clone() });
+            problems.push(CheckProblem::Missing {
+                service: service.clone(),
+                image: image.clone(),
+            });
         }
     }
     let mut ropts = opts.clone();
@@ -376,12 +456,14 @@ pub async fn check(project: &Project, lock: &Lockfile, opts: &ResolveOptions) ->
     for (service, r) in &resolved {
         let entry = &lock.images[&r.reference];
         if entry.digest != r.digest {
-            match moved.entry(r.reference.clone()).or_insert_with(|| CheckProblem::Moved {
-                services: Vec::new(),
-                image: r.reference.clone(),
-                locked: entry.digest.clone(),
-                current: r.digest.clone(),
-            }) {
+            match moved
+                .entry(r.reference.clone())
+                .or_insert_with(|| CheckProblem::Moved {
+                    services: Vec::new(),
+                    image: r.reference.clone(),
+                    locked: entry.digest.clone(),
+                    current: r.digest.clone(),
+                }) {
                 CheckProblem::Moved { services, .. } => services.push(service.clone()),
                 CheckProblem::Missing { .. } => unreachable!(),
             }
@@ -389,14 +471,26 @@ pub async fn check(project: &Project, lock: &Lockfile, opts: &ResolveOptions) ->
     }
     problems.extend(moved.into_values());
     let used: BTreeSet<&String> = images.values().collect();
-    let unused = lock.images.keys().filter(|k| !used.contains(k)).cloned().collect();
-    Ok(CheckReport { problems, unused, stats: resolver.stats() })
+    let unused = lock
+        .images
+        .keys()
+        .filter(|k| !used.contains(k))
+        .cloned()
+        .collect();
+    Ok(CheckReport {
+        problems,
+        unused,
+        stats: resolver.stats(),
+    })
 }
 
 /// `--locked`: every service image's digest from the lock alone, no registry request. A
 /// reference pinned in the compose file (`name@sha256:…`) is its own lock. Fails listing every
 /// service whose image is not in the lock.
-pub fn locked_images(project: &Project, lock: &Lockfile) -> Result<IndexMap<String, ResolvedImage>, LockError> {
+pub fn locked_images(
+    project: &Project,
+    lock: &Lockfile,
+) -> Result<IndexMap<String, ResolvedImage>, LockError> {
     let mut out = IndexMap::new();
     let mut missing = Vec::new();
     for (service, image) in service_images(project) {
@@ -463,7 +557,15 @@ mod tests {
             networks: Default::default(),
             services: images
                 .iter()
-                .map(|(s, i)| (s.to_string(), Service { image: Some(i.to_string()), ..Default::default() }))
+                .map(|(s, i)| {
+                    (
+                        s.to_string(),
+                        Service {
+                            image: Some(i.to_string()),
+                            ..Default::default()
+                        },
+                    )
+                })
                 .collect(),
             volumes: Default::default(),
             secrets: Default::default(),
@@ -495,7 +597,10 @@ mod tests {
     #[test]
     fn lockfile_schema_is_up_to_date() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/lockfile.schema.json");
-        let generated = format!("{}\n", serde_json::to_string_pretty(&Lockfile::json_schema()).unwrap());
+        let generated = format!(
+            "{}\n",
+            serde_json::to_string_pretty(&Lockfile::json_schema()).unwrap()
+        );
         if std::env::var_os("COMPOSEOPS_UPDATE_SCHEMAS").is_some() {
             std::fs::write(&path, &generated).unwrap();
         }
@@ -512,12 +617,22 @@ mod tests {
     fn rendering_is_sorted_and_round_trips() {
         let l = sample();
         let text = l.render();
-        let keys: Vec<usize> = ["\"images\"", "\"platform\"", "\"version\""].iter().map(|k| text.find(k).unwrap()).collect();
-        assert!(keys.windows(2).all(|w| w[0] < w[1]), "{text}");
-        let fields: Vec<usize> = ["\"digest\"", "\"index_digest\"", "\"platform_digest\"", "\"repository\"", "\"resolved_at\"", "\"tag\""]
+        let keys: Vec<usize> = ["\"images\"", "\"platform\"", "\"version\""]
             .iter()
             .map(|k| text.find(k).unwrap())
             .collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "{text}");
+        let fields: Vec<usize> = [
+            "\"digest\"",
+            "\"index_digest\"",
+            "\"platform_digest\"",
+            "\"repository\"",
+            "\"resolved_at\"",
+            "\"tag\"",
+        ]
+        .iter()
+        .map(|k| text.find(k).unwrap())
+        .collect();
         assert!(fields.windows(2).all(|w| w[0] < w[1]), "{text}");
         assert_eq!(Lockfile::parse(&text).unwrap(), l);
         assert!(text.ends_with("}\n"));
@@ -525,9 +640,13 @@ mod tests {
 
     #[test]
     fn parse_refuses_other_versions_and_unknown_fields() {
-        let text = sample().render().replace("\"version\": 1", "\"version\": 2");
+        let text = sample()
+            .render()
+            .replace("\"version\": 1", "\"version\": 2");
         assert!(Lockfile::parse(&text).unwrap_err().contains("version 2"));
-        let text = sample().render().replace("\"platform\"", "\"extra\": 1, \"platform\"");
+        let text = sample()
+            .render()
+            .replace("\"platform\"", "\"extra\": 1, \"platform\"");
         assert!(Lockfile::parse(&text).unwrap_err().contains("extra"));
     }
 
@@ -538,16 +657,25 @@ mod tests {
         assert_eq!(Lockfile::read(&path).unwrap(), None);
         sample().write(&path).unwrap();
         assert_eq!(Lockfile::read(&path).unwrap(), Some(sample()));
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(leftovers, vec![std::ffi::OsString::from(LOCK_FILE)]);
         std::fs::write(&path, "{").unwrap();
         let e = Lockfile::read(&path).unwrap_err().to_string();
-        assert!(e.contains(LOCK_FILE) && e.contains("composeops lock --update"), "{e}");
+        assert!(
+            e.contains(LOCK_FILE) && e.contains("composeops lock --update"),
+            "{e}"
+        );
     }
 
     #[test]
     fn lock_path_is_beside_the_first_compose_file() {
-        assert_eq!(lock_path(&project(&[])), PathBuf::from("/srv/stack/composeops.lock"));
+        assert_eq!(
+            lock_path(&project(&[])),
+            PathBuf::from("/srv/stack/composeops.lock")
+        );
     }
 
     #[test]
@@ -557,16 +685,26 @@ mod tests {
         let got = locked_images(&p, &sample()).unwrap();
         assert_eq!(got["web"].digest, D1);
         assert_eq!(got["web"].source, Source::Lock);
-        assert_eq!(got["web"].pull_reference(), format!("docker.io/library/nginx@{D1}"));
+        assert_eq!(
+            got["web"].pull_reference(),
+            format!("docker.io/library/nginx@{D1}")
+        );
         assert_eq!(got["app"].digest, D2);
         assert_eq!(got["app"].source, Source::Pinned);
     }
 
     #[test]
     fn locked_images_name_every_missing_service() {
-        let p = project(&[("web", "nginx:1.27"), ("db", "postgres:17"), ("cache", "redis")]);
+        let p = project(&[
+            ("web", "nginx:1.27"),
+            ("db", "postgres:17"),
+            ("cache", "redis"),
+        ]);
         let e = locked_images(&p, &sample()).unwrap_err().to_string();
-        assert!(e.contains("service db: image postgres:17 is not in composeops.lock"), "{e}");
+        assert!(
+            e.contains("service db: image postgres:17 is not in composeops.lock"),
+            "{e}"
+        );
         assert!(e.contains("service cache: image redis"), "{e}");
         assert!(!e.contains("service web"), "{e}");
     }

@@ -58,12 +58,18 @@ impl Stack {
 
     fn lock_ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(out.status.success(), "composeops lock {args:?} failed:\n{}", text(&out));
+        assert!(
+            out.status.success(),
+            "composeops lock {args:?} failed:\n{}",
+            text(&out)
+        );
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
     fn lockfile(&self) -> Lockfile {
-        Lockfile::read(&self.dir.path().join("composeops.lock")).unwrap().expect("composeops.lock written")
+        Lockfile::read(&self.dir.path().join("composeops.lock"))
+            .unwrap()
+            .expect("composeops.lock written")
     }
 
     fn lock_text(&self) -> String {
@@ -81,7 +87,12 @@ fn text(out: &std::process::Output) -> String {
 }
 
 /// Builds `variant` as `REGISTRY/composeops-test/<unique>:v1`, pushes it, returns (tag, digest).
-fn pushed(registry: &str, prefix: &str, variant: &str, guard: &mut ProjectGuard) -> (String, String) {
+fn pushed(
+    registry: &str,
+    prefix: &str,
+    variant: &str,
+    guard: &mut ProjectGuard,
+) -> (String, String) {
     let tag = format!("{registry}/composeops-test/{}:v1", unique_project(prefix));
     guard.image(&tag);
     build_app_image(&tag, variant);
@@ -104,20 +115,39 @@ fn lock_writes_the_digest_the_registry_serves_and_check_passes() {
     let stack = Stack::new(&[("web", &tag), ("worker", &tag)]);
 
     let out = stack.lock_ok(&[]);
-    assert!(out.contains(&format!("+ {tag} ")) && out.contains("(web, worker)"), "{out}");
+    assert!(
+        out.contains(&format!("+ {tag} ")) && out.contains("(web, worker)"),
+        "{out}"
+    );
     let lock = stack.lockfile();
-    assert_eq!(lock.images.len(), 1, "one entry per reference, not per service");
+    assert_eq!(
+        lock.images.len(),
+        1,
+        "one entry per reference, not per service"
+    );
     let e = &lock.images[&tag];
     assert_eq!(e.digest, digest, "the digest docker push reported");
-    assert_eq!(e.platform_digest.as_deref(), Some(digest.as_str()), "single-platform image");
+    assert_eq!(
+        e.platform_digest.as_deref(),
+        Some(digest.as_str()),
+        "single-platform image"
+    );
     assert_eq!(e.index_digest, None);
     assert_eq!(e.repository, repository_of(&tag));
     assert_eq!(e.tag.as_deref(), Some("v1"));
     assert_eq!(lock.platform, Platform::host().to_string());
 
     let out = stack.run(&["--check"]);
-    assert!(out.status.success(), "fresh lock must pass --check:\n{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"), "{}", text(&out));
+    assert!(
+        out.status.success(),
+        "fresh lock must pass --check:\n{}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("up to date"),
+        "{}",
+        text(&out)
+    );
 
     // Re-locking an unchanged project leaves the file byte-for-byte the same.
     let before = stack.lock_text();
@@ -144,8 +174,16 @@ fn check_fails_after_the_tag_moves_and_update_follows_it() {
     let out = stack.run(&["--check"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains(&format!("service web: image {moving} is locked to {d1} but the registry now serves {d2}")), "{stdout}");
-    assert!(!stdout.contains("service db"), "only the moved service is listed: {stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "service web: image {moving} is locked to {d1} but the registry now serves {d2}"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("service db"),
+        "only the moved service is listed: {stdout}"
+    );
 
     let out = stack.run(&["--check", "--json"]);
     assert_eq!(out.status.code(), Some(1));
@@ -179,12 +217,20 @@ fn check_fails_when_a_service_image_is_not_locked() {
     let out = stack.run(&["--check"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains(&format!("service api: image {b} is not in composeops.lock")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("service api: image {b} is not in composeops.lock")),
+        "{stdout}"
+    );
 
     // --locked mode (library): the same gap is an error naming the service and image.
     let project = load_project(stack.dir.path());
-    let e = composeops::lock::locked_images(&project, &stack.lockfile()).unwrap_err().to_string();
-    assert!(e.contains(&format!("service api: image {b} is not in composeops.lock")), "{e}");
+    let e = composeops::lock::locked_images(&project, &stack.lockfile())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!("service api: image {b} is not in composeops.lock")),
+        "{e}"
+    );
     stack.lock_ok(&[]);
     let got = composeops::lock::locked_images(&project, &stack.lockfile()).unwrap();
     assert_eq!(got["api"].digest, stack.lockfile().images[&b].digest);
@@ -198,11 +244,25 @@ fn auth_registry_uses_docker_config_credentials_and_fails_clearly_without() {
     let stack = Stack::new(&[("private", &tag)]);
 
     let out = stack.run(&[]);
-    assert_eq!(out.status.code(), Some(1), "no credentials must fail:\n{}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "no credentials must fail:\n{}",
+        text(&out)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("service private"), "{stderr}");
-    assert!(stderr.contains(&format!("registry {} refused access to image {tag}", tb.auth_registry)), "{stderr}");
-    assert!(stderr.contains(&format!("run `docker login {}`", tb.auth_registry)), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "registry {} refused access to image {tag}",
+            tb.auth_registry
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("run `docker login {}`", tb.auth_registry)),
+        "{stderr}"
+    );
     assert!(stderr.contains("DOCKER_CONFIG"), "{stderr}");
 
     let logged_in = docker_config_logged_in();
@@ -217,23 +277,44 @@ fn auth_registry_uses_docker_config_credentials_and_fails_clearly_without() {
 fn registry_errors_name_the_image_and_registry_and_say_what_to_do() {
     let tb = testbed();
     // Unknown tag.
-    let unknown = format!("{}/composeops-test/{}:nope", tb.registry, unique_project("lock-unknown"));
+    let unknown = format!(
+        "{}/composeops-test/{}:nope",
+        tb.registry,
+        unique_project("lock-unknown")
+    );
     let stack = Stack::new(&[("ghost", &unknown)]);
     let out = stack.run(&[]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("service ghost: image {unknown} not found in registry {}", tb.registry)), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "service ghost: image {unknown} not found in registry {}",
+            tb.registry
+        )),
+        "{stderr}"
+    );
     assert!(stderr.contains("push the image"), "{stderr}");
-    assert!(!stack.dir.path().join("composeops.lock").exists(), "nothing written on error");
+    assert!(
+        !stack.dir.path().join("composeops.lock").exists(),
+        "nothing written on error"
+    );
 
     // Unreachable registry (a closed port on 127.0.0.1).
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let image = format!("{closed}/app:v1");
     stack.write(&[("down", &image)]);
     let out = stack.run(&[]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("service down: cannot reach registry {closed} for image {image}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "service down: cannot reach registry {closed} for image {image}"
+        )),
+        "{stderr}"
+    );
 
     // Malformed manifest, from a fake registry.
     let fake = FakeRegistry::start(br#"{"schemaVersion":2,"mediaType":"text/html"}"#);
@@ -255,7 +336,11 @@ fn image_index_resolves_to_the_engine_platform() {
     let mut guard = ProjectGuard::new(unique_project("lock-index"));
     let repo = format!("composeops-test/{}", unique_project("lock-index"));
     let engine = engine_platform();
-    let other = if engine.architecture == "arm64" { "amd64" } else { "arm64" };
+    let other = if engine.architecture == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
     // Two single-platform images in one repository, then an index over both under tag v1.
     let mut entries = Vec::new();
     let mut digests = Vec::new();
@@ -264,9 +349,16 @@ fn image_index_resolves_to_the_engine_platform() {
         guard.image(&tag);
         build_app_image(&tag, variant);
         let digest = push_image(&tag);
-        let (status, body) = http_get(&tb.registry, &format!("/v2/{repo}/manifests/{digest}"), None);
+        let (status, body) = http_get(
+            &tb.registry,
+            &format!("/v2/{repo}/manifests/{digest}"),
+            None,
+        );
         assert_eq!(status, 200, "{body}");
-        let media_type = serde_json::from_str::<serde_json::Value>(&body).unwrap()["mediaType"].as_str().unwrap().to_string();
+        let media_type = serde_json::from_str::<serde_json::Value>(&body).unwrap()["mediaType"]
+            .as_str()
+            .unwrap()
+            .to_string();
         entries.push(serde_json::json!({
             "mediaType": media_type, "digest": digest, "size": body.len(),
             "platform": {"os": engine.os, "architecture": arch},
@@ -277,12 +369,16 @@ fn image_index_resolves_to_the_engine_platform() {
     let other_digest = digests[0].clone();
     for (tag, media_type) in [
         ("oci", "application/vnd.oci.image.index.v1+json"),
-        ("list", "application/vnd.docker.distribution.manifest.list.v2+json"),
+        (
+            "list",
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+        ),
     ] {
         let mut manifests = entries.clone();
         if tag == "list" {
             for m in &mut manifests {
-                m["mediaType"] = serde_json::json!("application/vnd.docker.distribution.manifest.v2+json");
+                m["mediaType"] =
+                    serde_json::json!("application/vnd.docker.distribution.manifest.v2+json");
             }
         }
         let index = serde_json::to_vec(&serde_json::json!({
@@ -290,16 +386,28 @@ fn image_index_resolves_to_the_engine_platform() {
         }))
         .unwrap();
         let index_digest = format!("sha256:{}", hex::encode(Sha256::digest(&index)));
-        let (status, resp) = http_put(&tb.registry, &format!("/v2/{repo}/manifests/{tag}"), media_type, &index);
+        let (status, resp) = http_put(
+            &tb.registry,
+            &format!("/v2/{repo}/manifests/{tag}"),
+            media_type,
+            &index,
+        );
         assert_eq!(status, 201, "PUT index: {resp}");
 
         let image = format!("{}/{repo}:{tag}", tb.registry);
         let stack = Stack::new(&[("multi", &image)]);
         stack.lock_ok(&["--platform", &engine.to_string()]);
         let e = stack.lockfile().images[&image].clone();
-        assert_eq!(e.digest, index_digest, "{tag}: the index digest is what is pulled");
+        assert_eq!(
+            e.digest, index_digest,
+            "{tag}: the index digest is what is pulled"
+        );
         assert_eq!(e.index_digest.as_deref(), Some(index_digest.as_str()));
-        assert_eq!(e.platform_digest.as_deref(), Some(engine_digest.as_str()), "{tag}: engine's platform");
+        assert_eq!(
+            e.platform_digest.as_deref(),
+            Some(engine_digest.as_str()),
+            "{tag}: engine's platform"
+        );
         // The default platform is the host's, which is the local engine's.
         assert_eq!(Platform::host(), engine);
 
@@ -319,51 +427,83 @@ async fn request_count_for_20_services_over_8_distinct_images() {
     let mut guard = ProjectGuard::new(unique_project("lock-count"));
     let mut images = Vec::new();
     for i in 0..8 {
-        let tag = format!("{}/composeops-test/{}:v1", tb.registry, unique_project(&format!("lock-count{i}")));
+        let tag = format!(
+            "{}/composeops-test/{}:v1",
+            tb.registry,
+            unique_project(&format!("lock-count{i}"))
+        );
         guard.image(&tag);
         docker(&["tag", &tb.base_image, &tag]);
         push_image(&tag);
         // The same repository through the counting proxy.
         images.push(tag.replacen(&tb.registry, &proxy.addr, 1));
     }
-    let services: Vec<(String, String)> = (0..20).map(|i| (format!("svc{i:02}"), images[i % 8].clone())).collect();
-    let refs: Vec<(&str, &str)> = services.iter().map(|(s, i)| (s.as_str(), i.as_str())).collect();
+    let services: Vec<(String, String)> = (0..20)
+        .map(|i| (format!("svc{i:02}"), images[i % 8].clone()))
+        .collect();
+    let refs: Vec<(&str, &str)> = services
+        .iter()
+        .map(|(s, i)| (s.as_str(), i.as_str()))
+        .collect();
     let stack = Stack::new(&refs);
     let project = load_project(stack.dir.path());
 
     // Plan mode: one HEAD per distinct reference.
-    let opts = ResolveOptions { docker_config: Some(stack.docker_config.path().into()), ..Default::default() };
+    let opts = ResolveOptions {
+        docker_config: Some(stack.docker_config.path().into()),
+        ..Default::default()
+    };
     let resolver = Resolver::new(opts.clone());
     let resolved = resolver.resolve_services(&project).await.unwrap();
     assert_eq!(resolved.len(), 20);
     let stats = resolver.stats();
-    assert_eq!((stats.lookups, stats.manifest_heads, stats.manifest_gets), (8, 8, 0));
+    assert_eq!(
+        (stats.lookups, stats.manifest_heads, stats.manifest_gets),
+        (8, 8, 0)
+    );
     let wire = proxy.requests();
     eprintln!("plan of 20 services / 8 images: {stats:?}; on the wire: {wire:?}");
     assert_eq!(count(&wire, "HEAD"), 8, "{wire:?}");
-    assert_eq!(count(&wire, "GET"), 8, "oci-client's GET /v2/ auth probe, one per HEAD: {wire:?}");
+    assert_eq!(
+        count(&wire, "GET"),
+        8,
+        "oci-client's GET /v2/ auth probe, one per HEAD: {wire:?}"
+    );
     assert_eq!(wire.len(), 16);
 
     // Lock mode, fresh: HEAD + GET by digest per image (plus the probes).
     proxy.reset();
-    let outcome = composeops::lock::lock(&project, None, &composeops::lock::Update::Missing, &opts).await.unwrap();
+    let outcome = composeops::lock::lock(&project, None, &composeops::lock::Update::Missing, &opts)
+        .await
+        .unwrap();
     assert_eq!(outcome.lock.images.len(), 8);
     let wire = proxy.requests();
-    eprintln!("fresh lock of 20 services / 8 images: {:?}; on the wire: {} requests", outcome.stats, wire.len());
-    assert_eq!((outcome.stats.manifest_heads, outcome.stats.manifest_gets), (8, 8));
+    eprintln!(
+        "fresh lock of 20 services / 8 images: {:?}; on the wire: {} requests",
+        outcome.stats,
+        wire.len()
+    );
+    assert_eq!(
+        (outcome.stats.manifest_heads, outcome.stats.manifest_gets),
+        (8, 8)
+    );
     assert_eq!(count(&wire, "HEAD"), 8);
     assert_eq!(wire.len(), 32, "{wire:?}");
 
     // Lock --check: HEAD only.
     proxy.reset();
-    let report = composeops::lock::check(&project, &outcome.lock, &opts).await.unwrap();
+    let report = composeops::lock::check(&project, &outcome.lock, &opts)
+        .await
+        .unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_eq!(report.stats.manifest_requests(), 8);
     assert_eq!(proxy.requests().len(), 16);
 }
 
 fn count(wire: &[String], method: &str) -> usize {
-    wire.iter().filter(|l| l.starts_with(&format!("{method} "))).count()
+    wire.iter()
+        .filter(|l| l.starts_with(&format!("{method} ")))
+        .count()
 }
 
 fn load_project(dir: &Path) -> composeops::model::Project {
@@ -385,21 +525,28 @@ fn http_put(addr: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, St
     s.write_all(body).unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
-    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     (status, resp)
 }
+
+/// Bytes each proxied connection sent upstream.
+type ConnLog = Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>;
 
 /// A TCP forwarder to a registry that records every HTTP request line sent through it.
 struct CountingProxy {
     addr: String,
-    log: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>,
+    log: ConnLog,
 }
 
 impl CountingProxy {
     fn start(upstream: &str) -> CountingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let log: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>> = Arc::default();
+        let log: ConnLog = Arc::default();
         let upstream = upstream.to_string();
         let conns = log.clone();
         std::thread::spawn(move || {
@@ -407,7 +554,8 @@ impl CountingProxy {
                 let server = TcpStream::connect(&upstream).unwrap();
                 let buf: Arc<Mutex<Vec<u8>>> = Arc::default();
                 conns.lock().unwrap().push(buf.clone());
-                let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut c_read, mut s_write) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
                 let (mut s_read, mut c_write) = (server, client);
                 std::thread::spawn(move || {
                     let mut chunk = [0u8; 16384];

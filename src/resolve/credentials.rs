@@ -12,13 +12,19 @@ use oci_client::secrets::RegistryAuth;
 ///
 /// `config_dir` overrides `$DOCKER_CONFIG`/`~/.docker`. Helpers are processes, so the lookup
 /// runs on the blocking pool.
-pub async fn registry_auth(server: String, config_dir: Option<PathBuf>) -> Result<RegistryAuth, String> {
+pub async fn registry_auth(
+    server: String,
+    config_dir: Option<PathBuf>,
+) -> Result<RegistryAuth, String> {
     let lookup = server.clone();
     let found = tokio::task::spawn_blocking(move || match config_dir {
         Some(dir) => {
             let path = dir.join("config.json");
             match std::fs::File::open(&path) {
-                Ok(f) => docker_credential::get_credential_from_reader(std::io::BufReader::new(f), &lookup),
+                Ok(f) => docker_credential::get_credential_from_reader(
+                    std::io::BufReader::new(f),
+                    &lookup,
+                ),
                 Err(_) => Err(CredentialRetrievalError::ConfigNotFound),
             }
         }
@@ -50,7 +56,8 @@ pub async fn registry_auth(server: String, config_dir: Option<PathBuf>) -> Resul
 
 fn describe(e: &CredentialRetrievalError) -> String {
     match e {
-        CredentialRetrievalError::HelperFailure { .. } | CredentialRetrievalError::HelperCommunicationError => {
+        CredentialRetrievalError::HelperFailure { .. }
+        | CredentialRetrievalError::HelperCommunicationError => {
             format!("the credential helper failed ({e})")
         }
         other => other.to_string(),
@@ -62,7 +69,10 @@ mod tests {
     use super::*;
 
     fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
     }
 
     #[test]
@@ -74,16 +84,28 @@ mod tests {
             r#"{"auths":{"127.0.0.1:5000":{"auth":"dGVzdGVyOnMzY3JldA=="}}}"#,
         )
         .unwrap();
-        let a = rt().block_on(registry_auth("127.0.0.1:5000".into(), Some(dir.path().into()))).unwrap();
+        let a = rt()
+            .block_on(registry_auth(
+                "127.0.0.1:5000".into(),
+                Some(dir.path().into()),
+            ))
+            .unwrap();
         assert!(matches!(a, RegistryAuth::Basic(ref u, ref p) if u == "tester" && p == "s3cret"));
-        let a = rt().block_on(registry_auth("other:5000".into(), Some(dir.path().into()))).unwrap();
+        let a = rt()
+            .block_on(registry_auth("other:5000".into(), Some(dir.path().into())))
+            .unwrap();
         assert!(matches!(a, RegistryAuth::Anonymous));
     }
 
     #[test]
     fn missing_config_is_anonymous() {
         let dir = tempfile::tempdir().unwrap();
-        let a = rt().block_on(registry_auth("127.0.0.1:5000".into(), Some(dir.path().into()))).unwrap();
+        let a = rt()
+            .block_on(registry_auth(
+                "127.0.0.1:5000".into(),
+                Some(dir.path().into()),
+            ))
+            .unwrap();
         assert!(matches!(a, RegistryAuth::Anonymous));
     }
 
@@ -95,7 +117,12 @@ mod tests {
             r#"{"credHelpers":{"127.0.0.1:5000":"composeops-no-such-helper"}}"#,
         )
         .unwrap();
-        let e = rt().block_on(registry_auth("127.0.0.1:5000".into(), Some(dir.path().into()))).unwrap_err();
+        let e = rt()
+            .block_on(registry_auth(
+                "127.0.0.1:5000".into(),
+                Some(dir.path().into()),
+            ))
+            .unwrap_err();
         assert!(!e.is_empty());
     }
 }

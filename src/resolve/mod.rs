@@ -268,7 +268,10 @@ pub struct Resolver {
 impl Resolver {
     pub fn new(opts: ResolveOptions) -> Resolver {
         install_crypto_provider();
-        Resolver { opts, counters: Arc::default() }
+        Resolver {
+            opts,
+            counters: Arc::default(),
+        }
     }
 
     pub fn options(&self) -> &ResolveOptions {
@@ -286,7 +289,10 @@ impl Resolver {
 
     /// Resolves the image of every service that pulls one (see [`registry_image`]); the map is
     /// in the project's service order. Fails with every unresolvable image listed.
-    pub async fn resolve_services(&self, project: &Project) -> Result<IndexMap<String, ResolvedImage>, ResolveError> {
+    pub async fn resolve_services(
+        &self,
+        project: &Project,
+    ) -> Result<IndexMap<String, ResolvedImage>, ResolveError> {
         let wanted: IndexMap<String, String> = project
             .services
             .iter()
@@ -306,7 +312,10 @@ impl Resolver {
         let mut by_ref: BTreeMap<ImageRef, Vec<(String, String)>> = BTreeMap::new();
         for (service, written) in wanted {
             match ImageRef::parse(written) {
-                Ok(r) => by_ref.entry(r).or_default().push((service.clone(), written.clone())),
+                Ok(r) => by_ref
+                    .entry(r)
+                    .or_default()
+                    .push((service.clone(), written.clone())),
                 Err(e) => errors.push(RegistryError {
                     image: written.clone(),
                     registry: String::new(),
@@ -348,7 +357,10 @@ impl Resolver {
         if !errors.is_empty() {
             return Err(ResolveError { errors });
         }
-        Ok(wanted.keys().filter_map(|s| out.remove(s).map(|r| (s.clone(), r))).collect())
+        Ok(wanted
+            .keys()
+            .filter_map(|s| out.remove(s).map(|r| (s.clone(), r)))
+            .collect())
     }
 
     /// Looks each reference up (pinned ones need no lookup); results in the same order.
@@ -371,7 +383,10 @@ impl Resolver {
         // Credentials once per registry (helpers are processes: run them off the runtime).
         let mut auths: HashMap<String, Result<RegistryAuth, String>> = HashMap::new();
         let creds = futures_util::future::join_all(registries.iter().map(|reg| {
-            let sample = to_ask.iter().find(|r| &r.registry == reg).expect("registry of a reference");
+            let sample = to_ask
+                .iter()
+                .find(|r| &r.registry == reg)
+                .expect("registry of a reference");
             credentials::registry_auth(sample.credential_server(), self.opts.docker_config.clone())
         }))
         .await;
@@ -380,7 +395,12 @@ impl Resolver {
         }
         let limits: HashMap<String, Arc<Semaphore>> = registries
             .iter()
-            .map(|r| (r.clone(), Arc::new(Semaphore::new(self.opts.per_registry_limit.max(1)))))
+            .map(|r| {
+                (
+                    r.clone(),
+                    Arc::new(Semaphore::new(self.opts.per_registry_limit.max(1))),
+                )
+            })
             .collect();
         let futures = refs.iter().map(|r| {
             let client = &client;
@@ -388,7 +408,12 @@ impl Resolver {
             let limits = &limits;
             async move {
                 if let Some(d) = &r.digest {
-                    return Ok(Lookup { digest: d.clone(), index_digest: None, platform_digest: None, source: Source::Pinned });
+                    return Ok(Lookup {
+                        digest: d.clone(),
+                        index_digest: None,
+                        platform_digest: None,
+                        source: Source::Pinned,
+                    });
                 }
                 let fail = |kind, detail: String| RegistryError {
                     image: r.to_string(),
@@ -401,11 +426,17 @@ impl Resolver {
                     Ok(a) => a.clone(),
                     Err(e) => return Err(fail(ErrorKind::Credentials, e.clone())),
                 };
-                let _permit = limits[&r.registry].acquire().await.expect("semaphore never closed");
+                let _permit = limits[&r.registry]
+                    .acquire()
+                    .await
+                    .expect("semaphore never closed");
                 match tokio::time::timeout(self.opts.timeout, self.lookup(client, r, &auth)).await {
                     Ok(Ok(l)) => Ok(l),
                     Ok(Err((kind, detail))) => Err(fail(kind, detail)),
-                    Err(_) => Err(fail(ErrorKind::Timeout, format!("{} s", self.opts.timeout.as_secs_f32()))),
+                    Err(_) => Err(fail(
+                        ErrorKind::Timeout,
+                        format!("{} s", self.opts.timeout.as_secs_f32()),
+                    )),
                 }
             }
         });
@@ -414,13 +445,26 @@ impl Resolver {
 
     /// HEAD the tag; GET the manifest by digest only when the per-platform digest is wanted and
     /// not already known.
-    async fn lookup(&self, client: &Client, r: &ImageRef, auth: &RegistryAuth) -> Result<Lookup, (ErrorKind, String)> {
+    async fn lookup(
+        &self,
+        client: &Client,
+        r: &ImageRef,
+        auth: &RegistryAuth,
+    ) -> Result<Lookup, (ErrorKind, String)> {
         self.counters.lookups.fetch_add(1, Ordering::Relaxed);
         self.counters.heads.fetch_add(1, Ordering::Relaxed);
         let tagged = oci_reference(r, None);
-        let digest = client.fetch_manifest_digest(&tagged, auth).await.map_err(classify_error)?;
+        let digest = client
+            .fetch_manifest_digest(&tagged, auth)
+            .await
+            .map_err(classify_error)?;
         tracing::debug!(image = %r, %digest, "resolved");
-        let mut found = Lookup { digest: digest.clone(), index_digest: None, platform_digest: None, source: Source::Registry };
+        let mut found = Lookup {
+            digest: digest.clone(),
+            index_digest: None,
+            platform_digest: None,
+            source: Source::Registry,
+        };
         if let Some(k) = self.opts.known.get(&digest) {
             found.index_digest = k.index_digest.clone();
             found.platform_digest = k.platform_digest.clone();
@@ -432,7 +476,9 @@ impl Resolver {
                 .pull_manifest_raw(&by_digest, auth, &platform::ACCEPTED_MEDIA_TYPES)
                 .await
                 .map_err(classify_error)?;
-            match platform::classify(&body, &self.opts.platform).map_err(|e| (ErrorKind::Malformed, e))? {
+            match platform::classify(&body, &self.opts.platform)
+                .map_err(|e| (ErrorKind::Malformed, e))?
+            {
                 platform::ManifestKind::Image => found.platform_digest = Some(digest),
                 platform::ManifestKind::Index { platform_digest } => {
                     found.index_digest = Some(digest);
@@ -455,7 +501,11 @@ pub async fn resolve_services(
 fn oci_reference(r: &ImageRef, digest: Option<&str>) -> Reference {
     match digest {
         Some(d) => Reference::with_digest(r.registry.clone(), r.path.clone(), d.to_string()),
-        None => Reference::with_tag(r.registry.clone(), r.path.clone(), r.tag.clone().unwrap_or_else(|| "latest".into())),
+        None => Reference::with_tag(
+            r.registry.clone(),
+            r.path.clone(),
+            r.tag.clone().unwrap_or_else(|| "latest".into()),
+        ),
     }
 }
 
@@ -477,17 +527,25 @@ fn classify_error(e: OciDistributionError) -> (ErrorKind, String) {
                 .filter_map(|x| serde_json::to_value(&x.code).ok())
                 .filter_map(|v| v.as_str().map(str::to_string))
                 .collect();
-            if codes.iter().any(|c| c == "MANIFEST_UNKNOWN" || c == "NAME_UNKNOWN" || c == "TAG_INVALID") {
+            if codes
+                .iter()
+                .any(|c| c == "MANIFEST_UNKNOWN" || c == "NAME_UNKNOWN" || c == "TAG_INVALID")
+            {
                 ErrorKind::NotFound
             } else if codes.iter().any(|c| c == "UNAUTHORIZED" || c == "DENIED") {
                 ErrorKind::Unauthorized
-            } else if codes.iter().any(|c| c == "MANIFEST_INVALID" || c == "DIGEST_INVALID") {
+            } else if codes
+                .iter()
+                .any(|c| c == "MANIFEST_INVALID" || c == "DIGEST_INVALID")
+            {
                 ErrorKind::Malformed
             } else {
                 ErrorKind::Other
             }
         }
-        E::ServerError { code: 401 | 403, .. } => ErrorKind::Unauthorized,
+        E::ServerError {
+            code: 401 | 403, ..
+        } => ErrorKind::Unauthorized,
         E::ServerError { code: 404, .. } => ErrorKind::NotFound,
         E::RequestError(r) if r.is_timeout() => ErrorKind::Timeout,
         E::RequestError(r) if r.is_connect() || r.is_request() => ErrorKind::Unreachable,

@@ -41,7 +41,11 @@ impl Platform {
             "riscv64" => ("riscv64", None),
             other => (other, None),
         };
-        Platform { os: os.to_string(), architecture: architecture.to_string(), variant: variant.map(str::to_string) }
+        Platform {
+            os: os.to_string(),
+            architecture: architecture.to_string(),
+            variant: variant.map(str::to_string),
+        }
     }
 }
 
@@ -67,7 +71,9 @@ impl FromStr for Platform {
                 p.variant = Some(variant.to_string());
                 Ok(p)
             }
-            _ => Err(format!("platform {s:?} is not OS/ARCH[/VARIANT], e.g. linux/amd64")),
+            _ => Err(format!(
+                "platform {s:?} is not OS/ARCH[/VARIANT], e.g. linux/amd64"
+            )),
         }
     }
 }
@@ -78,7 +84,12 @@ pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const ACCEPTED_MEDIA_TYPES: [&str; 4] = [DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_MANIFEST, OCI_INDEX];
+pub const ACCEPTED_MEDIA_TYPES: [&str; 4] = [
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    OCI_MANIFEST,
+    OCI_INDEX,
+];
 
 /// The parts of a manifest or index that tell which one it is and, for an index, its entries.
 #[derive(Debug, Deserialize)]
@@ -121,7 +132,10 @@ pub fn classify(body: &[u8], platform: &Platform) -> Result<ManifestKind, String
     let raw: RawManifest =
         serde_json::from_slice(body).map_err(|e| format!("manifest is not valid JSON: {e}"))?;
     if raw.schema_version != Some(2) {
-        return Err(format!("unsupported manifest schemaVersion {:?} (composeops reads version 2)", raw.schema_version));
+        return Err(format!(
+            "unsupported manifest schemaVersion {:?} (composeops reads version 2)",
+            raw.schema_version
+        ));
     }
     let is_index = match raw.media_type.as_deref() {
         Some(DOCKER_MANIFEST_LIST) | Some(OCI_INDEX) => true,
@@ -138,7 +152,9 @@ pub fn classify(body: &[u8], platform: &Platform) -> Result<ManifestKind, String
     }
     let entries = raw.manifests.ok_or("image index has no manifests")?;
     let matching = |e: &&IndexEntry| {
-        e.platform.as_ref().is_some_and(|p| p.os == platform.os && p.architecture == platform.architecture)
+        e.platform
+            .as_ref()
+            .is_some_and(|p| p.os == platform.os && p.architecture == platform.architecture)
     };
     let candidates: Vec<&IndexEntry> = entries.iter().filter(matching).collect();
     let variant_of = |e: &IndexEntry| e.platform.as_ref().and_then(|p| p.variant.clone());
@@ -150,11 +166,17 @@ pub fn classify(body: &[u8], platform: &Platform) -> Result<ManifestKind, String
         None => candidates
             .iter()
             .find(|e| variant_of(e).is_none())
-            .or_else(|| candidates.iter().find(|e| platform.architecture == "arm64" && variant_of(e).as_deref() == Some("v8")))
+            .or_else(|| {
+                candidates.iter().find(|e| {
+                    platform.architecture == "arm64" && variant_of(e).as_deref() == Some("v8")
+                })
+            })
             .or_else(|| candidates.first()),
     };
     match chosen {
-        Some(e) => Ok(ManifestKind::Index { platform_digest: e.digest.clone() }),
+        Some(e) => Ok(ManifestKind::Index {
+            platform_digest: e.digest.clone(),
+        }),
         None => {
             let available: Vec<String> = entries
                 .iter()
@@ -164,7 +186,10 @@ pub fn classify(body: &[u8], platform: &Platform) -> Result<ManifestKind, String
                     None => format!("{}/{}", p.os, p.architecture),
                 })
                 .collect();
-            Err(format!("the image index has no manifest for {platform} (it has: {})", available.join(", ")))
+            Err(format!(
+                "the image index has no manifest for {platform} (it has: {})",
+                available.join(", ")
+            ))
         }
     }
 }
@@ -190,10 +215,26 @@ mod tests {
 
     #[test]
     fn host_platform_uses_docker_names() {
-        assert_eq!(Platform::from_parts("linux", "x86_64").to_string(), "linux/amd64");
-        assert_eq!(Platform::from_parts("linux", "aarch64").to_string(), "linux/arm64");
-        assert_eq!(Platform::from_parts("linux", "armv7l").to_string(), "linux/arm/v7");
-        assert_eq!("linux/arm64/v8".parse::<Platform>().unwrap().variant.as_deref(), Some("v8"));
+        assert_eq!(
+            Platform::from_parts("linux", "x86_64").to_string(),
+            "linux/amd64"
+        );
+        assert_eq!(
+            Platform::from_parts("linux", "aarch64").to_string(),
+            "linux/arm64"
+        );
+        assert_eq!(
+            Platform::from_parts("linux", "armv7l").to_string(),
+            "linux/arm/v7"
+        );
+        assert_eq!(
+            "linux/arm64/v8"
+                .parse::<Platform>()
+                .unwrap()
+                .variant
+                .as_deref(),
+            Some("v8")
+        );
         assert!("linux".parse::<Platform>().is_err());
         let h = Platform::host();
         assert!(!h.architecture.contains('_'), "{h}");
@@ -201,30 +242,63 @@ mod tests {
 
     #[test]
     fn index_entry_for_the_platform_is_selected() {
-        let body = index(&[("linux", "arm64", Some("v8"), "sha256:arm"), ("linux", "amd64", None, "sha256:amd")]);
+        let body = index(&[
+            ("linux", "arm64", Some("v8"), "sha256:arm"),
+            ("linux", "amd64", None, "sha256:amd"),
+        ]);
         let amd = Platform::from_parts("linux", "amd64");
-        assert_eq!(classify(&body, &amd).unwrap(), ManifestKind::Index { platform_digest: "sha256:amd".into() });
+        assert_eq!(
+            classify(&body, &amd).unwrap(),
+            ManifestKind::Index {
+                platform_digest: "sha256:amd".into()
+            }
+        );
         let arm = Platform::from_parts("linux", "arm64");
-        assert_eq!(classify(&body, &arm).unwrap(), ManifestKind::Index { platform_digest: "sha256:arm".into() });
+        assert_eq!(
+            classify(&body, &arm).unwrap(),
+            ManifestKind::Index {
+                platform_digest: "sha256:arm".into()
+            }
+        );
         let e = classify(&body, &Platform::from_parts("linux", "s390x")).unwrap_err();
-        assert!(e.contains("linux/s390x") && e.contains("linux/amd64"), "{e}");
+        assert!(
+            e.contains("linux/s390x") && e.contains("linux/amd64"),
+            "{e}"
+        );
     }
 
     #[test]
     fn variants_are_matched() {
-        let body = index(&[("linux", "arm", Some("v6"), "sha256:v6"), ("linux", "arm", Some("v7"), "sha256:v7")]);
+        let body = index(&[
+            ("linux", "arm", Some("v6"), "sha256:v6"),
+            ("linux", "arm", Some("v7"), "sha256:v7"),
+        ]);
         let v7 = Platform::from_parts("linux", "armv7l");
-        assert_eq!(classify(&body, &v7).unwrap(), ManifestKind::Index { platform_digest: "sha256:v7".into() });
+        assert_eq!(
+            classify(&body, &v7).unwrap(),
+            ManifestKind::Index {
+                platform_digest: "sha256:v7".into()
+            }
+        );
     }
 
     #[test]
     fn single_manifests_and_bad_bodies() {
         let m = serde_json::json!({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST, "config": {}, "layers": []});
         let p = Platform::host();
-        assert_eq!(classify(&serde_json::to_vec(&m).unwrap(), &p).unwrap(), ManifestKind::Image);
-        assert!(classify(b"<html>", &p).unwrap_err().contains("not valid JSON"));
-        assert!(classify(br#"{"schemaVersion":1}"#, &p).unwrap_err().contains("schemaVersion"));
+        assert_eq!(
+            classify(&serde_json::to_vec(&m).unwrap(), &p).unwrap(),
+            ManifestKind::Image
+        );
+        assert!(classify(b"<html>", &p)
+            .unwrap_err()
+            .contains("not valid JSON"));
+        assert!(classify(br#"{"schemaVersion":1}"#, &p)
+            .unwrap_err()
+            .contains("schemaVersion"));
         let m = serde_json::json!({"schemaVersion": 2, "mediaType": "text/plain"});
-        assert!(classify(&serde_json::to_vec(&m).unwrap(), &p).unwrap_err().contains("media type"));
+        assert!(classify(&serde_json::to_vec(&m).unwrap(), &p)
+            .unwrap_err()
+            .contains("media type"));
     }
 }

@@ -36,7 +36,10 @@ pub struct ReferenceError {
 impl ImageRef {
     /// Parses and normalises `reference` (see the module documentation).
     pub fn parse(reference: &str) -> Result<ImageRef, ReferenceError> {
-        let err = |reason: &str| ReferenceError { reference: reference.to_string(), reason: reason.to_string() };
+        let err = |reason: &str| ReferenceError {
+            reference: reference.to_string(),
+            reason: reason.to_string(),
+        };
         if reference.is_empty() {
             return Err(err("empty"));
         }
@@ -70,14 +73,27 @@ impl ImageRef {
             }
             _ => (DOCKER_HUB.to_string(), name.to_string()),
         };
-        let registry = if registry == "index.docker.io" { DOCKER_HUB.to_string() } else { registry };
-        let path = if registry == DOCKER_HUB && !path.contains('/') { format!("library/{path}") } else { path };
+        let registry = if registry == "index.docker.io" {
+            DOCKER_HUB.to_string()
+        } else {
+            registry
+        };
+        let path = if registry == DOCKER_HUB && !path.contains('/') {
+            format!("library/{path}")
+        } else {
+            path
+        };
         check_path(&path).map_err(|e| err(&e))?;
         let tag = match (tag, &digest) {
             (None, None) => Some("latest".to_string()),
             (t, _) => t,
         };
-        Ok(ImageRef { registry, path, tag, digest })
+        Ok(ImageRef {
+            registry,
+            path,
+            tag,
+            digest,
+        })
     }
 
     /// `registry/path`, e.g. `docker.io/library/nginx`.
@@ -89,7 +105,10 @@ impl ImageRef {
     /// `127.0.0.1:5000/app` (Docker Hub's host and `library/` left out).
     pub fn familiar_repository(&self) -> String {
         if self.registry == DOCKER_HUB {
-            self.path.strip_prefix("library/").unwrap_or(&self.path).to_string()
+            self.path
+                .strip_prefix("library/")
+                .unwrap_or(&self.path)
+                .to_string()
         } else {
             self.repository()
         }
@@ -122,7 +141,10 @@ impl ImageRef {
             None => self.registry.split(':').next().unwrap_or(""),
         };
         host == "localhost"
-            || host.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+            || host
+                .parse::<std::net::IpAddr>()
+                .map(|ip| ip.is_loopback())
+                .unwrap_or(false)
     }
 }
 
@@ -149,10 +171,20 @@ pub fn check_digest(d: &str) -> Result<(), String> {
         "sha256" => 64,
         "sha384" => 96,
         "sha512" => 128,
-        _ => return Err(format!("unsupported digest algorithm {algo:?} (sha256, sha384, sha512)")),
+        _ => {
+            return Err(format!(
+                "unsupported digest algorithm {algo:?} (sha256, sha384, sha512)"
+            ))
+        }
     };
-    if hex.len() != expected || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-        return Err(format!("digest {d:?} must have {expected} lower-case hex digits"));
+    if hex.len() != expected
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(format!(
+            "digest {d:?} must have {expected} lower-case hex digits"
+        ));
     }
     Ok(())
 }
@@ -160,12 +192,17 @@ pub fn check_digest(d: &str) -> Result<(), String> {
 fn check_tag(t: &str) -> Result<(), String> {
     let ok = !t.is_empty()
         && t.len() <= 128
-        && t.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        && t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        && t.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if ok {
         Ok(())
     } else {
-        Err(format!("tag {t:?} must match [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}"))
+        Err(format!(
+            "tag {t:?} must match [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}"
+        ))
     }
 }
 
@@ -175,7 +212,9 @@ fn check_path(path: &str) -> Result<(), String> {
         let valid = !comp.is_empty()
             && comp.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
             && comp.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && comp.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+            && comp.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+            })
             && !comp.contains("..")
             && !comp.contains("___")
             && !comp.contains("._")
@@ -206,7 +245,10 @@ mod tests {
         assert_eq!(full("nginx:1.27"), "docker.io/library/nginx:1.27");
         assert_eq!(full("library/nginx"), "docker.io/library/nginx:latest");
         assert_eq!(full("docker.io/nginx"), "docker.io/library/nginx:latest");
-        assert_eq!(full("index.docker.io/library/nginx:1"), "docker.io/library/nginx:1");
+        assert_eq!(
+            full("index.docker.io/library/nginx:1"),
+            "docker.io/library/nginx:1"
+        );
     }
 
     #[test]
@@ -219,7 +261,10 @@ mod tests {
     #[test]
     fn first_component_with_dot_colon_or_localhost_is_a_registry() {
         let r = ImageRef::parse("127.0.0.1:5000/app:v1").unwrap();
-        assert_eq!((r.registry.as_str(), r.path.as_str(), r.tag.as_deref()), ("127.0.0.1:5000", "app", Some("v1")));
+        assert_eq!(
+            (r.registry.as_str(), r.path.as_str(), r.tag.as_deref()),
+            ("127.0.0.1:5000", "app", Some("v1"))
+        );
         assert_eq!(full("localhost/app"), "localhost/app:latest");
         assert_eq!(full("localhost:5000/a/b"), "localhost:5000/a/b:latest");
         assert_eq!(full("ghcr.io/owner/app:1.0"), "ghcr.io/owner/app:1.0");
@@ -259,10 +304,20 @@ mod tests {
 
     #[test]
     fn loopback_registries_use_plain_http() {
-        for s in ["127.0.0.1:5000/a", "127.3.4.5/a", "localhost:5000/a", "[::1]:5000/a"] {
+        for s in [
+            "127.0.0.1:5000/a",
+            "127.3.4.5/a",
+            "localhost:5000/a",
+            "[::1]:5000/a",
+        ] {
             assert!(ImageRef::parse(s).unwrap().is_loopback_registry(), "{s}");
         }
-        for s in ["nginx", "ghcr.io/a/b", "10.0.0.1:5000/a", "registry.local/a"] {
+        for s in [
+            "nginx",
+            "ghcr.io/a/b",
+            "10.0.0.1:5000/a",
+            "registry.local/a",
+        ] {
             assert!(!ImageRef::parse(s).unwrap().is_loopback_registry(), "{s}");
         }
     }
