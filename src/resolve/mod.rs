@@ -432,11 +432,12 @@ impl Resolver {
                     .expect("semaphore never closed");
                 match tokio::time::timeout(self.opts.timeout, self.lookup(client, r, &auth)).await {
                     Ok(Ok(l)) => Ok(l),
+                    // reqwest's own read timeout is the same limit: report it the same way.
+                    Ok(Err((ErrorKind::Timeout, _))) => {
+                        Err(fail(ErrorKind::Timeout, timeout_text(self.opts.timeout)))
+                    }
                     Ok(Err((kind, detail))) => Err(fail(kind, detail)),
-                    Err(_) => Err(fail(
-                        ErrorKind::Timeout,
-                        format!("{} s", self.opts.timeout.as_secs_f32()),
-                    )),
+                    Err(_) => Err(fail(ErrorKind::Timeout, timeout_text(self.opts.timeout))),
                 }
             }
         });
@@ -496,6 +497,10 @@ pub async fn resolve_services(
     opts: &ResolveOptions,
 ) -> Result<IndexMap<String, ResolvedImage>, ResolveError> {
     Resolver::new(opts.clone()).resolve_services(project).await
+}
+
+fn timeout_text(t: Duration) -> String {
+    format!("{} s", t.as_secs_f32())
 }
 
 fn oci_reference(r: &ImageRef, digest: Option<&str>) -> Reference {
