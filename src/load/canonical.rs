@@ -176,10 +176,8 @@ pub fn canonicalise_project(project: &mut Obj, cx: &Context) -> Result<()> {
             project.remove("networks");
         }
     }
-    if let Some(v) = project.get_mut("volumes") {
-        if let Value::Object(vols) = v {
-            vols.retain(|k, _| used_volumes.iter().any(|(u, _)| u == k));
-        }
+    if let Some(Value::Object(vols)) = project.get_mut("volumes") {
+        vols.retain(|k, _| used_volumes.iter().any(|(u, _)| u == k));
     }
     for (v, path) in &used_volumes {
         let defined = project.get("volumes").and_then(|x| x.get(v)).is_some();
@@ -334,9 +332,7 @@ fn canonicalise_service(svc: &mut Obj, path: &str, cx: &Context) -> Result<()> {
             *l = Value::Object(key_value_map(l, &format!("{path}.deploy.labels"))?);
         }
     }
-    for k in ["stop_grace_period"] {
-        normalise_duration(svc, k);
-    }
+    normalise_duration(svc, "stop_grace_period");
     if let Some(Value::String(p)) = svc.get("pull_policy") {
         // `if_not_present` is the older spelling of `missing`.
         if p == "if_not_present" {
@@ -486,6 +482,8 @@ fn canonicalise_environment(svc: &mut Obj, path: &str, cx: &Context) -> Result<(
         }
     }
     if !env.is_empty() {
+        // Sorted, as Compose prints it: diffs of the environment stay stable.
+        env.sort_keys();
         let m: Obj = env
             .into_iter()
             .map(|(k, v)| (k, v.map(Value::String).unwrap_or(Value::Null)))

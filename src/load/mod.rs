@@ -828,7 +828,7 @@ fn apply_profiles(json: &mut serde_json::Value, active: &[String]) -> Result<Vec
         for (dep, required) in deps {
             if !services.contains_key(&dep) && required {
                 let why = if disabled.contains(&dep) {
-                    format!(" (it is disabled: enable its profile with --profile)")
+                    " (it is disabled: enable its profile with --profile)".to_string()
                 } else {
                     String::new()
                 };
