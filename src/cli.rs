@@ -9,7 +9,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use composeops::load::{self, LoadOptions};
 
 #[derive(Parser, Debug)]
-#[command(name = "composeops", version, about = "Keep Docker hosts converged to compose files in git")]
+#[command(
+    name = "composeops",
+    version,
+    about = "Keep Docker hosts converged to compose files in git"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -36,7 +40,13 @@ pub struct Global {
     #[arg(long = "profile", global = true, value_name = "PROFILE")]
     pub profiles: Vec<String>,
     /// Docker daemon socket (default: DOCKER_HOST, else the local socket).
-    #[arg(short = 'H', long = "host", global = true, env = "DOCKER_HOST", value_name = "HOST")]
+    #[arg(
+        short = 'H',
+        long = "host",
+        global = true,
+        env = "DOCKER_HOST",
+        value_name = "HOST"
+    )]
     pub host: Option<String>,
 }
 
@@ -120,7 +130,10 @@ pub fn run() -> i32 {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("COMPOSEOPS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn load(global: &Global, path: Option<&PathBuf>) -> anyhow::Result<composeops::model::Project> {
