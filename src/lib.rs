@@ -3,14 +3,16 @@
 //! The pipeline runs in one direction (see DESIGN.md): [`load`] reads the compose files into a
 //! [`model::Project`]; later stages resolve image digests, observe the engine, plan and apply.
 
-pub mod duration;
-pub mod load;
-pub mod model;
-pub mod engine;
-pub mod observe;
-pub mod plan;
-pub mod spec;
 pub mod apply;
 pub mod converge;
+pub mod duration;
+pub mod engine;
 pub mod journal;
+pub mod load;
+pub mod lock;
+pub mod model;
+pub mod observe;
+pub mod plan;
 pub mod pull;
+pub mod resolve;
+pub mod spec;

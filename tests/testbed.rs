@@ -23,14 +23,20 @@ fn app_image_pushed_to_registry_can_be_pulled_back_by_digest() {
 
     build_app_image(&tag, "v1");
     let digest = push_image(&tag);
-    assert!(digest.starts_with("sha256:") && digest.len() == 71, "digest {digest}");
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "digest {digest}"
+    );
 
     // Drop the local copy, then pull it back by digest only.
     docker(&["rmi", &tag]);
     let by_digest = format!("{}@{digest}", repository_of(&tag));
     guard.image(&by_digest);
     docker(&["pull", "-q", &by_digest]);
-    assert_eq!(docker(&["run", "--rm", &by_digest, "cat", "/version"]), "v1");
+    assert_eq!(
+        docker(&["run", "--rm", &by_digest, "cat", "/version"]),
+        "v1"
+    );
 
     // The registry serves the manifest anonymously.
     let path = format!("/v2/composeops-test/{name}/manifests/{digest}");
@@ -61,7 +67,11 @@ fn app_image_serves_its_version_and_stops_promptly() {
 
     let started = std::time::Instant::now();
     docker(&["stop", &id]);
-    assert!(started.elapsed().as_secs() < 5, "docker stop took {:?}", started.elapsed());
+    assert!(
+        started.elapsed().as_secs() < 5,
+        "docker stop took {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -85,7 +95,10 @@ fn auth_registry_refuses_anonymous_access_and_accepts_the_test_user() {
     let creds = Some((tb.auth_user.as_str(), tb.auth_password.as_str()));
     assert_eq!(http_get(&tb.auth_registry, "/v2/", creds).0, 200);
     assert_eq!(http_get(&tb.auth_registry, manifest, creds).0, 200);
-    assert_eq!(http_get(&tb.auth_registry, "/v2/", Some((&tb.auth_user, "wrong"))).0, 401);
+    assert_eq!(
+        http_get(&tb.auth_registry, "/v2/", Some((&tb.auth_user, "wrong"))).0,
+        401
+    );
 
     // docker itself: an anonymous pull fails, a logged-in one works.
     let reference = format!("{}/composeops-test/busybox:latest", tb.auth_registry);
@@ -96,15 +109,25 @@ fn auth_registry_refuses_anonymous_access_and_accepts_the_test_user() {
         .args(["pull", "-q", &reference])
         .output()
         .unwrap();
-    assert!(!out.status.success(), "anonymous pull of {reference} succeeded");
+    assert!(
+        !out.status.success(),
+        "anonymous pull of {reference} succeeded"
+    );
 }
 
 #[test]
 fn compose_v5_is_the_reference_compose() {
     let tb = testbed();
-    let out = std::process::Command::new(&tb.compose_v5).arg("version").output().unwrap();
+    let out = std::process::Command::new(&tb.compose_v5)
+        .arg("version")
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("version v5."), "{} version: {text}", tb.compose_v5.display());
+    assert!(
+        text.contains("version v5."),
+        "{} version: {text}",
+        tb.compose_v5.display()
+    );
 }
 
 #[test]
@@ -122,12 +145,16 @@ fn unique_project_names_are_normalised_and_distinct() {
     let b = unique_project("My Test");
     assert_ne!(a, b);
     assert!(a.starts_with("my-test-"), "{a}");
-    assert!(a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'));
+    assert!(a
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'));
 }
 
 #[test]
 fn composeops_binary_is_built() {
     // Only proves the binary spawns; what it prints is tested elsewhere.
-    let out = composeops().output().expect("cannot run the composeops binary");
+    let out = composeops()
+        .output()
+        .expect("cannot run the composeops binary");
     assert!(out.status.code().is_some());
 }

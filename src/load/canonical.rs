@@ -28,14 +28,102 @@ fn err(path: &str, msg: impl Into<String>) -> LoadError {
 pub fn scalar(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+        Value::Number(n) => Some(go_number(n)),
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
     }
 }
 
+/// A number as Go's `%v` prints it (Compose stringifies numbers that way): integers as they
+/// are, floats in the shortest form with an exponent from 1e+06 up (`1.0` is `1`, `1e20` is
+/// `1e+20`).
+pub fn go_number(n: &serde_json::Number) -> String {
+    if n.is_i64() || n.is_u64() {
+        return n.to_string();
+    }
+    let f = n.as_f64().unwrap_or(0.0);
+    if f == 0.0 {
+        return "0".into();
+    }
+    if f.fract() == 0.0 && f.abs() < 1e6 {
+        return format!("{}", f as i64);
+    }
+    // Shortest round-trip digits and the decimal exponent, from Rust's `{:e}`.
+    let e = format!("{f:e}");
+    let (mant, exp) = e.split_once('e').unwrap_or((&e, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if !(-4..6).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        return format!("{mant}e{sign}{:02}", exp.abs());
+    }
+    format!("{f}")
+}
+
+/// Byte sizes as Docker reads them (`64m`, `1g`, `512M`, `1.5GiB`): binary units.
+pub fn bytes(s: &str) -> Option<u64> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let unit = unit.trim_end_matches('b').trim_end_matches('i');
+    let mult: u64 = match unit {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        "p" => 1 << 50,
+        _ => return None,
+    };
+    Some((n * mult as f64) as u64)
+}
+
+/// Fields that are numbers or booleans in Compose's model but may arrive as strings from
+/// interpolation (`replicas: ${N}`): converted as Compose does when it types the model.
+fn coerce(o: &mut Obj, key: &str, path: &str, kind: &str) -> Result<()> {
+    let Some(Value::String(s)) = o.get(key) else {
+        return Ok(());
+    };
+    let v = match kind {
+        "int" => s.trim().parse::<i64>().ok().map(Value::from),
+        "float" => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number),
+        _ => match s.as_str() {
+            "true" | "True" | "TRUE" | "yes" | "on" => Some(Value::Bool(true)),
+            "false" | "False" | "FALSE" | "no" | "off" => Some(Value::Bool(false)),
+            _ => None,
+        },
+    };
+    match v {
+        Some(v) => {
+            o.insert(key.into(), v);
+            Ok(())
+        }
+        None => Err(err(
+            &format!("{path}.{key}"),
+            format!(
+                "invalid value {s:?}: expected {}",
+                match kind {
+                    "int" => "an integer",
+                    "float" => "a number",
+                    _ => "a boolean",
+                }
+            ),
+        )),
+    }
+}
+
 pub fn canonicalise_project(project: &mut Obj, cx: &Context) -> Result<()> {
     let mut used_networks: Vec<String> = Vec::new();
+    let mut network_users: Vec<(String, String)> = Vec::new();
+    let mut used_volumes: Vec<(String, String)> = Vec::new();
     if let Some(Value::Object(services)) = project.get_mut("services") {
         let names: Vec<String> = services.keys().cloned().collect();
         for name in &names {
@@ -50,6 +138,19 @@ pub fn canonicalise_project(project: &mut Obj, cx: &Context) -> Result<()> {
             canonicalise_service(svc, &path, cx)?;
             if let Some(Value::Object(n)) = svc.get("networks") {
                 used_networks.extend(n.keys().cloned());
+                network_users.extend(
+                    n.keys()
+                        .map(|k| (k.clone(), format!("{path}.networks.{k}"))),
+                );
+            }
+            if let Some(Value::Array(vols)) = svc.get("volumes") {
+                for (i, v) in vols.iter().enumerate() {
+                    if v.get("type").and_then(Value::as_str) == Some("volume") {
+                        if let Some(src) = v.get("source").and_then(Value::as_str) {
+                            used_volumes.push((src.to_string(), format!("{path}.volumes[{i}]")));
+                        }
+                    }
+                }
             }
         }
         // Services sorted by name, as Compose prints them.
@@ -65,10 +166,35 @@ pub fn canonicalise_project(project: &mut Obj, cx: &Context) -> Result<()> {
         if used_networks.iter().any(|n| n == "default") && !nets.contains_key("default") {
             nets.insert("default".into(), json!({}));
         }
+        for (n, user) in &network_users {
+            if !nets.contains_key(n) {
+                return Err(LoadError::new(format!(
+                    "refers to undefined network {n:?}: define it under the top-level `networks:`"
+                ))
+                .at_path(user.clone()));
+            }
+        }
+        // Compose's `config` leaves out the networks no enabled service uses.
+        nets.retain(|k, _| used_networks.contains(k));
         canonicalise_resources(nets, "networks", cx)?;
         if nets.is_empty() {
             project.remove("networks");
         }
+    }
+    if let Some(Value::Object(vols)) = project.get_mut("volumes") {
+        vols.retain(|k, _| used_volumes.iter().any(|(u, _)| u == k));
+    }
+    for (v, path) in &used_volumes {
+        let defined = project.get("volumes").and_then(|x| x.get(v)).is_some();
+        if !defined {
+            return Err(LoadError::new(format!(
+                "refers to undefined volume {v:?}: define it under the top-level `volumes:`"
+            ))
+            .at_path(path.clone()));
+        }
+    }
+    if matches!(project.get("volumes"), Some(Value::Object(m)) if m.is_empty()) {
+        project.remove("volumes");
     }
     for kind in ["volumes", "secrets", "configs"] {
         if let Some(v) = project.get_mut(kind) {
@@ -169,6 +295,7 @@ fn canonicalise_service(svc: &mut Obj, path: &str, cx: &Context) -> Result<()> {
             }
         }
     }
+    coerce(svc, "scale", path, "int")?;
     if let Some(scale) = svc.remove("scale") {
         let deploy = svc.entry("deploy").or_insert_with(|| json!({}));
         if let Value::Object(d) = deploy {
@@ -176,10 +303,28 @@ fn canonicalise_service(svc: &mut Obj, path: &str, cx: &Context) -> Result<()> {
         }
     }
     if let Some(Value::Object(d)) = svc.get_mut("deploy") {
+        let dp = format!("{path}.deploy");
+        coerce(d, "replicas", &dp, "int")?;
         for cfg in ["update_config", "rollback_config"] {
             if let Some(Value::Object(u)) = d.get_mut(cfg) {
                 for k in ["delay", "monitor"] {
                     normalise_duration(u, k);
+                }
+                coerce(u, "parallelism", &format!("{dp}.{cfg}"), "int")?;
+                coerce(u, "max_failure_ratio", &format!("{dp}.{cfg}"), "float")?;
+            }
+        }
+        if let Some(Value::Object(r)) = d.get_mut("resources") {
+            for part in ["limits", "reservations"] {
+                if let Some(Value::Object(l)) = r.get_mut(part) {
+                    let lp = format!("{dp}.resources.{part}");
+                    coerce(l, "cpus", &lp, "float")?;
+                    if let Some(m) = l.get("memory").and_then(scalar) {
+                        let b = bytes(&m).ok_or_else(|| {
+                            err(&format!("{lp}.memory"), format!("invalid size {m:?}"))
+                        })?;
+                        l.insert("memory".into(), json!(b.to_string()));
+                    }
                 }
             }
         }
@@ -192,8 +337,12 @@ fn canonicalise_service(svc: &mut Obj, path: &str, cx: &Context) -> Result<()> {
             *l = Value::Object(key_value_map(l, &format!("{path}.deploy.labels"))?);
         }
     }
-    for k in ["stop_grace_period"] {
-        normalise_duration(svc, k);
+    normalise_duration(svc, "stop_grace_period");
+    if let Some(Value::String(p)) = svc.get("pull_policy") {
+        // `if_not_present` is the older spelling of `missing`.
+        if p == "if_not_present" {
+            svc.insert("pull_policy".into(), json!("missing"));
+        }
     }
     if let Some(b) = svc.get_mut("build") {
         build(b, cx)?;
@@ -256,7 +405,10 @@ fn key_value_opt_map(v: &Value, path: &str) -> Result<IndexMap<String, Option<St
                 let val = match x {
                     Value::Null => None,
                     other => Some(scalar(other).ok_or_else(|| {
-                        err(&format!("{path}.{k}"), "must be a string, number or boolean")
+                        err(
+                            &format!("{path}.{k}"),
+                            "must be a string, number or boolean",
+                        )
                     })?),
                 };
                 out.insert(k.clone(), val);
@@ -272,7 +424,12 @@ fn key_value_opt_map(v: &Value, path: &str) -> Result<IndexMap<String, Option<St
                 };
             }
         }
-        _ => return Err(err(path, "must be a mapping or a list of KEY=VALUE strings")),
+        _ => {
+            return Err(err(
+                path,
+                "must be a mapping or a list of KEY=VALUE strings",
+            ))
+        }
     }
     Ok(out)
 }
@@ -303,7 +460,10 @@ fn canonicalise_environment(svc: &mut Obj, path: &str, cx: &Context) -> Result<(
                 Ok(c) => c,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
                 Err(e) => {
-                    return Err(err(&p, format!("env file {} not found: {e}", abs.display())));
+                    return Err(err(
+                        &p,
+                        format!("env file {} not found: {e}", abs.display()),
+                    ));
                 }
             };
             let parsed = if raw {
@@ -327,6 +487,8 @@ fn canonicalise_environment(svc: &mut Obj, path: &str, cx: &Context) -> Result<(
         }
     }
     if !env.is_empty() {
+        // Sorted, as Compose prints it: diffs of the environment stay stable.
+        env.sort_keys();
         let m: Obj = env
             .into_iter()
             .map(|(k, v)| (k, v.map(Value::String).unwrap_or(Value::Null)))
@@ -344,7 +506,9 @@ fn ports(v: &Value, path: &str) -> Result<Vec<Value>> {
     for (i, item) in items.iter().enumerate() {
         let p = format!("{path}[{i}]");
         match item {
-            Value::Number(n) => out.push(json!({"mode": "ingress", "target": n, "protocol": "tcp"})),
+            Value::Number(n) => {
+                out.push(json!({"mode": "ingress", "target": n, "protocol": "tcp"}))
+            }
             Value::String(s) => out.extend(parse_port(s).map_err(|m| err(&p, m))?),
             Value::Object(o) => {
                 let mut o = o.clone();
@@ -354,7 +518,9 @@ fn ports(v: &Value, path: &str) -> Result<Vec<Value>> {
                     o.insert("published".into(), Value::String(pub_));
                 }
                 if let Some(t) = o.get("target").and_then(scalar) {
-                    let t: u32 = t.parse().map_err(|_| err(&p, "target must be a port number"))?;
+                    let t: u32 = t
+                        .parse()
+                        .map_err(|_| err(&p, "target must be a port number"))?;
                     o.insert("target".into(), json!(t));
                 }
                 out.push(Value::Object(o));
@@ -388,7 +554,10 @@ pub fn parse_port(spec: &str) -> std::result::Result<Vec<Value>, String> {
         }
     };
     let range = |s: &str| -> std::result::Result<(u32, u32), String> {
-        let parse = |x: &str| x.parse::<u32>().map_err(|_| format!("invalid port {x:?} in {spec:?}"));
+        let parse = |x: &str| {
+            x.parse::<u32>()
+                .map_err(|_| format!("invalid port {x:?} in {spec:?}"))
+        };
         match s.split_once('-') {
             Some((a, b)) => Ok((parse(a)?, parse(b)?)),
             None => {
@@ -448,16 +617,31 @@ fn volumes(v: &Value, path: &str, cx: &Context) -> Result<Vec<Value>> {
             Value::Object(o) => o.clone(),
             _ => return Err(err(&p, "must be a volume string or a mapping")),
         };
-        let kind = o.get("type").and_then(Value::as_str).unwrap_or("volume").to_string();
+        let kind = o
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("volume")
+            .to_string();
         o.insert("type".into(), json!(kind));
         if kind == "bind" {
             if let Some(Value::String(src)) = o.get("source") {
                 let abs = absolute(cx.working_dir, src);
                 o.insert("source".into(), json!(abs));
             }
-            o.entry("bind").or_insert_with(|| json!({}));
-        } else if kind == "volume" {
-            o.entry("volume").or_insert_with(|| json!({}));
+            // `create_host_path: true` is the default; Compose does not print it.
+            if let Some(Value::Object(b)) = o.get_mut("bind") {
+                if b.get("create_host_path") == Some(&Value::Bool(true)) {
+                    b.remove("create_host_path");
+                }
+            }
+        }
+        if let Some(Value::Object(t)) = o.get_mut("tmpfs") {
+            if let Some(size) = t.get("size").and_then(scalar) {
+                let bytes = bytes(&size).ok_or_else(|| {
+                    err(&format!("{p}.tmpfs.size"), format!("invalid size {size:?}"))
+                })?;
+                t.insert("size".into(), json!(bytes.to_string()));
+            }
         }
         out.push(Value::Object(o));
     }
@@ -509,7 +693,6 @@ fn short_volume(spec: &str) -> std::result::Result<Obj, String> {
         }
     }
     if kind == "bind" {
-        bind.insert("create_host_path".into(), json!(true));
         o.insert("bind".into(), Value::Object(bind));
     } else {
         o.insert("volume".into(), Value::Object(volume));
@@ -519,7 +702,10 @@ fn short_volume(spec: &str) -> std::result::Result<Obj, String> {
 
 /// A path made absolute against `base`; `~` is the home directory.
 pub fn absolute(base: &Path, p: &str) -> String {
-    if let Some(rest) = p.strip_prefix("~/").or(if p == "~" { Some("") } else { None }) {
+    if let Some(rest) = p
+        .strip_prefix("~/")
+        .or(if p == "~" { Some("") } else { None })
+    {
         if let Some(home) = std::env::var_os("HOME") {
             return clean(&PathBuf::from(home).join(rest));
         }
@@ -574,6 +760,7 @@ fn healthcheck(v: &mut Value, path: &str) -> Result<()> {
     for k in ["interval", "timeout", "start_period", "start_interval"] {
         normalise_duration(h, k);
     }
+    coerce(h, "retries", path, "int")?;
     Ok(())
 }
 
@@ -587,7 +774,10 @@ fn canonicalise_depends_on(svc: &mut Obj, path: &str) -> Result<()> {
                 let name = x
                     .as_str()
                     .ok_or_else(|| err(&format!("{p}[{i}]"), "must be a service name"))?;
-                deps.insert(name.into(), json!({"condition": "service_started", "required": true}));
+                deps.insert(
+                    name.into(),
+                    json!({"condition": "service_started", "required": true}),
+                );
             }
         }
         Some(Value::Object(m)) => {
@@ -597,7 +787,8 @@ fn canonicalise_depends_on(svc: &mut Obj, path: &str) -> Result<()> {
                     Value::Null => Obj::new(),
                     _ => return Err(err(&format!("{p}.{name}"), "must be a mapping")),
                 };
-                d.entry("condition").or_insert_with(|| json!("service_started"));
+                d.entry("condition")
+                    .or_insert_with(|| json!("service_started"));
                 d.entry("required").or_insert_with(|| json!(true));
                 if d.get("restart") == Some(&Value::Bool(false)) {
                     d.remove("restart");
@@ -606,6 +797,39 @@ fn canonicalise_depends_on(svc: &mut Obj, path: &str) -> Result<()> {
             }
         }
         Some(_) => return Err(err(&p, "must be a list or a mapping")),
+    }
+    // Implicit dependencies, as Compose adds them: a shared network namespace or a link
+    // restarts with its dependency; `volumes_from` only orders.
+    let mut implicit: Vec<(String, bool)> = Vec::new();
+    for key in ["network_mode", "ipc", "pid"] {
+        if let Some(t) = svc
+            .get(key)
+            .and_then(Value::as_str)
+            .and_then(|m| m.strip_prefix("service:"))
+        {
+            implicit.push((t.to_string(), key == "network_mode"));
+        }
+    }
+    if let Some(Value::Array(links)) = svc.get("links") {
+        for l in links.iter().filter_map(Value::as_str) {
+            implicit.push((l.split(':').next().unwrap_or(l).to_string(), true));
+        }
+    }
+    if let Some(Value::Array(vf)) = svc.get("volumes_from") {
+        for v in vf.iter().filter_map(Value::as_str) {
+            if !v.starts_with("container:") {
+                implicit.push((v.split(':').next().unwrap_or(v).to_string(), false));
+            }
+        }
+    }
+    for (name, restart) in implicit {
+        if !deps.contains_key(&name) {
+            let mut d = json!({"condition": "service_started", "required": true});
+            if restart {
+                d["restart"] = json!(true);
+            }
+            deps.insert(name, d);
+        }
     }
     if !deps.is_empty() {
         svc.insert("depends_on".into(), Value::Object(deps));
@@ -634,7 +858,11 @@ fn build(b: &mut Value, cx: &Context) -> Result<()> {
         *b = json!({"context": s});
     }
     if let Value::Object(o) = b {
-        let ctx = o.get("context").and_then(Value::as_str).unwrap_or(".").to_string();
+        let ctx = o
+            .get("context")
+            .and_then(Value::as_str)
+            .unwrap_or(".")
+            .to_string();
         // A remote context (git URL) stays as written.
         if !ctx.contains("://") && !ctx.starts_with("git@") {
             o.insert("context".into(), json!(absolute(cx.working_dir, &ctx)));
@@ -643,7 +871,9 @@ fn build(b: &mut Value, cx: &Context) -> Result<()> {
         if let Some(a) = o.get_mut("args") {
             let m = key_value_opt_map(a, "build.args")?;
             *a = Value::Object(
-                m.into_iter().map(|(k, v)| (k, v.map(Value::String).unwrap_or(Value::Null))).collect(),
+                m.into_iter()
+                    .map(|(k, v)| (k, v.map(Value::String).unwrap_or(Value::Null)))
+                    .collect(),
             );
         }
     }
@@ -658,9 +888,14 @@ mod tests {
     fn short_ports() {
         assert_eq!(
             parse_port("127.0.0.1:8080:80/udp").unwrap(),
-            vec![json!({"mode":"ingress","host_ip":"127.0.0.1","target":80,"published":"8080","protocol":"udp"})]
+            vec![
+                json!({"mode":"ingress","host_ip":"127.0.0.1","target":80,"published":"8080","protocol":"udp"})
+            ]
         );
-        assert_eq!(parse_port("80").unwrap(), vec![json!({"mode":"ingress","target":80,"protocol":"tcp"})]);
+        assert_eq!(
+            parse_port("80").unwrap(),
+            vec![json!({"mode":"ingress","target":80,"protocol":"tcp"})]
+        );
         let r = parse_port("8000-8001:80-81").unwrap();
         assert_eq!(r[1]["published"], json!("8001"));
         assert_eq!(r[1]["target"], json!(81));

@@ -21,7 +21,10 @@ pub struct LoadError {
 
 impl LoadError {
     pub fn new(message: impl Into<String>) -> Self {
-        LoadError { origin: Origin::default(), message: message.into() }
+        LoadError {
+            origin: Origin::default(),
+            message: message.into(),
+        }
     }
 
     pub fn in_file(mut self, file: &Path) -> Self {

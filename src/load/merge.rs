@@ -33,10 +33,21 @@ fn special(path: &[&str]) -> Option<Rule> {
     let svc = |rest: &[&str]| -> Option<Rule> {
         match rest {
             ["command"] | ["entrypoint"] | ["healthcheck", "test"] => Some(Replace),
-            ["annotations"] | ["dns"] | ["dns_opt"] | ["dns_search"] | ["env_file"]
-            | ["label_file"] | ["environment"] | ["labels"] | ["sysctls"] | ["tmpfs"]
-            | ["build", "args"] | ["build", "additional_contexts"] | ["build", "labels"]
-            | ["deploy", "labels"] | ["volumes", _, "volume", "labels"] => Some(ToSequence),
+            ["annotations"]
+            | ["dns"]
+            | ["dns_opt"]
+            | ["dns_search"]
+            | ["env_file"]
+            | ["label_file"]
+            | ["environment"]
+            | ["labels"]
+            | ["sysctls"]
+            | ["tmpfs"]
+            | ["build", "args"]
+            | ["build", "additional_contexts"]
+            | ["build", "labels"]
+            | ["deploy", "labels"]
+            | ["volumes", _, "volume", "labels"] => Some(ToSequence),
             ["depends_on"] => Some(DependsOn),
             ["networks"] | ["models"] => Some(ToMapping),
             ["build"] => Some(Build),
@@ -158,7 +169,10 @@ pub fn merge_mappings(mut base: Mapping, over: Mapping, path: &[&str]) -> Result
 fn key_str(k: &Value) -> String {
     match k {
         Value::String(s) => s.clone(),
-        other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
     }
 }
 
@@ -266,7 +280,10 @@ pub fn scalar_str(v: &Value) -> String {
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => n.to_string(),
         Value::Null => String::new(),
-        other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
     }
 }
 
@@ -381,7 +398,10 @@ fn mount_key(v: &Value, default_dir: &str) -> Option<String> {
         Value::String(s) => Some(format!("{default_dir}/{s}")),
         Value::Mapping(m) => match m.get("target") {
             Some(t) => Some(scalar_str(t)),
-            None => Some(format!("{default_dir}/{}", m.get("source").map(scalar_str)?)),
+            None => Some(format!(
+                "{default_dir}/{}",
+                m.get("source").map(scalar_str)?
+            )),
         },
         _ => None,
     }
@@ -390,7 +410,10 @@ fn mount_key(v: &Value, default_dir: &str) -> Option<String> {
 /// Wraps a value with a tag (used by tests and by `extends`, which must not reset).
 #[allow(dead_code)]
 pub(crate) fn tagged(tag: &str, v: Value) -> Value {
-    Value::Tagged(Box::new(TaggedValue { tag: Tag::new(tag), value: v }))
+    Value::Tagged(Box::new(TaggedValue {
+        tag: Tag::new(tag),
+        value: v,
+    }))
 }
 
 /// Joins a path prefix with a key for error messages.
@@ -414,7 +437,10 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(m, y("services: {a: {image: y, cap_add: [A, B], command: [c]}}"));
+        assert_eq!(
+            m,
+            y("services: {a: {image: y, cap_add: [A, B], command: [c]}}")
+        );
     }
 
     #[test]
@@ -430,7 +456,12 @@ mod tests {
 
     #[test]
     fn environment_becomes_sequence_and_dedups_by_key() {
-        let m = merge(y("[A=1, B=2]"), y("{A: 3}"), &["services", "s", "environment"]).unwrap();
+        let m = merge(
+            y("[A=1, B=2]"),
+            y("{A: 3}"),
+            &["services", "s", "environment"],
+        )
+        .unwrap();
         let mut svc = Mapping::new();
         svc.insert("environment".into(), m);
         dedup_service(&mut svc).unwrap();

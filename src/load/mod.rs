@@ -19,15 +19,19 @@ use std::path::{Path, PathBuf};
 use indexmap::IndexMap;
 use serde_yaml::{Mapping, Value};
 
-pub use error::{LoadError, Origin};
 use error::Result;
+pub use error::{LoadError, Origin};
 use yaml::SourceFile;
 
 use crate::model::Project;
 
 /// Compose's file names, in the order Compose looks for them.
-pub const COMPOSE_FILE_NAMES: [&str; 4] =
-    ["compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml"];
+pub const COMPOSE_FILE_NAMES: [&str; 4] = [
+    "compose.yaml",
+    "compose.yml",
+    "docker-compose.yml",
+    "docker-compose.yaml",
+];
 pub const OVERRIDE_FILE_NAMES: [&str; 4] = [
     "compose.override.yaml",
     "compose.override.yml",
@@ -74,7 +78,11 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     // first, then the working directory's .env for discovery-related variables.
     let mut discovery_env = opts.environ.clone();
     if opts.env_files.is_empty() {
-        let dot = opts.project_directory.as_ref().map(|d| cwd.join(d)).unwrap_or(cwd.clone());
+        let dot = opts
+            .project_directory
+            .as_ref()
+            .map(|d| cwd.join(d))
+            .unwrap_or(cwd.clone());
         if let Ok(c) = std::fs::read_to_string(dot.join(".env")) {
             if let Ok(vars) = dotenv::parse(&c, &opts.environ) {
                 for (k, v) in vars {
@@ -88,7 +96,10 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     let files = config_files(opts, &cwd, &discovery_env)?;
     let working_dir = match &opts.project_directory {
         Some(d) => absolute_dir(&cwd.join(d)),
-        None => files[0].parent().map(Path::to_path_buf).unwrap_or(cwd.clone()),
+        None => files[0]
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or(cwd.clone()),
     };
     let environment = project_environment(opts, &cwd, &working_dir)?;
 
@@ -96,7 +107,11 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     let mut sources: Vec<SourceFile> = Vec::new();
     let mut merged: Option<Value> = None;
     for f in &files {
-        let mut ld = FileLoader { env: &environment, unset: Vec::new(), sources: &mut sources };
+        let mut ld = FileLoader {
+            env: &environment,
+            unset: Vec::new(),
+            sources: &mut sources,
+        };
         let value = ld.load_file(f, &working_dir, &mut Vec::new())?;
         for u in ld.unset {
             let w = format!("The {u:?} variable is not set. Defaulting to a blank string.");
@@ -120,6 +135,9 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
                 merge::dedup_service(m)?;
             }
         }
+    }
+    if merged.get("version").is_some() {
+        warnings.push("the attribute `version` is obsolete, it will be ignored".to_string());
     }
     let mut json = to_json(&merged);
     schema::validate(&json).map_err(|e| locate(e, &sources))?;
@@ -169,15 +187,30 @@ fn config_files(
     let mut explicit: Vec<PathBuf> = opts.files.clone();
     if explicit.is_empty() {
         if let Some(cf) = env.get("COMPOSE_FILE").filter(|s| !s.is_empty()) {
-            let sep = env.get("COMPOSE_PATH_SEPARATOR").map(String::as_str).unwrap_or(":");
-            explicit = cf.split(sep).filter(|s| !s.is_empty()).map(PathBuf::from).collect();
+            let sep = env
+                .get("COMPOSE_PATH_SEPARATOR")
+                .map(String::as_str)
+                .unwrap_or(":");
+            explicit = cf
+                .split(sep)
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+                .collect();
         }
     }
     if !explicit.is_empty() {
-        let base = opts.project_directory.as_ref().map(|d| cwd.join(d)).unwrap_or(cwd.into());
+        let base = opts
+            .project_directory
+            .as_ref()
+            .map(|d| cwd.join(d))
+            .unwrap_or(cwd.into());
         let mut out = Vec::new();
         for f in explicit {
-            let abs = if f.is_absolute() { f.clone() } else { cwd.join(&f) };
+            let abs = if f.is_absolute() {
+                f.clone()
+            } else {
+                cwd.join(&f)
+            };
             let abs = PathBuf::from(canonical::clean(&abs));
             if !abs.exists() {
                 // Compose resolves -f against the working directory; say which path was tried.
@@ -192,12 +225,24 @@ fn config_files(
         }
         return Ok(out);
     }
-    let start = opts.project_directory.as_ref().map(|d| cwd.join(d)).unwrap_or(cwd.into());
+    let start = opts
+        .project_directory
+        .as_ref()
+        .map(|d| cwd.join(d))
+        .unwrap_or(cwd.into());
     let mut dir = Some(absolute_dir(&start));
     while let Some(d) = dir {
-        if let Some(found) = COMPOSE_FILE_NAMES.iter().map(|n| d.join(n)).find(|p| p.is_file()) {
+        if let Some(found) = COMPOSE_FILE_NAMES
+            .iter()
+            .map(|n| d.join(n))
+            .find(|p| p.is_file())
+        {
             let mut out = vec![found];
-            if let Some(o) = OVERRIDE_FILE_NAMES.iter().map(|n| d.join(n)).find(|p| p.is_file()) {
+            if let Some(o) = OVERRIDE_FILE_NAMES
+                .iter()
+                .map(|n| d.join(n))
+                .find(|p| p.is_file())
+            {
                 out.push(o);
             }
             return Ok(out);
@@ -218,10 +263,23 @@ fn project_environment(
     cwd: &Path,
     working_dir: &Path,
 ) -> Result<IndexMap<String, String>> {
-    let files: Vec<(PathBuf, bool)> = if opts.env_files.is_empty() {
-        vec![(working_dir.join(".env"), false)]
-    } else {
+    // `--env-file` wins; else COMPOSE_ENV_FILES (comma-separated); else `.env`.
+    let from_var: Vec<PathBuf> = opts
+        .environ
+        .get("COMPOSE_ENV_FILES")
+        .map(|v| {
+            v.split(',')
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let files: Vec<(PathBuf, bool)> = if !opts.env_files.is_empty() {
         opts.env_files.iter().map(|f| (cwd.join(f), true)).collect()
+    } else if !from_var.is_empty() {
+        from_var.iter().map(|f| (cwd.join(f), true)).collect()
+    } else {
+        vec![(working_dir.join(".env"), false)]
     };
     let mut env = IndexMap::new();
     for (f, required) in files {
@@ -238,7 +296,9 @@ fn project_environment(
             lookup.insert(k.clone(), v.clone());
         }
         let vars = dotenv::parse(&content, &lookup).map_err(|e| {
-            LoadError::new(format!("invalid env file: {}", e.message)).in_file(&f).at_line(Some(e.line))
+            LoadError::new(format!("invalid env file: {}", e.message))
+                .in_file(&f)
+                .at_line(Some(e.line))
         })?;
         for (k, v) in vars {
             if let Some(v) = v.or_else(|| opts.environ.get(&k).cloned()) {
@@ -260,34 +320,41 @@ struct FileLoader<'a> {
 }
 
 impl FileLoader<'_> {
-    fn load_file(&mut self, path: &Path, working_dir: &Path, chain: &mut Vec<PathBuf>) -> Result<Value> {
+    fn load_file(
+        &mut self,
+        path: &Path,
+        working_dir: &Path,
+        chain: &mut Vec<PathBuf>,
+    ) -> Result<Value> {
         let mut src = yaml::read_file(path)?;
         let mut value = std::mem::take(&mut src.value);
         interpolate_tree(&mut value, "", self.env, &mut self.unset, &src)?;
         self.sources.push(src.clone());
-        let Value::Mapping(top) = &mut value else { unreachable!("checked by read_file") };
+        let Value::Mapping(top) = &mut value else {
+            unreachable!("checked by read_file")
+        };
         if let Some(inc) = top.remove("include") {
+            // Included resources are the base; the including file's own definitions are
+            // merged over them (Compose merges a same-named service, the includer winning).
             let included = self.includes(inc, &src, working_dir, chain)?;
+            let mut base = Mapping::new();
             for (kind, items) in included {
-                let target = top.entry(Value::from(kind.as_str())).or_insert(Value::Mapping(Mapping::new()));
-                if target.is_null() {
-                    *target = Value::Mapping(Mapping::new());
-                }
-                let Value::Mapping(target) = target else { continue };
-                for (k, v) in items {
-                    if let Some(existing) = target.get(&k) {
-                        if existing != &v {
-                            let key = merge::scalar_str(&k);
-                            return Err(src.error_at(
-                                &format!("{kind}.{key}"),
-                                format!("{kind} {key} conflicts with an imported resource (from `include`)"),
-                            ));
-                        }
-                    } else {
-                        target.insert(k, v);
+                let entry = base
+                    .entry(Value::from(kind.as_str()))
+                    .or_insert(Value::Mapping(Mapping::new()));
+                if let Value::Mapping(m) = entry {
+                    for (k, v) in items {
+                        let merged = match m.remove(&k) {
+                            Some(prev) => merge::merge(prev, v, &["services", "*"])?,
+                            None => v,
+                        };
+                        m.insert(k, merged);
                     }
                 }
             }
+            let own = std::mem::take(top);
+            let merged = merge::merge_mappings(base, own, &[]).map_err(|e| e.in_file(&src.path))?;
+            *top = merged;
         }
         self.resolve_extends(&mut value, &src)?;
         Ok(value)
@@ -323,23 +390,34 @@ impl FileLoader<'_> {
                     if paths.is_empty() {
                         return Err(src.error_at(&p, "include entries need a `path`"));
                     }
-                    (paths, m.get("project_directory").map(merge::scalar_str), list(m.get("env_file")))
+                    (
+                        paths,
+                        m.get("project_directory").map(merge::scalar_str),
+                        list(m.get("env_file")),
+                    )
                 }
                 _ => return Err(src.error_at(&p, "must be a path or a mapping")),
             };
-            let files: Vec<PathBuf> =
-                paths.iter().map(|f| PathBuf::from(canonical::absolute(&base_dir, f))).collect();
+            let files: Vec<PathBuf> = paths
+                .iter()
+                .map(|f| PathBuf::from(canonical::absolute(&base_dir, f)))
+                .collect();
             for f in &files {
                 if chain.contains(f) {
                     return Err(src.error_at(&p, format!("include cycle through {}", f.display())));
                 }
                 if !f.is_file() {
-                    return Err(src.error_at(&p, format!("included file {} not found", f.display())));
+                    return Err(
+                        src.error_at(&p, format!("included file {} not found", f.display()))
+                    );
                 }
             }
             let dir = match project_dir {
                 Some(d) => PathBuf::from(canonical::absolute(&base_dir, &d)),
-                None => files[0].parent().map(Path::to_path_buf).unwrap_or(base_dir.clone()),
+                None => files[0]
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or(base_dir.clone()),
             };
             // The included project's environment: its env files (default: its .env), with the
             // outer environment on top.
@@ -347,7 +425,10 @@ impl FileLoader<'_> {
             let env_paths: Vec<(PathBuf, bool)> = if env_files.is_empty() {
                 vec![(dir.join(".env"), false)]
             } else {
-                env_files.iter().map(|f| (PathBuf::from(canonical::absolute(&base_dir, f)), true)).collect()
+                env_files
+                    .iter()
+                    .map(|f| (PathBuf::from(canonical::absolute(&base_dir, f)), true))
+                    .collect()
             };
             for (f, required) in env_paths {
                 match std::fs::read_to_string(&f) {
@@ -364,7 +445,9 @@ impl FileLoader<'_> {
                         }
                     }
                     Err(_) if !required => {}
-                    Err(e) => return Err(src.error_at(&p, format!("env file {}: {e}", f.display()))),
+                    Err(e) => {
+                        return Err(src.error_at(&p, format!("env file {}: {e}", f.display())))
+                    }
                 }
             }
             for (k, v) in self.env {
@@ -373,7 +456,11 @@ impl FileLoader<'_> {
             let mut merged: Option<Value> = None;
             for f in &files {
                 chain.push(f.clone());
-                let mut sub = FileLoader { env: &env, unset: Vec::new(), sources: self.sources };
+                let mut sub = FileLoader {
+                    env: &env,
+                    unset: Vec::new(),
+                    sources: self.sources,
+                };
                 let v = sub.load_file(f, &dir, chain)?;
                 self.unset.extend(sub.unset);
                 chain.pop();
@@ -382,9 +469,13 @@ impl FileLoader<'_> {
                     Some(b) => merge::merge(b, v, &[]).map_err(|e| e.in_file(f))?,
                 });
             }
-            let Some(Value::Mapping(mut m)) = merged else { continue };
+            let Some(Value::Mapping(mut m)) = merged else {
+                continue;
+            };
             absolutize(&mut m, &dir);
-            for kind in ["services", "networks", "volumes", "secrets", "configs", "models"] {
+            for kind in [
+                "services", "networks", "volumes", "secrets", "configs", "models",
+            ] {
                 if let Some(Value::Mapping(items)) = m.remove(kind) {
                     out.push((kind.to_string(), items));
                 }
@@ -395,7 +486,9 @@ impl FileLoader<'_> {
 
     /// Resolves `extends` in every service of this file, recursively, refusing cycles.
     fn resolve_extends(&mut self, value: &mut Value, src: &SourceFile) -> Result<()> {
-        let Some(Value::Mapping(services)) = value.get("services").cloned() else { return Ok(()) };
+        let Some(Value::Mapping(services)) = value.get("services").cloned() else {
+            return Ok(());
+        };
         let mut resolved = Mapping::new();
         for (name, _) in &services {
             let n = merge::scalar_str(name);
@@ -416,20 +509,29 @@ impl FileLoader<'_> {
         let path = format!("services.{name}");
         let here = (src.path.clone(), name.to_string());
         if stack.contains(&here) {
-            let chain: Vec<String> = stack.iter().chain([&here]).map(|(_, s)| s.clone()).collect();
+            let chain: Vec<String> = stack
+                .iter()
+                .chain([&here])
+                .map(|(_, s)| s.clone())
+                .collect();
             return Err(src.error_at(
                 &format!("{path}.extends"),
-                format!("extends cycle: {}", chain.join(" -> ")),
+                format!("circular reference in extends: {}", chain.join(" -> ")),
             ));
         }
         let Some(svc) = services.get(name).cloned() else {
-            return Err(src.error_at(&path, format!("cannot extend service {name:?}: no such service")));
+            return Err(src.error_at(
+                &path,
+                format!("cannot extend service {name:?}: no such service"),
+            ));
         };
         let mut svc = match svc {
             Value::Null => Value::Mapping(Mapping::new()),
             v => v,
         };
-        let Some(ext) = svc.as_mapping_mut().and_then(|m| m.remove("extends")) else { return Ok(svc) };
+        let Some(ext) = svc.as_mapping_mut().and_then(|m| m.remove("extends")) else {
+            return Ok(svc);
+        };
         let ext_path = format!("{path}.extends");
         let (base_name, file) = match &ext {
             Value::String(s) => (s.clone(), None),
@@ -565,7 +667,8 @@ fn absolutize_service(s: &mut Mapping, dir: &Path) {
             match v {
                 Value::String(spec) => {
                     let parts = canonical::split_volume_spec(spec);
-                    if parts.len() >= 2 && (parts[0].starts_with('.') || parts[0].starts_with('~')) {
+                    if parts.len() >= 2 && (parts[0].starts_with('.') || parts[0].starts_with('~'))
+                    {
                         let mut p = parts.clone();
                         p[0] = abs(&parts[0]);
                         *spec = p.join(":");
@@ -600,9 +703,11 @@ pub fn to_json(v: &Value) -> serde_json::Value {
         }
         Value::String(s) => J::String(s.clone()),
         Value::Sequence(s) => J::Array(s.iter().map(to_json).collect()),
-        Value::Mapping(m) => {
-            J::Object(m.iter().map(|(k, v)| (merge::scalar_str(k), to_json(v))).collect())
-        }
+        Value::Mapping(m) => J::Object(
+            m.iter()
+                .map(|(k, v)| (merge::scalar_str(k), to_json(v)))
+                .collect(),
+        ),
         Value::Tagged(t) => to_json(&t.value),
     }
 }
@@ -615,11 +720,22 @@ fn project_name(
     model: &serde_json::Value,
     working_dir: &Path,
 ) -> Result<String> {
-    let explicit = opts
-        .project_name
-        .clone()
-        .or_else(|| env.get("COMPOSE_PROJECT_NAME").filter(|s| !s.is_empty()).cloned())
-        .or_else(|| model.get("name").and_then(|n| n.as_str()).filter(|s| !s.is_empty()).map(String::from));
+    let explicit = opts.project_name.clone().or_else(|| {
+        env.get("COMPOSE_PROJECT_NAME")
+            .filter(|s| !s.is_empty())
+            .cloned()
+    });
+    // The file's `name:` is normalised silently (Compose does); an explicit one must be valid.
+    let from_file = model
+        .get("name")
+        .and_then(|n| n.as_str())
+        .filter(|s| !s.is_empty());
+    if let (None, Some(n)) = (&explicit, from_file) {
+        let name = normalise_project_name(n);
+        if !name.is_empty() {
+            return Ok(name);
+        }
+    }
     if let Some(name) = explicit {
         if normalise_project_name(&name) != name || name.is_empty() {
             return Err(LoadError::new(format!(
@@ -628,7 +744,10 @@ fn project_name(
         }
         return Ok(name);
     }
-    let base = working_dir.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    let base = working_dir
+        .file_name()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
     let name = normalise_project_name(&base);
     if name.is_empty() {
         return Err(LoadError::new(format!(
@@ -651,10 +770,20 @@ pub fn normalise_project_name(s: &str) -> String {
 
 fn active_profiles(opts: &LoadOptions, env: &IndexMap<String, String>) -> Vec<String> {
     if !opts.profiles.is_empty() {
-        return opts.profiles.iter().flat_map(|p| p.split(',')).map(|s| s.trim().to_string()).collect();
+        return opts
+            .profiles
+            .iter()
+            .flat_map(|p| p.split(','))
+            .map(|s| s.trim().to_string())
+            .collect();
     }
     env.get("COMPOSE_PROFILES")
-        .map(|p| p.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+        .map(|p| {
+            p.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -667,31 +796,42 @@ fn apply_profiles(json: &mut serde_json::Value, active: &[String]) -> Result<Vec
     let enabled = |svc: &serde_json::Value| -> bool {
         match svc.get("profiles") {
             Some(serde_json::Value::Array(p)) if !p.is_empty() => p.iter().any(|x| {
-                x.as_str().is_some_and(|x| active.iter().any(|a| a == x || a == "*"))
+                x.as_str()
+                    .is_some_and(|x| active.iter().any(|a| a == x || a == "*"))
             }),
             _ => true,
         }
     };
-    let disabled: Vec<String> =
-        services.iter().filter(|(_, s)| !enabled(s)).map(|(k, _)| k.clone()).collect();
+    let disabled: Vec<String> = services
+        .iter()
+        .filter(|(_, s)| !enabled(s))
+        .map(|(k, _)| k.clone())
+        .collect();
     for d in &disabled {
         services.remove(d);
     }
     for (name, svc) in services.iter() {
         let deps: Vec<(String, bool)> = match svc.get("depends_on") {
-            Some(serde_json::Value::Array(a)) => {
-                a.iter().filter_map(|x| x.as_str()).map(|s| (s.to_string(), true)).collect()
-            }
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|x| x.as_str())
+                .map(|s| (s.to_string(), true))
+                .collect(),
             Some(serde_json::Value::Object(m)) => m
                 .iter()
-                .map(|(k, v)| (k.clone(), v.get("required").and_then(|r| r.as_bool()).unwrap_or(true)))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.get("required").and_then(|r| r.as_bool()).unwrap_or(true),
+                    )
+                })
                 .collect(),
             _ => vec![],
         };
         for (dep, required) in deps {
             if !services.contains_key(&dep) && required {
                 let why = if disabled.contains(&dep) {
-                    format!(" (it is disabled: enable its profile with --profile)")
+                    " (it is disabled: enable its profile with --profile)".to_string()
                 } else {
                     String::new()
                 };
@@ -710,7 +850,9 @@ fn strip_extensions(json: &mut serde_json::Value) {
     fn strip(o: &mut serde_json::Map<String, serde_json::Value>) {
         o.retain(|k, _| !k.starts_with("x-"));
     }
-    let Some(top) = json.as_object_mut() else { return };
+    let Some(top) = json.as_object_mut() else {
+        return;
+    };
     strip(top);
     for kind in ["services", "networks", "volumes", "secrets", "configs"] {
         if let Some(serde_json::Value::Object(items)) = top.get_mut(kind) {

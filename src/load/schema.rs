@@ -9,66 +9,233 @@ use serde_json::{Map, Value};
 use super::error::{LoadError, Result};
 use crate::model::{Project, Service};
 
-const TOP: &[&str] =
-    &["configs", "include", "models", "name", "networks", "secrets", "services", "version", "volumes"];
+const TOP: &[&str] = &[
+    "configs", "include", "models", "name", "networks", "secrets", "services", "version", "volumes",
+];
 
 pub const SERVICE: &[&str] = &[
-    "annotations", "attach", "blkio_config", "build", "cap_add", "cap_drop", "cgroup",
-    "cgroup_parent", "command", "configs", "container_name", "cpu_count", "cpu_percent",
-    "cpu_period", "cpu_quota", "cpu_rt_period", "cpu_rt_runtime", "cpu_shares", "cpus", "cpuset",
-    "credential_spec", "depends_on", "deploy", "develop", "device_cgroup_rules", "devices", "dns",
-    "dns_opt", "dns_search", "domainname", "entrypoint", "env_file", "environment", "expose",
-    "extends", "external_links", "extra_hosts", "gpus", "group_add", "healthcheck", "hostname",
-    "image", "init", "ipc", "isolation", "label_file", "labels", "links", "logging",
-    "mac_address", "mem_limit", "mem_reservation", "mem_swappiness", "memswap_limit", "models",
-    "network_mode", "networks", "oom_kill_disable", "oom_score_adj", "pid", "pids_limit",
-    "platform", "ports", "post_start", "pre_start", "pre_stop", "privileged", "profiles",
-    "provider", "pull_policy", "pull_refresh_after", "read_only", "restart", "runtime", "scale",
-    "secrets", "security_opt", "shm_size", "stdin_open", "stop_grace_period", "stop_signal",
-    "storage_opt", "sysctls", "tmpfs", "tty", "ulimits", "use_api_socket", "user", "userns_mode",
-    "uts", "volumes", "volumes_from", "working_dir",
+    "annotations",
+    "attach",
+    "blkio_config",
+    "build",
+    "cap_add",
+    "cap_drop",
+    "cgroup",
+    "cgroup_parent",
+    "command",
+    "configs",
+    "container_name",
+    "cpu_count",
+    "cpu_percent",
+    "cpu_period",
+    "cpu_quota",
+    "cpu_rt_period",
+    "cpu_rt_runtime",
+    "cpu_shares",
+    "cpus",
+    "cpuset",
+    "credential_spec",
+    "depends_on",
+    "deploy",
+    "develop",
+    "device_cgroup_rules",
+    "devices",
+    "dns",
+    "dns_opt",
+    "dns_search",
+    "domainname",
+    "entrypoint",
+    "env_file",
+    "environment",
+    "expose",
+    "extends",
+    "external_links",
+    "extra_hosts",
+    "gpus",
+    "group_add",
+    "healthcheck",
+    "hostname",
+    "image",
+    "init",
+    "ipc",
+    "isolation",
+    "label_file",
+    "labels",
+    "links",
+    "logging",
+    "mac_address",
+    "mem_limit",
+    "mem_reservation",
+    "mem_swappiness",
+    "memswap_limit",
+    "models",
+    "network_mode",
+    "networks",
+    "oom_kill_disable",
+    "oom_score_adj",
+    "pid",
+    "pids_limit",
+    "platform",
+    "ports",
+    "post_start",
+    "pre_start",
+    "pre_stop",
+    "privileged",
+    "profiles",
+    "provider",
+    "pull_policy",
+    "pull_refresh_after",
+    "read_only",
+    "restart",
+    "runtime",
+    "scale",
+    "secrets",
+    "security_opt",
+    "shm_size",
+    "stdin_open",
+    "stop_grace_period",
+    "stop_signal",
+    "storage_opt",
+    "sysctls",
+    "tmpfs",
+    "tty",
+    "ulimits",
+    "use_api_socket",
+    "user",
+    "userns_mode",
+    "uts",
+    "volumes",
+    "volumes_from",
+    "working_dir",
 ];
-const HEALTHCHECK: &[&str] =
-    &["disable", "interval", "retries", "start_interval", "start_period", "test", "timeout"];
+const HEALTHCHECK: &[&str] = &[
+    "disable",
+    "interval",
+    "retries",
+    "start_interval",
+    "start_period",
+    "test",
+    "timeout",
+];
 const DEPLOY: &[&str] = &[
-    "endpoint_mode", "labels", "mode", "placement", "replicas", "resources", "restart_policy",
-    "rollback_config", "update_config",
+    "endpoint_mode",
+    "labels",
+    "mode",
+    "placement",
+    "replicas",
+    "resources",
+    "restart_policy",
+    "rollback_config",
+    "update_config",
 ];
-const UPDATE_CONFIG: &[&str] =
-    &["delay", "failure_action", "max_failure_ratio", "monitor", "order", "parallelism"];
+const UPDATE_CONFIG: &[&str] = &[
+    "delay",
+    "failure_action",
+    "max_failure_ratio",
+    "monitor",
+    "order",
+    "parallelism",
+];
 const RESOURCES: &[&str] = &["limits", "reservations"];
 const RESTART_POLICY: &[&str] = &["condition", "delay", "max_attempts", "window"];
 const PLACEMENT: &[&str] = &["constraints", "max_replicas_per_node", "preferences"];
 const BUILD: &[&str] = &[
-    "additional_contexts", "args", "cache_from", "cache_to", "context", "dockerfile",
-    "dockerfile_inline", "entitlements", "extra_hosts", "isolation", "labels", "network",
-    "no_cache", "no_cache_filter", "platforms", "privileged", "provenance", "pull", "sbom",
-    "secrets", "shm_size", "ssh", "tags", "target", "ulimits",
+    "additional_contexts",
+    "args",
+    "cache_from",
+    "cache_to",
+    "context",
+    "dockerfile",
+    "dockerfile_inline",
+    "entitlements",
+    "extra_hosts",
+    "isolation",
+    "labels",
+    "network",
+    "no_cache",
+    "no_cache_filter",
+    "platforms",
+    "privileged",
+    "provenance",
+    "pull",
+    "sbom",
+    "secrets",
+    "shm_size",
+    "ssh",
+    "tags",
+    "target",
+    "ulimits",
 ];
 const LOGGING: &[&str] = &["driver", "options"];
 const EXTENDS: &[&str] = &["file", "service"];
-const PORT: &[&str] =
-    &["app_protocol", "host_ip", "mode", "name", "protocol", "published", "target"];
-const VOLUME_MOUNT: &[&str] =
-    &["bind", "consistency", "image", "read_only", "source", "target", "tmpfs", "type", "volume"];
+const PORT: &[&str] = &[
+    "app_protocol",
+    "host_ip",
+    "mode",
+    "name",
+    "protocol",
+    "published",
+    "target",
+];
+const VOLUME_MOUNT: &[&str] = &[
+    "bind",
+    "consistency",
+    "image",
+    "read_only",
+    "source",
+    "target",
+    "tmpfs",
+    "type",
+    "volume",
+];
 const BIND: &[&str] = &["create_host_path", "propagation", "recursive", "selinux"];
 const VOLUME_OPTS: &[&str] = &["labels", "nocopy", "subpath"];
 const TMPFS: &[&str] = &["mode", "size"];
 const DEPENDS_ON: &[&str] = &["condition", "required", "restart"];
 const SERVICE_NETWORK: &[&str] = &[
-    "aliases", "driver_opts", "gw_priority", "interface_name", "ipv4_address", "ipv6_address",
-    "link_local_ips", "mac_address", "priority",
+    "aliases",
+    "driver_opts",
+    "gw_priority",
+    "interface_name",
+    "ipv4_address",
+    "ipv6_address",
+    "link_local_ips",
+    "mac_address",
+    "priority",
 ];
 const ENV_FILE: &[&str] = &["format", "path", "required"];
 const NETWORK: &[&str] = &[
-    "attachable", "driver", "driver_opts", "enable_ipv4", "enable_ipv6", "external", "internal",
-    "ipam", "labels", "name",
+    "attachable",
+    "driver",
+    "driver_opts",
+    "enable_ipv4",
+    "enable_ipv6",
+    "external",
+    "internal",
+    "ipam",
+    "labels",
+    "name",
 ];
 const VOLUME: &[&str] = &["driver", "driver_opts", "external", "labels", "name"];
-const SECRET: &[&str] =
-    &["driver", "driver_opts", "environment", "external", "file", "labels", "name", "template_driver"];
-const CONFIG: &[&str] =
-    &["content", "environment", "external", "file", "labels", "name", "template_driver"];
+const SECRET: &[&str] = &[
+    "driver",
+    "driver_opts",
+    "environment",
+    "external",
+    "file",
+    "labels",
+    "name",
+    "template_driver",
+];
+const CONFIG: &[&str] = &[
+    "content",
+    "environment",
+    "external",
+    "file",
+    "labels",
+    "name",
+    "template_driver",
+];
 const INCLUDE: &[&str] = &["env_file", "path", "project_directory"];
 
 fn check(obj: &Map<String, Value>, allowed: &[&str], path: &str) -> Result<()> {
@@ -83,7 +250,11 @@ fn check(obj: &Map<String, Value>, allowed: &[&str], path: &str) -> Result<()> {
             .min()
             .map(|(_, a)| format!(" (did you mean `{a}`?)"))
             .unwrap_or_default();
-        let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+        let p = if path.is_empty() {
+            k.clone()
+        } else {
+            format!("{path}.{k}")
+        };
         return Err(LoadError::new(format!("unknown field `{k}`{hint}")).at_path(p));
     }
     Ok(())
@@ -104,7 +275,12 @@ fn check_sub(obj: &Map<String, Value>, key: &str, allowed: &[&str], path: &str) 
     Ok(())
 }
 
-fn check_list_items(obj: &Map<String, Value>, key: &str, allowed: &[&str], path: &str) -> Result<()> {
+fn check_list_items(
+    obj: &Map<String, Value>,
+    key: &str,
+    allowed: &[&str],
+    path: &str,
+) -> Result<()> {
     if let Some(Value::Array(items)) = obj.get(key) {
         for (i, it) in items.iter().enumerate() {
             if let Value::Object(o) = it {
@@ -115,7 +291,12 @@ fn check_list_items(obj: &Map<String, Value>, key: &str, allowed: &[&str], path:
     Ok(())
 }
 
-fn check_map_values(obj: &Map<String, Value>, key: &str, allowed: &[&str], path: &str) -> Result<()> {
+fn check_map_values(
+    obj: &Map<String, Value>,
+    key: &str,
+    allowed: &[&str],
+    path: &str,
+) -> Result<()> {
     if let Some(Value::Object(items)) = obj.get(key) {
         for (k, it) in items {
             if let Value::Object(o) = it {
@@ -129,13 +310,19 @@ fn check_map_values(obj: &Map<String, Value>, key: &str, allowed: &[&str], path:
 /// Validates field names of the merged model (before canonicalisation, so paths match the
 /// files' own structure and lines can be found).
 pub fn validate(model: &Value) -> Result<()> {
-    let top = mapping(model, "", "the top level")?.cloned().unwrap_or_default();
+    let top = mapping(model, "", "the top level")?
+        .cloned()
+        .unwrap_or_default();
     check(&top, TOP, "")?;
     if let Some(services) = top.get("services") {
-        let Some(services) = mapping(services, "services", "services")? else { return Ok(()) };
+        let Some(services) = mapping(services, "services", "services")? else {
+            return Ok(());
+        };
         for (name, svc) in services {
             let path = format!("services.{name}");
-            let Some(s) = mapping(svc, &path, "a service")? else { continue };
+            let Some(s) = mapping(svc, &path, "a service")? else {
+                continue;
+            };
             check(s, SERVICE, &path)?;
             check_sub(s, "healthcheck", HEALTHCHECK, &path)?;
             check_sub(s, "deploy", DEPLOY, &path)?;
@@ -167,9 +354,16 @@ pub fn validate(model: &Value) -> Result<()> {
             check_map_values(s, "networks", SERVICE_NETWORK, &path)?;
         }
     }
-    for (kind, allowed) in [("networks", NETWORK), ("volumes", VOLUME), ("secrets", SECRET), ("configs", CONFIG)] {
+    for (kind, allowed) in [
+        ("networks", NETWORK),
+        ("volumes", VOLUME),
+        ("secrets", SECRET),
+        ("configs", CONFIG),
+    ] {
         if let Some(v) = top.get(kind) {
-            let Some(items) = mapping(v, kind, kind)? else { continue };
+            let Some(items) = mapping(v, kind, kind)? else {
+                continue;
+            };
             for (k, it) in items {
                 let p = format!("{kind}.{k}");
                 if let Some(o) = mapping(it, &p, "an entry")? {
@@ -190,9 +384,22 @@ pub fn validate(model: &Value) -> Result<()> {
 
 /// Fields of [`Service`] that are typed; the rest go to `Service::extra`.
 const TYPED: &[&str] = &[
-    "image", "command", "entrypoint", "environment", "ports", "volumes", "healthcheck",
-    "depends_on", "labels", "restart", "networks", "network_mode", "deploy", "pull_policy",
-    "profiles", "container_name",
+    "image",
+    "command",
+    "entrypoint",
+    "environment",
+    "ports",
+    "volumes",
+    "healthcheck",
+    "depends_on",
+    "labels",
+    "restart",
+    "networks",
+    "network_mode",
+    "deploy",
+    "pull_policy",
+    "profiles",
+    "container_name",
 ];
 
 /// Types the canonical project. Each service is typed on its own so that a type error names

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde_yaml::Value;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
+use yaml_rust2::scanner::TScalarStyle;
 
 use super::error::{LoadError, Result};
 
@@ -41,22 +42,62 @@ impl LineIndex {
     }
 
     pub fn from_source(src: &str) -> LineIndex {
+        Self::scan(src).0
+    }
+
+    /// The index, plus the YAML 1.1 re-readings of plain scalars to apply to the value.
+    fn scan(src: &str) -> (LineIndex, Vec<(Vec<Seg>, Value)>) {
         let mut b = IndexBuilder::default();
         // A syntax error is reported by the value parser; a partial index is still useful.
         let _ = Parser::new_from_str(src).load(&mut b, false);
-        LineIndex { lines: b.lines }
+        (LineIndex { lines: b.lines }, b.fixups)
     }
 }
 
 enum Frame {
-    Map { path: String, key: Option<String> },
-    Seq { path: String, index: usize },
+    Map {
+        path: String,
+        segs: Vec<Seg>,
+        key: Option<String>,
+    },
+    Seq {
+        path: String,
+        segs: Vec<Seg>,
+        index: usize,
+    },
+}
+
+/// One step of a path into a value.
+#[derive(Debug, Clone)]
+pub enum Seg {
+    Key(String),
+    Index(usize),
 }
 
 #[derive(Default)]
 struct IndexBuilder {
     stack: Vec<Frame>,
     lines: HashMap<String, usize>,
+    /// Plain scalars that YAML 1.1 (Compose's parser) reads differently from YAML 1.2.
+    fixups: Vec<(Vec<Seg>, Value)>,
+}
+
+/// How Go's YAML parser (YAML 1.1 rules) reads a plain scalar that a YAML 1.2 parser keeps as
+/// a string: `0755` is octal, a bare date is a timestamp (printed the way Go prints it).
+fn yaml11_plain(s: &str) -> Option<Value> {
+    let b = s.as_bytes();
+    if b.len() > 1 && b[0] == b'0' && b.iter().all(|c| (b'0'..=b'7').contains(c)) {
+        return i64::from_str_radix(&s[1..], 8).ok().map(Value::from);
+    }
+    let date = b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
+    date.then(|| Value::String(format!("{s} 00:00:00 +0000 UTC")))
 }
 
 pub fn join(path: &str, key: &str) -> String {
@@ -69,15 +110,25 @@ pub fn join(path: &str, key: &str) -> String {
 
 impl IndexBuilder {
     /// Path of the value that starts now, recording its line when it is a sequence item.
-    fn value_path(&mut self, line: usize) -> Option<String> {
+    fn value_path(&mut self, line: usize) -> Option<(String, Vec<Seg>)> {
         match self.stack.last() {
-            None => Some(String::new()),
-            Some(Frame::Map { path, key: Some(k) }) => Some(join(path, k)),
+            None => Some((String::new(), vec![])),
+            Some(Frame::Map {
+                path,
+                segs,
+                key: Some(k),
+            }) => {
+                let mut s = segs.clone();
+                s.push(Seg::Key(k.clone()));
+                Some((join(path, k), s))
+            }
             Some(Frame::Map { key: None, .. }) => None, // a complex key: not indexed
-            Some(Frame::Seq { path, index }) => {
+            Some(Frame::Seq { path, segs, index }) => {
                 let p = format!("{path}[{index}]");
                 self.lines.entry(p.clone()).or_insert(line);
-                Some(p)
+                let mut s = segs.clone();
+                s.push(Seg::Index(*index));
+                Some((p, s))
             }
         }
     }
@@ -96,18 +147,31 @@ impl MarkedEventReceiver for IndexBuilder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         let line = mark.line();
         match ev {
-            Event::Scalar(s, ..) => {
-                if let Some(Frame::Map { path, key: key @ None }) = self.stack.last_mut() {
+            Event::Scalar(s, style, _, tag) => {
+                if let Some(Frame::Map {
+                    path,
+                    key: key @ None,
+                    ..
+                }) = self.stack.last_mut()
+                {
                     let p = join(path, &s);
                     self.lines.entry(p).or_insert(line);
                     *key = Some(s);
                 } else {
-                    self.value_path(line);
+                    let at = self.value_path(line);
+                    if let (Some((_, segs)), TScalarStyle::Plain, None) = (at, style, tag) {
+                        if let Some(v) = yaml11_plain(&s) {
+                            self.fixups.push((segs, v));
+                        }
+                    }
                     self.value_done();
                 }
             }
             Event::Alias(_) => {
-                if let Some(Frame::Map { key: key @ None, .. }) = self.stack.last_mut() {
+                if let Some(Frame::Map {
+                    key: key @ None, ..
+                }) = self.stack.last_mut()
+                {
                     // An alias used as a key: keep the map's state consistent.
                     *key = Some(String::from("<alias>"));
                 } else {
@@ -116,11 +180,21 @@ impl MarkedEventReceiver for IndexBuilder {
                 }
             }
             Event::MappingStart(..) | Event::SequenceStart(..) => {
-                let path = self.value_path(line).unwrap_or_else(|| "<complex-key>".to_string());
+                let (path, segs) = self
+                    .value_path(line)
+                    .unwrap_or_else(|| ("<complex-key>".to_string(), vec![]));
                 let frame = if matches!(ev, Event::MappingStart(..)) {
-                    Frame::Map { path, key: None }
+                    Frame::Map {
+                        path,
+                        segs,
+                        key: None,
+                    }
                 } else {
-                    Frame::Seq { path, index: 0 }
+                    Frame::Seq {
+                        path,
+                        segs,
+                        index: 0,
+                    }
                 };
                 self.stack.push(frame);
             }
@@ -154,9 +228,8 @@ impl SourceFile {
 /// Reads and parses a compose file. YAML merge keys (`<<`) are applied here, as YAML itself
 /// defines them; Compose's `!reset`/`!override` tags stay in the value for the merge stage.
 pub fn read_file(path: &Path) -> Result<SourceFile> {
-    let src = std::fs::read_to_string(path).map_err(|e| {
-        LoadError::new(format!("cannot read compose file: {e}")).in_file(path)
-    })?;
+    let src = std::fs::read_to_string(path)
+        .map_err(|e| LoadError::new(format!("cannot read compose file: {e}")).in_file(path))?;
     parse_str(path, &src)
 }
 
@@ -169,13 +242,39 @@ pub fn parse_str(path: &Path, src: &str) -> Result<SourceFile> {
     if value.is_null() {
         value = Value::Mapping(Default::default());
     }
+    let (lines, fixups) = LineIndex::scan(src);
+    // Before merge keys are applied, so the paths are those of the text.
+    for (segs, v) in fixups {
+        if let Some(slot) = descend(&mut value, &segs) {
+            if slot.is_string() {
+                *slot = v;
+            }
+        }
+    }
     value.apply_merge().map_err(|e| yaml_error(path, &e))?;
     if !value.is_mapping() {
-        return Err(LoadError::new("the top level of a compose file must be a mapping")
-            .in_file(path)
-            .at_line(Some(1)));
+        return Err(
+            LoadError::new("the top level of a compose file must be a mapping")
+                .in_file(path)
+                .at_line(Some(1)),
+        );
     }
-    Ok(SourceFile { path: path.to_path_buf(), value, lines: LineIndex::from_source(src) })
+    Ok(SourceFile {
+        path: path.to_path_buf(),
+        value,
+        lines,
+    })
+}
+
+fn descend<'a>(v: &'a mut Value, segs: &[Seg]) -> Option<&'a mut Value> {
+    let mut cur = v;
+    for s in segs {
+        cur = match s {
+            Seg::Key(k) => cur.as_mapping_mut()?.get_mut(k.as_str())?,
+            Seg::Index(i) => cur.as_sequence_mut()?.get_mut(*i)?,
+        };
+    }
+    Some(cur)
 }
 
 fn yaml_error(path: &Path, e: &serde_yaml::Error) -> LoadError {
@@ -185,7 +284,9 @@ fn yaml_error(path: &Path, e: &serde_yaml::Error) -> LoadError {
     if let Some(i) = msg.find(" at line ") {
         msg.truncate(i);
     }
-    LoadError::new(format!("invalid YAML: {msg}")).in_file(path).at_line(line)
+    LoadError::new(format!("invalid YAML: {msg}"))
+        .in_file(path)
+        .at_line(line)
 }
 
 #[cfg(test)]
@@ -205,8 +306,11 @@ mod tests {
 
     #[test]
     fn syntax_error_names_line() {
-        let err = parse_str(Path::new("c.yaml"), "services:\n  web:\n    image: x\n   bad: [\n")
-            .unwrap_err();
+        let err = parse_str(
+            Path::new("c.yaml"),
+            "services:\n  web:\n    image: x\n   bad: [\n",
+        )
+        .unwrap_err();
         assert!(err.origin.line.is_some(), "{err}");
         assert!(err.to_string().starts_with("c.yaml:"), "{err}");
     }

@@ -104,7 +104,11 @@ pub fn build_app_image(tag: &str, variant: &str) {
     std::fs::create_dir(dir.path().join("www")).unwrap();
     std::fs::write(dir.path().join("www/index.html"), format!("{variant}\n")).unwrap();
     std::fs::write(dir.path().join("version"), format!("{variant}\n")).unwrap();
-    let www = if variant.starts_with('v') { "COPY www/ /www/\n" } else { "" };
+    let www = if variant.starts_with('v') {
+        "COPY www/ /www/\n"
+    } else {
+        ""
+    };
     let dockerfile = format!(
         "FROM {base}\n{www}COPY version /version\n\
          LABEL io.composeops.test.variant={variant}\nEXPOSE 8080\nCMD {cmd}\n",
@@ -125,15 +129,28 @@ pub fn build_app_image(tag: &str, variant: &str) {
 pub fn push_image(tag: &str) -> String {
     let tb = testbed();
     let auth = tag.starts_with(&format!("{}/", tb.auth_registry));
-    let cfg = if auth { Some(docker_config_logged_in()) } else { None };
+    let cfg = if auth {
+        Some(docker_config_logged_in())
+    } else {
+        None
+    };
     let mut cmd = docker_cmd();
     if let Some(cfg) = &cfg {
         cmd.env("DOCKER_CONFIG", cfg.path());
     }
-    let out = cmd.args(["push", tag]).output().expect("cannot run docker push");
+    let out = cmd
+        .args(["push", tag])
+        .output()
+        .expect("cannot run docker push");
     check(&out, &format!("docker push {tag}"));
     let repo = repository_of(tag);
-    let digests = docker(&["image", "inspect", "-f", "{{range .RepoDigests}}{{println .}}{{end}}", tag]);
+    let digests = docker(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{range .RepoDigests}}{{println .}}{{end}}",
+        tag,
+    ]);
     digests
         .lines()
         .find_map(|l| l.strip_prefix(&format!("{repo}@")))
@@ -158,13 +175,24 @@ pub fn docker_config_logged_in() -> tempfile::TempDir {
     std::fs::write(dir.path().join("config.json"), "{}").unwrap();
     let mut child = docker_cmd()
         .env("DOCKER_CONFIG", dir.path())
-        .args(["login", "-u", &tb.auth_user, "--password-stdin", &tb.auth_registry])
+        .args([
+            "login",
+            "-u",
+            &tb.auth_user,
+            "--password-stdin",
+            &tb.auth_registry,
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("cannot run docker login");
-    child.stdin.take().unwrap().write_all(tb.auth_password.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(tb.auth_password.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     check(&out, &format!("docker login {}", tb.auth_registry));
     dir
@@ -176,13 +204,23 @@ pub fn unique_project(prefix: &str) -> String {
     let mut p: String = prefix
         .chars()
         .map(|c| c.to_ascii_lowercase())
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     p = p.trim_start_matches(['-', '_']).to_string();
     if p.is_empty() {
         p.push_str("test");
     }
-    format!("{p}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{p}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// On drop, removes every container, network and volume labelled
@@ -195,7 +233,10 @@ pub struct ProjectGuard {
 
 impl ProjectGuard {
     pub fn new(name: impl Into<String>) -> Self {
-        ProjectGuard { name: name.into(), images: Vec::new() }
+        ProjectGuard {
+            name: name.into(),
+            images: Vec::new(),
+        }
     }
 
     /// Also remove this image reference on drop.
@@ -212,20 +253,38 @@ impl Drop for ProjectGuard {
             docker_cmd()
                 .args(args)
                 .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect())
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .map(str::to_string)
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let run = |args: &[String]| {
             if args.len() > 2 {
-                let _ = docker_cmd().args(args).stdout(Stdio::null()).stderr(Stdio::null()).status();
+                let _ = docker_cmd()
+                    .args(args)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
             }
         };
         let with = |base: &[&str], ids: Vec<String>| -> Vec<String> {
             base.iter().map(|s| s.to_string()).chain(ids).collect()
         };
-        run(&with(&["rm", "-fv"], list(&["ps", "-aq", "--filter", &filter])));
-        run(&with(&["network", "rm"], list(&["network", "ls", "-q", "--filter", &filter])));
-        run(&with(&["volume", "rm", "-f"], list(&["volume", "ls", "-q", "--filter", &filter])));
+        run(&with(
+            &["rm", "-fv"],
+            list(&["ps", "-aq", "--filter", &filter]),
+        ));
+        run(&with(
+            &["network", "rm"],
+            list(&["network", "ls", "-q", "--filter", &filter]),
+        ));
+        run(&with(
+            &["volume", "rm", "-f"],
+            list(&["volume", "ls", "-q", "--filter", &filter]),
+        ));
         if !self.images.is_empty() {
             run(&with(&["rmi", "-f"], self.images.clone()));
         }
@@ -235,7 +294,10 @@ impl Drop for ProjectGuard {
 /// Minimal HTTP/1.0 GET to `addr` (`host:port`, must be 127.0.0.1), optionally with basic auth.
 /// Returns the status code and body.
 pub fn http_get(addr: &str, path: &str, basic_auth: Option<(&str, &str)>) -> (u16, String) {
-    assert!(addr.starts_with("127.0.0.1:"), "tests only talk to 127.0.0.1, not {addr}");
+    assert!(
+        addr.starts_with("127.0.0.1:"),
+        "tests only talk to 127.0.0.1, not {addr}"
+    );
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
@@ -244,7 +306,10 @@ pub fn http_get(addr: &str, path: &str, basic_auth: Option<(&str, &str)>) -> (u1
          application/vnd.oci.image.manifest.v1+json\r\n",
     );
     if let Some((u, p)) = basic_auth {
-        req.push_str(&format!("Authorization: Basic {}\r\n", base64(format!("{u}:{p}").as_bytes())));
+        req.push_str(&format!(
+            "Authorization: Basic {}\r\n",
+            base64(format!("{u}:{p}").as_bytes())
+        ));
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).unwrap();
@@ -255,7 +320,10 @@ pub fn http_get(addr: &str, path: &str, basic_auth: Option<(&str, &str)>) -> (u1
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("bad HTTP response from {addr}: {resp:?}"));
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -264,7 +332,11 @@ pub fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         for i in 0..4 {
             if i <= chunk.len() {
@@ -276,4 +348,3 @@ pub fn base64(data: &[u8]) -> String {
     }
     out
 }
-
