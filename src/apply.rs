@@ -391,6 +391,13 @@ impl Applier<'_> {
                 }
             };
             let st = c.state.clone().unwrap_or_default();
+            let one_shot = c
+                .host_config
+                .as_ref()
+                .and_then(|h| h.restart_policy.as_ref())
+                .and_then(|r| r.name)
+                .map(|n| n.to_string())
+                .is_none_or(|n| n.is_empty() || n == "no");
             let status = st.status.map(|s| s.to_string()).unwrap_or_default();
             let health = st
                 .health
@@ -400,6 +407,10 @@ impl Applier<'_> {
                 .filter(|s| !s.is_empty() && s != "none");
             polls += 1;
             match (status.as_str(), health.as_deref()) {
+                // A one-shot (restart: no) that exited 0 has done its job.
+                ("exited", _) if st.exit_code == Some(0) && !require_health && one_shot => {
+                    return Ok(())
+                }
                 ("exited" | "dead", _) => {
                     let msg = format!("exited with code {}", st.exit_code.unwrap_or(-1));
                     return Err(self.not_ready(name, msg, &c).await);

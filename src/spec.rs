@@ -212,6 +212,14 @@ fn opt_bool(v: Option<&Value>) -> Option<bool> {
     v.and_then(Value::as_bool)
 }
 
+/// The service's image, or Compose's default name for a built image (`<project>-<service>`).
+pub fn image_reference(project: &Project, service: &str) -> String {
+    match &project.services[service].image {
+        Some(i) => i.clone(),
+        None => format!("{}-{service}", project.name),
+    }
+}
+
 /// The engine name of a service's container: `container_name`, else `<project>-<service>-<n>`.
 pub fn container_name(project: &str, service: &str, svc: &Service, number: u32) -> String {
     match &svc.container_name {
@@ -226,7 +234,7 @@ impl Spec {
         let svc = &project.services[service];
         let x = &svc.extra;
         let mut s = Spec {
-            image: svc.image.clone().unwrap_or_default(),
+            image: image_reference(project, service),
             command: svc.command.clone(),
             entrypoint: svc.entrypoint.clone(),
             restart: svc.restart.clone().unwrap_or_else(|| "no".into()),

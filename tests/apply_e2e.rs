@@ -617,3 +617,25 @@ fn anonymous_volumes_are_carried_over_and_prune_removes_orphans_only() {
     );
     assert_eq!(s.plan().0, 0);
 }
+
+#[test]
+fn one_shot_dependency_completed_successfully() {
+    let mut s = Stack::new("apply-oneshot");
+    let image = s.image("v1");
+    s.write(&format!(
+        "services:\n  migrate:\n    image: {image}\n    command: [\"sh\", \"-c\", \"echo migrated\"]\n  \
+         app:\n    image: {image}\n    depends_on:\n      migrate: {{condition: service_completed_successfully}}\n"
+    ));
+    s.apply_ok();
+    let migrate = format!("{}-migrate-1", s.name);
+    assert_eq!(
+        s.inspect(&migrate, "{{.State.Status}} {{.State.ExitCode}}"),
+        "exited 0"
+    );
+    assert_eq!(
+        s.inspect(&format!("{}-app-1", s.name), "{{.State.Running}}"),
+        "true"
+    );
+    let (code, out) = s.plan();
+    assert_eq!(code, 0, "a completed one-shot is converged:\n{out}");
+}
