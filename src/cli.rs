@@ -70,7 +70,8 @@ const PLAN_EXIT_HELP: &str = "Exit status: 0 success (with --detailed-exitcode: 
 
 const APPLY_EXIT_HELP: &str = "Exit status:
   0  converged: every service applied or unchanged
-  1  error before any change (bad compose file, engine unreachable, image missing, lock held)
+  1  error: bad compose file, engine unreachable, image missing or lock held (detected before
+     any change), or an engine error outside a service update (network, volume, orphan)
   2  not converged, nothing broken: a service was rolled back (its old container runs again,
      same name and id), a new service failed, or a service was skipped (a dependency failed)
   3  rollback failed: a service may be left without a running container";
