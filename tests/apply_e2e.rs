@@ -642,3 +642,42 @@ fn one_shot_dependency_completed_successfully() {
     let (code, out) = s.plan();
     assert_eq!(code, 0, "a completed one-shot is converged:\n{out}");
 }
+
+#[test]
+fn scale_up_and_down_and_restart_dependants() {
+    let mut s = Stack::new("apply-scale");
+    let image = s.image("v1");
+    let yaml = |replicas: u32, env: &str| {
+        format!(
+            "services:\n  db:\n    image: {image}\n    environment: {{V: \"{env}\"}}\n  \
+             app:\n    image: {image}\n    deploy: {{replicas: {replicas}}}\n    depends_on:\n      \
+             db: {{condition: service_started, restart: true}}\n"
+        )
+    };
+    s.write(&yaml(2, "a"));
+    s.apply_ok();
+    let app = |n: u32| format!("{}-app-{n}", s.name);
+    assert_eq!(s.containers().len(), 3);
+    s.write(&yaml(3, "a"));
+    let (code, out) = s.plan();
+    assert_eq!(code, 2);
+    assert!(out.contains("app scale-up"), "{out}");
+    s.apply_ok();
+    assert!(s.containers().contains_key(&app(3)));
+    s.write(&yaml(1, "a"));
+    s.apply_ok();
+    let names: Vec<String> = s.containers().into_keys().collect();
+    assert_eq!(names, vec![app(1), format!("{}-db-1", s.name)]);
+    // db changes; app is unchanged but depends on db with restart: true, so it is restarted.
+    let started = s.inspect(&app(1), "{{.State.StartedAt}}");
+    let id = s.containers()[&app(1)].clone();
+    s.write(&yaml(1, "b"));
+    s.apply_ok();
+    assert_eq!(s.containers()[&app(1)], id, "app keeps its container");
+    assert_ne!(
+        s.inspect(&app(1), "{{.State.StartedAt}}"),
+        started,
+        "app was restarted"
+    );
+    assert_eq!(s.plan().0, 0);
+}
