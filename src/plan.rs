@@ -424,6 +424,27 @@ fn compare_spec(
     h.image = w.image.clone(); // compared by digest, not by how it was written
     h.unsupported = w.unsupported.clone(); // not readable from the engine
     h.secrets = w.secrets.clone();
+    // The engine adds its own log options (daemon.json log-opts) and `label=disable` with
+    // `pid: host`: compare only what the compose file sets.
+    h.logging = match (&h.logging, &w.logging) {
+        (_, None) => None,
+        (None, Some(_)) => None,
+        (Some(hl), Some(wl)) => Some(crate::spec::LoggingSpec {
+            driver: if wl.driver.is_some() {
+                hl.driver.clone()
+            } else {
+                None
+            },
+            options: hl
+                .options
+                .iter()
+                .filter(|(k, _)| wl.options.contains_key(*k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }),
+    };
+    h.security_opt
+        .retain(|o| o != "label=disable" || w.security_opt.contains(o));
     (h.changed_fields(&w), Some(have.clone()))
 }
 

@@ -57,6 +57,16 @@ const APPLIED_EXTRA: &[&str] = &[
     "dns",
     "secrets",
     "tmpfs",
+    "logging",
+    "expose",
+    "mem_limit",
+    "cpus",
+    "shm_size",
+    "security_opt",
+    "sysctls",
+    "ulimits",
+    "pid",
+    "ipc",
 ];
 
 /// Fields that never reach the container (or are handled elsewhere): not part of the spec.
@@ -129,6 +139,31 @@ pub struct Spec {
     /// Secret names mounted under /run/secrets (their file contents are never in the spec).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<LoggingSpec>,
+    /// Exposed (not published) ports, `3000/tcp`, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose: Vec<String>,
+    /// Bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_limit: Option<i64>,
+    /// Billionths of a CPU (the engine's NanoCpus).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<i64>,
+    /// Bytes; the engine default (64 MiB) is `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_opt: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ulimits: BTreeMap<String, UlimitSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<String>,
+    /// The engine default (`private`) is `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipc: Option<String>,
     /// Service fields composeops does not apply yet: part of the hash (so an edit is seen),
     /// not of the container. See [`Spec::unsupported_fields`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -137,6 +172,55 @@ pub struct Spec {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LoggingSpec {
+    /// `None`: the engine's default driver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct UlimitSpec {
+    pub soft: i64,
+    pub hard: i64,
+}
+
+/// `512m`, `1g`, `64MiB`, `1024` (bytes), as Compose reads memory sizes (binary units).
+pub fn parse_bytes(s: &str) -> Option<i64> {
+    let t = s.trim().to_ascii_lowercase();
+    let end = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let n: f64 = t[..end].parse().ok()?;
+    let unit = t[end..].trim();
+    let unit = unit
+        .strip_suffix("ib")
+        .or_else(|| unit.strip_suffix('b'))
+        .unwrap_or(unit);
+    let mult: f64 = match unit {
+        "" => 1.0,
+        "k" => 1024.0,
+        "m" => 1024.0 * 1024.0,
+        "g" => 1024.0 * 1024.0 * 1024.0,
+        "t" => 1024f64.powi(4),
+        "p" => 1024f64.powi(5),
+        _ => return None,
+    };
+    Some((n * mult) as i64)
+}
+
+const DEFAULT_SHM: i64 = 64 * 1024 * 1024;
+
+fn port_key(p: &str) -> String {
+    if p.contains('/') {
+        p.to_string()
+    } else {
+        format!("{p}/tcp")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
@@ -262,6 +346,67 @@ impl Spec {
             dns: str_list(x.get("dns")),
             ..Default::default()
         };
+        if let Some(Value::Object(l)) = x.get("logging") {
+            s.logging = Some(LoggingSpec {
+                driver: l.get("driver").map(value_str),
+                options: match l.get("options") {
+                    Some(Value::Object(o)) => {
+                        o.iter().map(|(k, v)| (k.clone(), value_str(v))).collect()
+                    }
+                    _ => BTreeMap::new(),
+                },
+            });
+        }
+        s.expose = sorted(
+            str_list(x.get("expose"))
+                .iter()
+                .map(|p| port_key(p))
+                .collect(),
+        );
+        s.mem_limit = opt_str(x.get("mem_limit"))
+            .and_then(|v| parse_bytes(&v))
+            .filter(|m| *m > 0);
+        s.cpus = x
+            .get("cpus")
+            .and_then(|v| {
+                v.as_f64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            })
+            .map(|c| (c * 1e9) as i64)
+            .filter(|c| *c > 0);
+        s.shm_size = opt_str(x.get("shm_size"))
+            .and_then(|v| parse_bytes(&v))
+            .filter(|m| *m > 0 && *m != DEFAULT_SHM);
+        s.security_opt = sorted(str_list(x.get("security_opt")));
+        match x.get("sysctls") {
+            Some(Value::Object(o)) => {
+                s.sysctls = o.iter().map(|(k, v)| (k.clone(), value_str(v))).collect();
+            }
+            Some(Value::Array(a)) => {
+                for e in a.iter().map(value_str) {
+                    let (k, v) = e.split_once('=').unwrap_or((&e, ""));
+                    s.sysctls.insert(k.to_string(), v.to_string());
+                }
+            }
+            _ => {}
+        }
+        if let Some(Value::Object(o)) = x.get("ulimits") {
+            for (k, v) in o {
+                let u = match v {
+                    Value::Object(m) => UlimitSpec {
+                        soft: m.get("soft").and_then(Value::as_i64).unwrap_or(0),
+                        hard: m.get("hard").and_then(Value::as_i64).unwrap_or(0),
+                    },
+                    other => {
+                        let n = other.as_i64().unwrap_or(0);
+                        UlimitSpec { soft: n, hard: n }
+                    }
+                };
+                s.ulimits.insert(k.clone(), u);
+            }
+        }
+        s.pid = opt_str(x.get("pid")).filter(|p| !p.is_empty());
+        s.ipc = opt_str(x.get("ipc")).filter(|p| !p.is_empty() && p != "private");
         for (k, v) in &svc.environment {
             if let Some(v) = v {
                 s.environment.insert(k.clone(), v.clone());
@@ -440,6 +585,7 @@ impl Spec {
     pub fn without_image_defaults(&self, image: &ImageDefaults) -> Spec {
         let mut s = self.clone();
         s.environment.retain(|k, v| image.env.get(k) != Some(v));
+        s.expose.retain(|e| !image.exposed.contains(e));
         s.labels.retain(|k, v| image.labels.get(k) != Some(v));
         if s.command.as_ref() == Some(&image.cmd) && s.entrypoint.is_none() {
             s.command = None;
@@ -520,6 +666,47 @@ impl Spec {
                 .unwrap_or_else(|| "no".into()),
             ..Default::default()
         };
+        if let Some(l) = &hc.log_config {
+            let options: BTreeMap<String, String> =
+                l.config.clone().unwrap_or_default().into_iter().collect();
+            let driver = l.typ.clone().filter(|t| !t.is_empty());
+            if driver.is_some() || !options.is_empty() {
+                s.logging = Some(LoggingSpec { driver, options });
+            }
+        }
+        let published: BTreeSet<String> = hc
+            .port_bindings
+            .clone()
+            .unwrap_or_default()
+            .into_keys()
+            .collect();
+        s.expose = sorted(
+            cfg.exposed_ports
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| !published.contains(p))
+                .collect(),
+        );
+        s.mem_limit = hc.memory.filter(|m| *m > 0);
+        s.cpus = hc.nano_cpus.filter(|c| *c > 0);
+        s.shm_size = hc.shm_size.filter(|m| *m > 0 && *m != DEFAULT_SHM);
+        s.security_opt = sorted(hc.security_opt.clone().unwrap_or_default());
+        s.sysctls = hc.sysctls.clone().unwrap_or_default().into_iter().collect();
+        for u in hc.ulimits.clone().unwrap_or_default() {
+            s.ulimits.insert(
+                u.name.unwrap_or_default(),
+                UlimitSpec {
+                    soft: u.soft.unwrap_or(0),
+                    hard: u.hard.unwrap_or(0),
+                },
+            );
+        }
+        s.pid = hc.pid_mode.clone().filter(|p| !p.is_empty());
+        s.ipc = hc
+            .ipc_mode
+            .clone()
+            .filter(|p| !p.is_empty() && p != "private");
         for e in cfg.env.unwrap_or_default() {
             let (k, v) = e.split_once('=').unwrap_or((&e, ""));
             s.environment.insert(k.to_string(), v.to_string());
@@ -664,6 +851,7 @@ impl Spec {
                     host_port: Some(published.to_string()),
                 });
         }
+        exposed.extend(self.expose.iter().cloned());
         let mut mounts = Vec::new();
         let mut binds = Vec::new();
         let mut tmpfs = HashMap::new();
@@ -783,6 +971,38 @@ impl Spec {
                 cap_drop: nonempty(&self.cap_drop),
                 extra_hosts: nonempty(&self.extra_hosts),
                 dns: nonempty(&self.dns),
+                log_config: self
+                    .logging
+                    .as_ref()
+                    .map(|l| bollard::models::HostConfigLogConfig {
+                        typ: Some(l.driver.clone().unwrap_or_default()),
+                        config: Some(l.options.clone().into_iter().collect()),
+                    }),
+                memory: self.mem_limit,
+                nano_cpus: self.cpus,
+                shm_size: self.shm_size,
+                security_opt: nonempty(&self.security_opt),
+                sysctls: if self.sysctls.is_empty() {
+                    None
+                } else {
+                    Some(self.sysctls.clone().into_iter().collect())
+                },
+                ulimits: if self.ulimits.is_empty() {
+                    None
+                } else {
+                    Some(
+                        self.ulimits
+                            .iter()
+                            .map(|(n, u)| bollard::models::ResourcesUlimits {
+                                name: Some(n.clone()),
+                                soft: Some(u.soft),
+                                hard: Some(u.hard),
+                            })
+                            .collect(),
+                    )
+                },
+                pid_mode: self.pid.clone(),
+                ipc_mode: self.ipc.clone(),
                 ..Default::default()
             }),
             networking_config,
@@ -871,6 +1091,8 @@ pub struct ImageDefaults {
     pub working_dir: String,
     pub stop_signal: Option<String>,
     pub healthcheck: Option<HealthSpec>,
+    #[serde(default)]
+    pub exposed: Vec<String>,
 }
 
 impl ImageDefaults {
@@ -893,6 +1115,7 @@ impl ImageDefaults {
             working_dir: c.working_dir.clone().unwrap_or_default(),
             stop_signal: c.stop_signal.clone().filter(|s| !s.is_empty()),
             healthcheck: c.healthcheck.as_ref().map(health_from_engine),
+            exposed: c.exposed_ports.clone().unwrap_or_default(),
         }
     }
 }
@@ -983,6 +1206,34 @@ mod tests {
         assert!(s.hash().starts_with("v1:"));
         assert_eq!(s.ports, vec![":8080:80/tcp"]);
         assert_eq!(s.networks["p_default"].aliases, vec!["web"]);
+    }
+
+    #[test]
+    fn resource_fields_are_normalised() {
+        assert_eq!(parse_bytes("512m"), Some(512 * 1024 * 1024));
+        assert_eq!(parse_bytes("1GiB"), Some(1024 * 1024 * 1024));
+        assert_eq!(parse_bytes("100"), Some(100));
+        let p = project(
+            "services:\n  a:\n    image: busybox\n    mem_limit: 512m\n    cpus: 0.5\n    \
+             shm_size: 64m\n    expose: ['3000']\n    ulimits: {nproc: 512}\n    ipc: private\n",
+        );
+        let s = Spec::from_service(&p, "a");
+        assert_eq!(s.mem_limit, Some(536870912));
+        assert_eq!(s.cpus, Some(500_000_000));
+        assert_eq!(
+            (s.shm_size, s.ipc.clone()),
+            (None, None),
+            "engine defaults fold to None"
+        );
+        assert_eq!(s.expose, vec!["3000/tcp"]);
+        assert_eq!(
+            s.ulimits["nproc"],
+            UlimitSpec {
+                soft: 512,
+                hard: 512
+            }
+        );
+        assert!(s.unsupported.is_empty(), "{:?}", s.unsupported);
     }
 
     #[test]
