@@ -549,7 +549,10 @@ impl Applier<'_> {
             &image_id,
             img.and_then(|i| i.digest.as_deref()),
         );
-        let body = spec.create_body(&ctx, name, anon);
+        let mut body = spec.create_body(&ctx, name, anon);
+        if let Some(r) = self.desired.run_from.get(service) {
+            body.image = Some(r.clone());
+        }
         let opts = CreateContainerOptionsBuilder::default().name(name).build();
         let id = self
             .engine

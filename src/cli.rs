@@ -89,6 +89,9 @@ pub struct EngineArgs {
     /// Machine-readable output on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Use the digests in composeops.lock (pulled and run by digest); no registry lookup.
+    #[arg(long)]
+    pub locked: bool,
     /// Compose directory (default: the current directory).
     pub path: Option<PathBuf>,
 }

@@ -28,6 +28,7 @@ pub async fn plan_project(
     opts: PlanOptions,
     mode: PullMode,
     lock_held: bool,
+    locked: bool,
 ) -> Result<Planned> {
     let journal = Journal::new(state_dir, &project.name);
     let mut warnings = Vec::new();
@@ -44,10 +45,28 @@ pub async fn plan_project(
             )),
         }
     }
-    let images = desired_images(engine, &project, mode, &mut warnings).await?;
+    // --locked: digests from composeops.lock, no registry request (issue 4's lock module).
+    let locked_images = if locked {
+        let lock = crate::lock::read_for_locked(&project)?;
+        Some(crate::lock::locked_images(&project, &lock)?)
+    } else {
+        None
+    };
+    let crate::pull::Images { images, run_from } = desired_images(
+        engine,
+        &project,
+        mode,
+        locked_images.as_ref(),
+        &mut warnings,
+    )
+    .await?;
     let known = images.values().filter_map(|i| i.digest.clone()).collect();
     let observed = observe(engine, &project.name, &known).await?;
-    let desired = Desired { project, images };
+    let desired = Desired {
+        project,
+        images,
+        run_from,
+    };
     let mut plan = plan::plan(&desired, &observed, opts);
     warnings.extend(plan.warnings);
     plan.warnings = warnings;

@@ -41,6 +41,7 @@ pub fn plan(global: &Global, a: &PlanArgs) -> Result<i32> {
             },
             PullMode::Never,
             false,
+            a.common.locked,
         )
         .await;
         tracing::debug!(api_calls = engine.calls(), "engine API calls");
@@ -80,6 +81,7 @@ pub fn apply(global: &Global, a: &ApplyArgs) -> Result<i32> {
             },
             PullMode::Policy,
             true,
+            a.common.locked,
         )
         .await?;
         for w in &planned.plan.warnings {

@@ -29,6 +29,9 @@ pub struct DesiredImage {
 pub struct Desired {
     pub project: Project,
     pub images: BTreeMap<String, DesiredImage>,
+    /// Service -> the reference apply pulls and creates from, when not the one in the compose
+    /// file (`--locked`: `repository@digest`, so what was planned is what runs).
+    pub run_from: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -663,7 +666,11 @@ mod tests {
                 )
             })
             .collect();
-        Desired { project, images }
+        Desired {
+            project,
+            images,
+            run_from: BTreeMap::new(),
+        }
     }
 
     /// The engine state a successful apply of `d` leaves.

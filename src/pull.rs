@@ -10,10 +10,13 @@ use anyhow::{bail, Result};
 use bollard::query_parameters::CreateImageOptionsBuilder;
 use futures_util::StreamExt;
 
+use indexmap::IndexMap;
+
 use crate::engine::Engine;
 use crate::model::Project;
 use crate::observe::inspect_images;
 use crate::plan::DesiredImage;
+use crate::resolve::ResolvedImage;
 
 /// What [`desired_images`] may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,21 +27,39 @@ pub enum PullMode {
     Policy,
 }
 
-/// Images of every service: reference plus local image id. Errors (before anything changes)
-/// when an image is missing and cannot or may not be pulled.
+/// Each service's image, and the reference to pull and create it from when that is not the
+/// one written in the compose file (`--locked`: `repository@digest`).
+pub struct Images {
+    pub images: BTreeMap<String, DesiredImage>,
+    pub run_from: BTreeMap<String, String>,
+}
+
+/// Images of every service: reference plus local image id, or, with `locked` (from
+/// `composeops.lock`), the locked registry digest, pulled by digest. Errors (before anything
+/// changes) when an image is missing and cannot or may not be pulled.
 pub async fn desired_images(
     engine: &Engine,
     project: &Project,
     mode: PullMode,
+    locked: Option<&IndexMap<String, ResolvedImage>>,
     warnings: &mut Vec<String>,
-) -> Result<BTreeMap<String, DesiredImage>> {
+) -> Result<Images> {
     // The strictest policy per reference wins (always > missing > never/build).
     let mut refs: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+    let mut run_from = BTreeMap::new();
     for (name, svc) in &project.services {
-        let reference = crate::spec::image_reference(project, name);
+        let mut reference = crate::spec::image_reference(project, name);
         let builds = svc.extra.contains_key("build");
         let default = if builds { "build" } else { "missing" };
-        let policy = svc.pull_policy.clone().unwrap_or_else(|| default.into());
+        let mut policy = svc.pull_policy.clone().unwrap_or_else(|| default.into());
+        if let Some(r) = locked.and_then(|l| l.get(name)) {
+            // Pinned by digest: pulling again cannot change it, so `always` is `missing`.
+            reference = r.pull_reference();
+            run_from.insert(name.clone(), reference.clone());
+            if policy == "always" {
+                policy = "missing".into();
+            }
+        }
         let e = refs
             .entry(reference)
             .or_insert((policy.clone(), Vec::new()));
@@ -99,15 +120,19 @@ pub async fn desired_images(
             ),
         }
     }
-    Ok(project
+    let images = project
         .services
         .keys()
         .map(|name| {
             let reference = crate::spec::image_reference(project, name);
-            let digest = ids.get(&reference).cloned().flatten();
+            let digest = match locked.and_then(|l| l.get(name)) {
+                Some(r) => Some(r.digest.clone()),
+                None => ids.get(&reference).cloned().flatten(),
+            };
             (name.clone(), DesiredImage { reference, digest })
         })
-        .collect())
+        .collect();
+    Ok(Images { images, run_from })
 }
 
 /// Pulls `reference`, printing progress on stderr.

@@ -681,3 +681,47 @@ fn scale_up_and_down_and_restart_dependants() {
     );
     assert_eq!(s.plan().0, 0);
 }
+
+#[test]
+fn locked_apply_runs_the_locked_digest() {
+    let mut s = Stack::new("apply-locked");
+    let image = s.image("v1");
+    let d1 = push_image(&image);
+    s.write(&format!(
+        "services:\n  app:\n    image: {image}\n    healthcheck:\n      \
+         test: [\"CMD\", \"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1:8080/\"]\n      \
+         interval: 1s\n"
+    ));
+    let out = s.run(&["lock"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    // A new release under the same tag, locally and in the registry: --locked keeps v1.
+    s.image("v2");
+    let d2 = push_image(&image);
+    assert_ne!(d1, d2);
+    let out = s.run(&["apply", "--locked", "--wait-timeout", "30s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let app = format!("{}-app-1", s.name);
+    assert_eq!(docker(&["exec", &app, "cat", "/version"]), "v1");
+    assert_eq!(
+        s.inspect(&app, "{{.Config.Image}}"),
+        format!("{}@{d1}", repository_of(&image))
+    );
+    let out = s.run(&["plan", "--locked", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    // Updating the lock is what moves the service to v2.
+    let out = s.run(&["lock", "--update"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let out = s.run(&["plan", "--locked", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let d2_short = &d2["sha256:".len().."sha256:".len() + 12];
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(d2_short),
+        "{}",
+        show(&out)
+    );
+    let out = s.run(&["apply", "--locked", "--wait-timeout", "30s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(docker(&["exec", &app, "cat", "/version"]), "v2");
+    let out = s.run(&["plan", "--locked", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+}
