@@ -6,3 +6,4 @@
 pub mod duration;
 pub mod load;
 pub mod model;
+pub mod agent;
