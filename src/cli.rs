@@ -54,6 +54,71 @@ pub struct Global {
 pub enum Command {
     /// Print the loaded project in Compose's canonical form.
     Config(ConfigArgs),
+    /// Show what apply would change: desired (compose files) vs running (engine).
+    #[command(after_help = PLAN_EXIT_HELP)]
+    Plan(PlanArgs),
+    /// Converge the engine to the compose files: recreate only what differs, wait for health,
+    /// roll back what fails.
+    #[command(after_help = APPLY_EXIT_HELP)]
+    Apply(ApplyArgs),
+}
+
+const PLAN_EXIT_HELP: &str = "Exit status: 0 success (with --detailed-exitcode: no changes), \
+2 changes pending (only with --detailed-exitcode), 1 error.";
+
+const APPLY_EXIT_HELP: &str = "Exit status:
+  0  converged: every service applied or unchanged
+  1  error before any change (bad compose file, engine unreachable, image missing, lock held)
+  2  not converged, nothing broken: a service was rolled back (its old container runs again,
+     same name and id), a new service failed, or a service was skipped (a dependency failed)
+  3  rollback failed: a service may be left without a running container";
+
+/// Options shared by plan and apply.
+#[derive(Args, Debug)]
+pub struct EngineArgs {
+    /// Also remove containers of services that are no longer in the project (never volumes).
+    #[arg(long)]
+    pub prune: bool,
+    /// State directory for the journal and lock (default: /var/lib/composeops as root, else
+    /// $XDG_STATE_HOME/composeops).
+    #[arg(long, value_name = "DIR", env = "COMPOSEOPS_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Compose directory (default: the current directory).
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub common: EngineArgs,
+    /// Exit 0 when there is nothing to change, 2 when there is, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub common: EngineArgs,
+    /// Print the plan before applying it.
+    #[arg(long)]
+    pub plan: bool,
+    /// How long a new container has to become healthy (running, without a healthcheck).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub wait_timeout: std::time::Duration,
+    /// How long to wait for another apply of the same project to finish.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub lock_timeout: std::time::Duration,
+    /// Remove a failed new container instead of keeping it stopped (as <name>-composeops-failed).
+    #[arg(long)]
+    pub cleanup_failed: bool,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    composeops::duration::parse(s).ok_or_else(|| format!("invalid duration {s:?} (e.g. 90s, 2m, 500ms)"))
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
@@ -97,6 +162,8 @@ pub fn run() -> i32 {
     init_tracing();
     let result = match &cli.command {
         Command::Config(a) => config(&cli.global, a),
+        Command::Plan(a) => crate::converge_cli::plan(&cli.global, a),
+        Command::Apply(a) => crate::converge_cli::apply(&cli.global, a),
     };
     match result {
         Ok(code) => code,
@@ -116,7 +183,7 @@ fn init_tracing() {
         .try_init();
 }
 
-fn load(global: &Global, path: Option<&PathBuf>) -> anyhow::Result<composeops::model::Project> {
+pub(crate) fn load(global: &Global, path: Option<&PathBuf>) -> anyhow::Result<composeops::model::Project> {
     let loaded = load::load(&global.load_options(path))?;
     for w in &loaded.warnings {
         eprintln!("warning: {w}");

@@ -6,4 +6,12 @@
 pub mod duration;
 pub mod load;
 pub mod model;
+pub mod engine;
+pub mod observe;
+pub mod plan;
+pub mod spec;
+pub mod apply;
+pub mod converge;
+pub mod journal;
+pub mod pull;
 pub mod agent;

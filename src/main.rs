@@ -1,6 +1,7 @@
 //! The `composeops` binary: parses arguments and prints; all logic lives in the library.
 
 mod cli;
+mod converge_cli;
 
 fn main() {
     let code = cli::run();

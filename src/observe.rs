@@ -1,0 +1,222 @@
+//! `observe`: what the engine runs for a project, read by Compose's project label.
+//!
+//! One list of containers, one of networks, one of volumes; a container is inspected only when
+//! it lacks composeops' spec label (made by `docker compose up`, to be compared field by field),
+//! and each distinct image once. A no-op run therefore costs a handful of requests whatever the
+//! number of services.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use anyhow::{Context, Result};
+use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{is_not_found, Engine};
+use crate::spec::{self, ImageDefaults, Spec};
+
+/// Suffixes of the transitional names apply gives containers during a recreate.
+pub const SUFFIX_NEW: &str = "-composeops-new";
+pub const SUFFIX_OLD: &str = "-composeops-old";
+pub const SUFFIX_FAILED: &str = "-composeops-failed";
+
+/// The engine side of the project, as plan needs it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Observed {
+    pub containers: Vec<ObservedContainer>,
+    /// Engine names of the project's networks and volumes (by project label).
+    pub networks: BTreeSet<String>,
+    pub volumes: BTreeSet<String>,
+    /// Image id -> what it is known as (repo digests) and what it supplies to containers.
+    pub images: BTreeMap<String, ObservedImage>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ObservedImage {
+    /// `sha256:…` image id.
+    pub id: String,
+    pub repo_digests: Vec<String>,
+    pub defaults: ImageDefaults,
+}
+
+impl ObservedImage {
+    /// True when `digest` (an image id or a manifest digest) names this image `id`.
+    pub fn matches(&self, digest: &str) -> bool {
+        self.id == digest || self.repo_digests.iter().any(|r| r.rsplit_once('@').map(|x| x.1) == Some(digest))
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ObservedContainer {
+    pub id: String,
+    pub name: String,
+    pub service: String,
+    pub number: u32,
+    /// created | running | paused | restarting | exited | dead …
+    pub state: String,
+    /// starting | healthy | unhealthy; `None` without a healthcheck.
+    pub health: Option<String>,
+    pub exit_code: Option<i64>,
+    pub oneoff: bool,
+    pub image_id: String,
+    pub labels: BTreeMap<String, String>,
+    /// Engine network names the container is attached to.
+    pub networks: BTreeSet<String>,
+    /// Named volumes mounted (engine names).
+    pub volumes: BTreeSet<String>,
+    /// Anonymous volumes: (target, volume name), carried over on recreate.
+    pub anon_volumes: Vec<(String, String)>,
+    /// composeops' spec (from its label), or the spec read back from inspect for others.
+    pub spec: Option<Spec>,
+    pub spec_hash: Option<String>,
+}
+
+impl ObservedContainer {
+    /// Made by composeops (carries its spec label).
+    pub fn is_own(&self) -> bool {
+        self.spec_hash.is_some()
+    }
+
+    /// A transitional container of an interrupted or failed recreate.
+    pub fn transitional(&self) -> bool {
+        self.name.ends_with(SUFFIX_NEW) || self.name.ends_with(SUFFIX_OLD) || self.name.ends_with(SUFFIX_FAILED)
+    }
+}
+
+fn project_filter(project: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([("label".to_string(), vec![format!("{}={project}", spec::LABEL_PROJECT)])])
+}
+
+/// Reads the project's containers, networks and volumes, plus the images in `extra_images`
+/// (image ids or references; desired images, so plan can compare them) and the containers'.
+pub async fn observe(engine: &Engine, project: &str) -> Result<Observed> {
+    let filters = project_filter(project);
+    let list = engine
+        .call()
+        .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build()));
+    let nets = engine.call().list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filters).build()));
+    let vols = engine.call().list_volumes(Some(ListVolumesOptionsBuilder::default().filters(&filters).build()));
+    let (list, nets, vols) = futures_util::future::join3(list, nets, vols).await;
+    let list = list.context("cannot list containers")?;
+    let mut o = Observed {
+        networks: nets.context("cannot list networks")?.into_iter().filter_map(|n| n.name).collect(),
+        volumes: vols
+            .context("cannot list volumes")?
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
+            .collect(),
+        ..Default::default()
+    };
+    let mut to_inspect = Vec::new();
+    for c in list {
+        let labels: BTreeMap<String, String> = c.labels.clone().unwrap_or_default().into_iter().collect();
+        let status = c.status.clone().unwrap_or_default();
+        let health = if status.contains("(healthy)") {
+            Some("healthy".to_string())
+        } else if status.contains("(unhealthy)") {
+            Some("unhealthy".to_string())
+        } else if status.contains("(health: starting)") {
+            Some("starting".to_string())
+        } else {
+            None
+        };
+        let mut oc = ObservedContainer {
+            id: c.id.clone().unwrap_or_default(),
+            name: c
+                .names
+                .as_ref()
+                .and_then(|n| n.first())
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_default(),
+            service: labels.get(spec::LABEL_SERVICE).cloned().unwrap_or_default(),
+            number: labels.get(spec::LABEL_NUMBER).and_then(|n| n.parse().ok()).unwrap_or(0),
+            state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+            health,
+            exit_code: exit_code(&status),
+            oneoff: labels.get(spec::LABEL_ONEOFF).map(|v| v == "True").unwrap_or(false),
+            image_id: c.image_id.clone().unwrap_or_default(),
+            networks: c
+                .network_settings
+                .as_ref()
+                .and_then(|n| n.networks.as_ref())
+                .map(|n| n.keys().cloned().collect())
+                .unwrap_or_default(),
+            spec_hash: labels.get(spec::LABEL_SPEC_HASH).cloned(),
+            spec: labels.get(spec::LABEL_SPEC).and_then(|s| serde_json::from_str(s).ok()),
+            labels,
+            ..Default::default()
+        };
+        for m in c.mounts.unwrap_or_default() {
+            if m.typ.as_deref() == Some("volume") {
+                let name = m.name.unwrap_or_default();
+                if spec::is_anonymous(&name) {
+                    oc.anon_volumes.push((m.destination.unwrap_or_default(), name));
+                } else {
+                    oc.volumes.insert(name);
+                }
+            }
+        }
+        if oc.spec.is_none() && !oc.oneoff {
+            to_inspect.push(o.containers.len());
+        }
+        o.containers.push(oc);
+    }
+    // Containers without composeops' spec: read their spec back from inspect.
+    let inspections = futures_util::future::join_all(
+        to_inspect.iter().map(|&i| engine.call().inspect_container(&o.containers[i].id, None)),
+    )
+    .await;
+    for (&i, r) in to_inspect.iter().zip(inspections) {
+        match r {
+            Ok(ins) => {
+                let c = &mut o.containers[i];
+                c.spec = Some(Spec::from_container(&ins, ins.config.as_ref().and_then(|c| c.image.as_deref())));
+                c.health = ins
+                    .state
+                    .as_ref()
+                    .and_then(|s| s.health.as_ref())
+                    .and_then(|h| h.status)
+                    .map(|s| s.to_string())
+                    .filter(|s| !s.is_empty() && s != "none");
+            }
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e).context("cannot inspect container"),
+        }
+    }
+    let ids: BTreeSet<String> = o.containers.iter().map(|c| c.image_id.clone()).filter(|i| !i.is_empty()).collect();
+    for (id, img) in inspect_images(engine, ids.into_iter().collect()).await? {
+        if let Some(img) = img {
+            o.images.insert(id, img);
+        }
+    }
+    Ok(o)
+}
+
+/// Inspects each image (id or reference); `None` for images the engine does not have.
+pub async fn inspect_images(engine: &Engine, refs: Vec<String>) -> Result<Vec<(String, Option<ObservedImage>)>> {
+    let results = futures_util::future::join_all(refs.iter().map(|r| engine.call().inspect_image(r))).await;
+    let mut out = Vec::new();
+    for (r, res) in refs.into_iter().zip(results) {
+        match res {
+            Ok(img) => out.push((
+                r,
+                Some(ObservedImage {
+                    id: img.id.clone().unwrap_or_default(),
+                    repo_digests: img.repo_digests.clone().unwrap_or_default(),
+                    defaults: img.config.as_ref().map(ImageDefaults::from_config).unwrap_or_default(),
+                }),
+            )),
+            Err(e) if is_not_found(&e) => out.push((r, None)),
+            Err(e) => return Err(e).with_context(|| format!("cannot inspect image {r}")),
+        }
+    }
+    Ok(out)
+}
+
+/// `Exited (3) 2 minutes ago` -> 3.
+fn exit_code(status: &str) -> Option<i64> {
+    let rest = status.strip_prefix("Exited (")?;
+    rest.split(')').next()?.parse().ok()
+}

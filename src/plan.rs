@@ -1,0 +1,635 @@
+//! `plan`: a pure function from (desired, observed) to the actions that converge them.
+//!
+//! No I/O here: everything plan needs is in its two arguments, so it is unit-tested without an
+//! engine and its output is the same for the same inputs. Rendering (text with diffs, JSON)
+//! lives here too, because it only reads the plan.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use console::Style;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use similar::TextDiff;
+
+use crate::model::Project;
+use crate::observe::{Observed, ObservedContainer};
+use crate::spec::{container_name, ImageDefaults, Spec};
+
+/// The image a service should run. `digest` is a registry manifest digest or a local image id
+/// (`sha256:…`), when known; it is compared with the container image's id and repo digests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DesiredImage {
+    pub reference: String,
+    pub digest: Option<String>,
+}
+
+/// The loaded project plus each service's image, keyed by service name.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub project: Project,
+    pub images: BTreeMap<String, DesiredImage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Plan {
+    pub project: String,
+    /// Networks and volumes to create (never removed or recreated).
+    pub networks: Vec<Resource>,
+    pub volumes: Vec<Resource>,
+    /// Services in apply order: dependencies first.
+    pub services: Vec<ServicePlan>,
+    /// Containers of services that are not in the project.
+    pub orphans: Vec<Orphan>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Resource {
+    /// The key in the compose file.
+    pub key: String,
+    /// The engine name.
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceAction {
+    Create,
+    Recreate,
+    Start,
+    ScaleUp,
+    ScaleDown,
+    Unchanged,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplicaAction {
+    Create,
+    Recreate,
+    Start,
+    Remove,
+    Unchanged,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ServicePlan {
+    pub service: String,
+    pub action: ServiceAction,
+    /// Why, in words: changed fields, image digest old -> new, missing network or volume.
+    pub reasons: Vec<String>,
+    /// Spec fields that differ (for the first replica that differs).
+    pub changed_fields: Vec<String>,
+    pub image: DesiredImage,
+    pub spec_hash: String,
+    pub replicas: Vec<ReplicaPlan>,
+    /// Unified diff of the normalised spec (running -> desired), secrets masked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ReplicaPlan {
+    pub number: u32,
+    pub name: String,
+    pub action: ReplicaAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Orphan {
+    pub name: String,
+    pub container_id: String,
+    pub service: String,
+    /// True with `--prune`.
+    pub remove: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanOptions {
+    /// Remove orphan containers.
+    pub prune: bool,
+}
+
+impl Plan {
+    /// True when apply would change anything on the engine.
+    pub fn has_changes(&self) -> bool {
+        !self.networks.is_empty()
+            || !self.volumes.is_empty()
+            || self.services.iter().any(|s| s.action != ServiceAction::Unchanged)
+            || self.orphans.iter().any(|o| o.remove)
+    }
+}
+
+/// Services ordered so that each comes after what it depends on (stable: file order otherwise).
+pub fn apply_order(project: &Project) -> Vec<String> {
+    let mut order = Vec::new();
+    let mut state: BTreeMap<&str, u8> = BTreeMap::new();
+    fn visit<'a>(p: &'a Project, s: &'a str, state: &mut BTreeMap<&'a str, u8>, order: &mut Vec<String>) {
+        if state.get(s).copied().unwrap_or(0) != 0 {
+            return;
+        }
+        state.insert(s, 1);
+        if let Some(svc) = p.services.get(s) {
+            for dep in svc.depends_on.keys() {
+                if p.services.contains_key(dep) {
+                    visit(p, dep, state, order);
+                }
+            }
+        }
+        state.insert(s, 2);
+        order.push(s.to_string());
+    }
+    for s in project.services.keys() {
+        visit(project, s, &mut state, &mut order);
+    }
+    order
+}
+
+/// The plan: pure, deterministic.
+pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
+    let p = &desired.project;
+    let mut plan = Plan {
+        project: p.name.clone(),
+        networks: Vec::new(),
+        volumes: Vec::new(),
+        services: Vec::new(),
+        orphans: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let used_networks: BTreeSet<&String> = p.services.values().flat_map(|s| s.networks.keys()).collect();
+    for (key, n) in &p.networks {
+        if !n.external && used_networks.contains(key) && !observed.networks.contains(&n.name) {
+            plan.networks.push(Resource { key: key.clone(), name: n.name.clone() });
+        }
+    }
+    for (key, v) in &p.volumes {
+        if !v.external && !observed.volumes.contains(&v.name) {
+            plan.volumes.push(Resource { key: key.clone(), name: v.name.clone() });
+        }
+    }
+    let missing_net: BTreeSet<&str> = plan.networks.iter().map(|r| r.name.as_str()).collect();
+    let missing_vol: BTreeSet<&str> = plan.volumes.iter().map(|r| r.name.as_str()).collect();
+
+    for name in apply_order(p) {
+        let svc = &p.services[&name];
+        let spec = Spec::from_service(p, &name);
+        let hash = spec.hash();
+        let image = desired
+            .images
+            .get(&name)
+            .cloned()
+            .unwrap_or_else(|| DesiredImage { reference: spec.image.clone(), digest: None });
+        let unsupported = spec.unsupported_fields();
+        if !unsupported.is_empty() {
+            plan.warnings.push(format!(
+                "service {name}: composeops does not apply {} yet (changes to them still recreate the container)",
+                unsupported.join(", ")
+            ));
+        }
+        let mut containers: Vec<&ObservedContainer> = observed
+            .containers
+            .iter()
+            .filter(|c| c.service == name && !c.oneoff && !c.transitional())
+            .collect();
+        // Running ones first so a duplicate number keeps the running container.
+        containers.sort_by_key(|c| (c.number, c.state != "running", c.name.clone()));
+        let replicas = if svc.container_name.is_some() { 1 } else { svc.replicas() };
+        let mut sp = ServicePlan {
+            service: name.clone(),
+            action: ServiceAction::Unchanged,
+            reasons: Vec::new(),
+            changed_fields: Vec::new(),
+            image: image.clone(),
+            spec_hash: hash.clone(),
+            replicas: Vec::new(),
+            diff: None,
+        };
+        let mut seen = BTreeSet::new();
+        for c in &containers {
+            let wanted = c.number >= 1 && c.number <= replicas;
+            if !wanted || !seen.insert(c.number) {
+                sp.replicas.push(ReplicaPlan {
+                    number: c.number,
+                    name: c.name.clone(),
+                    action: ReplicaAction::Remove,
+                    container_id: Some(c.id.clone()),
+                    reasons: vec![if wanted { "duplicate replica number".into() } else { "scale down".into() }],
+                });
+                continue;
+            }
+            let defaults = observed.images.get(&c.image_id).map(|i| &i.defaults);
+            let (fields, old_spec) = compare_spec(c, &spec, &hash, defaults);
+            let mut reasons = Vec::new();
+            if !fields.is_empty() {
+                reasons.push(format!("changed: {}", fields.join(", ")));
+            }
+            if let Some(d) = &image.digest {
+                let same = match observed.images.get(&c.image_id) {
+                    Some(i) => i.matches(d),
+                    None => &c.image_id == d,
+                };
+                if !same {
+                    reasons.push(format!("image {}: {} -> {}", image.reference, short(&c.image_id), short(d)));
+                }
+            }
+            if spec.network_mode.is_none() {
+                for net in spec.networks.keys() {
+                    if !c.networks.contains(net) || missing_net.contains(net.as_str()) {
+                        reasons.push(format!("network {net} missing"));
+                    }
+                }
+            }
+            for m in &spec.mounts {
+                if let (Some(src), "volume") = (&m.source, m.kind.as_str()) {
+                    if !c.volumes.contains(src) || missing_vol.contains(src.as_str()) {
+                        reasons.push(format!("volume {src} missing"));
+                    }
+                }
+            }
+            let action = if !reasons.is_empty() {
+                if sp.diff.is_none() {
+                    if let Some(old) = &old_spec {
+                        let (old, new) = match defaults {
+                            Some(d) if !c.is_own() => {
+                                let mut o = old.without_image_defaults(d);
+                                o.image = spec.image.clone();
+                                (o, spec.without_image_defaults(d))
+                            }
+                            _ => (old.clone(), spec.clone()),
+                        };
+                        sp.diff = Some(spec_diff(&name, &old, &new));
+                    }
+                    sp.changed_fields = fields.clone();
+                }
+                ReplicaAction::Recreate
+            } else if c.state == "running" || (c.state == "exited" && c.exit_code == Some(0) && spec.restart == "no") {
+                // A one-shot that completed successfully is converged, not stopped.
+                ReplicaAction::Unchanged
+            } else {
+                reasons.push(format!("container is {}", c.state));
+                ReplicaAction::Start
+            };
+            sp.replicas.push(ReplicaPlan {
+                number: c.number,
+                name: c.name.clone(),
+                action,
+                container_id: Some(c.id.clone()),
+                reasons,
+            });
+        }
+        for n in 1..=replicas {
+            if !seen.contains(&n) {
+                sp.replicas.push(ReplicaPlan {
+                    number: n,
+                    name: container_name(&p.name, &name, svc, n),
+                    action: ReplicaAction::Create,
+                    container_id: None,
+                    reasons: Vec::new(),
+                });
+            }
+        }
+        sp.replicas.sort_by_key(|r| (r.number, r.action == ReplicaAction::Remove));
+        let has = |a: ReplicaAction| sp.replicas.iter().any(|r| r.action == a);
+        sp.action = if has(ReplicaAction::Recreate) {
+            ServiceAction::Recreate
+        } else if has(ReplicaAction::Create) && seen.is_empty() {
+            ServiceAction::Create
+        } else if has(ReplicaAction::Create) {
+            ServiceAction::ScaleUp
+        } else if has(ReplicaAction::Remove) {
+            ServiceAction::ScaleDown
+        } else if has(ReplicaAction::Start) {
+            ServiceAction::Start
+        } else {
+            ServiceAction::Unchanged
+        };
+        let mut reasons: Vec<String> = Vec::new();
+        for r in &sp.replicas {
+            for x in &r.reasons {
+                if !reasons.contains(x) {
+                    reasons.push(x.clone());
+                }
+            }
+        }
+        sp.reasons = reasons;
+        plan.services.push(sp);
+    }
+
+    for c in &observed.containers {
+        if !c.oneoff && !p.services.contains_key(&c.service) && !p.disabled_services.contains(&c.service) {
+            plan.orphans.push(Orphan {
+                name: c.name.clone(),
+                container_id: c.id.clone(),
+                service: c.service.clone(),
+                remove: opts.prune,
+            });
+            if !opts.prune {
+                plan.warnings.push(format!(
+                    "orphan container {} (service {:?} is not in the project): --prune removes it",
+                    c.name, c.service
+                ));
+            }
+        }
+    }
+    plan
+}
+
+/// Changed fields (empty when equal) and the container's spec, for the diff.
+fn compare_spec(c: &ObservedContainer, want: &Spec, hash: &str, defaults: Option<&ImageDefaults>) -> (Vec<String>, Option<Spec>) {
+    let Some(have) = &c.spec else {
+        return (vec!["spec (unreadable)".into()], None);
+    };
+    if let Some(h) = &c.spec_hash {
+        if h == hash {
+            return (Vec::new(), Some(have.clone()));
+        }
+        let mut f = have.changed_fields(want);
+        if f.is_empty() {
+            f.push("spec version".into());
+        }
+        return (f, Some(have.clone()));
+    }
+    // Not made by composeops: compare what is comparable, without what the image supplies.
+    let empty = ImageDefaults::default();
+    let d = defaults.unwrap_or(&empty);
+    let mut h = have.without_image_defaults(d);
+    let w = want.without_image_defaults(d);
+    h.image = w.image.clone(); // compared by digest, not by how it was written
+    h.unsupported = w.unsupported.clone(); // not readable from the engine
+    h.secrets = w.secrets.clone();
+    (h.changed_fields(&w), Some(have.clone()))
+}
+
+fn short(id: &str) -> String {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    format!("sha256:{}", &hex[..hex.len().min(12)])
+}
+
+/// Env and label keys whose values are never printed.
+pub fn is_secret_key(k: &str) -> bool {
+    let u = k.to_ascii_uppercase();
+    ["PASSWORD", "SECRET", "TOKEN", "KEY"].iter().any(|w| u.contains(w))
+}
+
+/// Masks secret values; a value that differs between the two sides says so, without showing it.
+fn mask_pair(old: &mut Spec, new: &mut Spec) {
+    fn mask(a: &mut BTreeMap<String, String>, b: &mut BTreeMap<String, String>, secrets: &[String]) {
+        let keys: BTreeSet<String> = a.keys().chain(b.keys()).cloned().collect();
+        for k in keys {
+            if is_secret_key(&k) || secrets.contains(&k) {
+                let changed = a.get(&k) != b.get(&k);
+                if let Some(v) = a.get_mut(&k) {
+                    *v = if changed { "******** (old)".into() } else { "********".into() };
+                }
+                if let Some(v) = b.get_mut(&k) {
+                    *v = if changed { "******** (changed)".into() } else { "********".into() };
+                }
+            }
+        }
+    }
+    let secrets: Vec<String> = old.secrets.iter().chain(new.secrets.iter()).cloned().collect();
+    mask(&mut old.environment, &mut new.environment, &secrets);
+    mask(&mut old.labels, &mut new.labels, &secrets);
+}
+
+/// Unified diff of two specs as YAML, secrets masked.
+pub fn spec_diff(service: &str, old: &Spec, new: &Spec) -> String {
+    let (mut o, mut n) = (old.clone(), new.clone());
+    mask_pair(&mut o, &mut n);
+    let a = serde_yaml::to_string(&o).unwrap_or_default();
+    let b = serde_yaml::to_string(&n).unwrap_or_default();
+    TextDiff::from_lines(&a, &b)
+        .unified_diff()
+        .context_radius(2)
+        .header(&format!("{service} (running)"), &format!("{service} (desired)"))
+        .to_string()
+}
+
+/// The human plan. `color`: ANSI colours (on a TTY).
+pub fn render_text(plan: &Plan, color: bool) -> String {
+    let st = |s: Style| if color { s.force_styling(true) } else { s.force_styling(false) };
+    let green = st(Style::new().green());
+    let red = st(Style::new().red());
+    let yellow = st(Style::new().yellow());
+    let cyan = st(Style::new().cyan());
+    let dim = st(Style::new().dim());
+    let bold = st(Style::new().bold());
+    let mut out = String::new();
+    for w in &plan.warnings {
+        let _ = writeln!(out, "{} {w}", yellow.apply_to("warning:"));
+    }
+    for n in &plan.networks {
+        let _ = writeln!(out, "{} network {} (create)", green.apply_to("+"), n.name);
+    }
+    for v in &plan.volumes {
+        let _ = writeln!(out, "{} volume {} (create)", green.apply_to("+"), v.name);
+    }
+    for s in &plan.services {
+        let (sym, style) = match s.action {
+            ServiceAction::Create | ServiceAction::ScaleUp => ("+", &green),
+            ServiceAction::Recreate => ("~", &yellow),
+            ServiceAction::Start => (">", &cyan),
+            ServiceAction::ScaleDown => ("-", &red),
+            ServiceAction::Unchanged => ("=", &dim),
+        };
+        let action = serde_json::to_value(s.action).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let _ = write!(out, "{} {} {}", style.apply_to(sym), bold.apply_to(&s.service), style.apply_to(&action));
+        if !s.reasons.is_empty() {
+            let _ = write!(out, " ({})", s.reasons.join("; "));
+        }
+        out.push('\n');
+        if s.action != ServiceAction::Unchanged {
+            for r in &s.replicas {
+                if r.action != ReplicaAction::Unchanged {
+                    let a = serde_json::to_value(r.action).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                    let _ = writeln!(out, "    {} {a}", r.name);
+                }
+            }
+        }
+        if let Some(d) = &s.diff {
+            for line in d.lines() {
+                let styled = if line.starts_with("+++") || line.starts_with("---") {
+                    bold.apply_to(line).to_string()
+                } else if line.starts_with('+') {
+                    green.apply_to(line).to_string()
+                } else if line.starts_with('-') {
+                    red.apply_to(line).to_string()
+                } else if line.starts_with("@@") {
+                    cyan.apply_to(line).to_string()
+                } else {
+                    line.to_string()
+                };
+                let _ = writeln!(out, "    {styled}");
+            }
+        }
+    }
+    for o in &plan.orphans {
+        if o.remove {
+            let _ = writeln!(out, "{} {} remove orphan (service {})", red.apply_to("-"), o.name, o.service);
+        }
+    }
+    let count = |a: ServiceAction| plan.services.iter().filter(|s| s.action == a).count();
+    if plan.has_changes() {
+        let _ = writeln!(
+            out,
+            "Plan for {}: {} to create, {} to recreate, {} to start, {} to scale, {} unchanged, {} orphans to remove.",
+            plan.project,
+            count(ServiceAction::Create),
+            count(ServiceAction::Recreate),
+            count(ServiceAction::Start),
+            count(ServiceAction::ScaleUp) + count(ServiceAction::ScaleDown),
+            count(ServiceAction::Unchanged),
+            plan.orphans.iter().filter(|o| o.remove).count()
+        );
+    } else {
+        let _ = writeln!(out, "No changes: {} is up to date ({} services).", plan.project, plan.services.len());
+    }
+    out
+}
+
+/// JSON Schema of the plan JSON (`schemas/plan.schema.json`).
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(Plan);
+    serde_json::to_string_pretty(&schema).expect("schema serialises") + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::ObservedImage;
+
+    fn project(yaml: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("compose.yaml"), yaml).unwrap();
+        let opts = crate::load::LoadOptions {
+            cwd: dir.path().to_path_buf(),
+            project_name: Some("p".into()),
+            ..Default::default()
+        };
+        crate::load::load(&opts).unwrap().project
+    }
+
+    fn desired(yaml: &str) -> Desired {
+        let project = project(yaml);
+        let images = project
+            .services
+            .iter()
+            .map(|(n, s)| {
+                (n.clone(), DesiredImage { reference: s.image.clone().unwrap(), digest: Some("sha256:aaa".into()) })
+            })
+            .collect();
+        Desired { project, images }
+    }
+
+    /// The engine state a successful apply of `d` leaves.
+    fn converged(d: &Desired) -> Observed {
+        let mut o = Observed::default();
+        o.networks.extend(d.project.networks.values().map(|n| n.name.clone()));
+        o.volumes.extend(d.project.volumes.values().map(|v| v.name.clone()));
+        o.images.insert("sha256:aaa".into(), ObservedImage { id: "sha256:aaa".into(), ..Default::default() });
+        for (name, svc) in &d.project.services {
+            let spec = Spec::from_service(&d.project, name);
+            for n in 1..=svc.replicas() {
+                o.containers.push(ObservedContainer {
+                    id: format!("{name}{n}"),
+                    name: container_name("p", name, svc, n),
+                    service: name.clone(),
+                    number: n,
+                    state: "running".into(),
+                    image_id: "sha256:aaa".into(),
+                    networks: spec.networks.keys().cloned().collect(),
+                    volumes: spec.mounts.iter().filter_map(|m| m.source.clone()).collect(),
+                    spec_hash: Some(spec.hash()),
+                    spec: Some(spec.clone()),
+                    ..Default::default()
+                });
+            }
+        }
+        o
+    }
+
+    const YAML: &str = "services:\n  db:\n    image: db:1\n    environment: {DB_PASSWORD: hunter2, A: '1'}\n    volumes: [data:/data]\n  web:\n    image: web:1\n    depends_on: {db: {condition: service_healthy}}\nvolumes:\n  data:\n";
+
+    #[test]
+    fn fresh_project_creates_everything_in_dependency_order() {
+        let d = desired(YAML);
+        let p = plan(&d, &Observed::default(), PlanOptions::default());
+        assert_eq!(p.networks, vec![Resource { key: "default".into(), name: "p_default".into() }]);
+        assert_eq!(p.volumes, vec![Resource { key: "data".into(), name: "p_data".into() }]);
+        let order: Vec<_> = p.services.iter().map(|s| (s.service.as_str(), s.action)).collect();
+        assert_eq!(order, vec![("db", ServiceAction::Create), ("web", ServiceAction::Create)]);
+        assert!(p.has_changes());
+    }
+
+    #[test]
+    fn converged_state_plans_nothing() {
+        let d = desired(YAML);
+        let p = plan(&d, &converged(&d), PlanOptions::default());
+        assert!(!p.has_changes(), "{}", render_text(&p, false));
+    }
+
+    #[test]
+    fn edit_recreates_only_that_service_and_masks_secrets() {
+        let d = desired(YAML);
+        let o = converged(&d);
+        let d2 = desired(&YAML.replace("hunter2", "hunter3").replace("A: '1'", "A: '2'"));
+        let p = plan(&d2, &o, PlanOptions::default());
+        assert_eq!(p.services[0].action, ServiceAction::Recreate);
+        assert_eq!(p.services[0].changed_fields, vec!["environment"]);
+        assert_eq!(p.services[1].action, ServiceAction::Unchanged);
+        let diff = p.services[0].diff.clone().unwrap();
+        assert!(!diff.contains("hunter"), "{diff}");
+        assert!(diff.contains("+  DB_PASSWORD: '******** (changed)'") || diff.contains("******** (changed)"), "{diff}");
+        assert!(diff.contains("-  A: '1'") && diff.contains("+  A: '2'"), "{diff}");
+    }
+
+    #[test]
+    fn new_digest_stopped_container_scale_and_orphans() {
+        let mut d = desired(YAML);
+        let mut o = converged(&d);
+        d.images.get_mut("web").unwrap().digest = Some("sha256:bbbbbbbbbbbbbbbbbbbb".into());
+        o.containers[0].state = "exited".into();
+        o.containers[0].exit_code = Some(137);
+        let mut orphan = o.containers[1].clone();
+        orphan.service = "old".into();
+        orphan.name = "p-old-1".into();
+        o.containers.push(orphan);
+        let p = plan(&d, &o, PlanOptions { prune: true });
+        assert_eq!(p.services[0].action, ServiceAction::Start);
+        assert_eq!(p.services[1].action, ServiceAction::Recreate);
+        assert_eq!(p.services[1].reasons, vec!["image web:1: sha256:aaa -> sha256:bbbbbbbbbbbb"]);
+        assert!(p.orphans[0].remove);
+        let d3 = desired(&YAML.replace("image: web:1", "image: web:1\n    deploy: {replicas: 3}"));
+        let p = plan(&d3, &converged(&d), PlanOptions::default());
+        assert_eq!(p.services[1].action, ServiceAction::ScaleUp);
+        assert_eq!(p.services[1].replicas.len(), 3);
+    }
+
+    #[test]
+    fn missing_volume_and_network_are_reasons() {
+        let d = desired(YAML);
+        let mut o = converged(&d);
+        o.volumes.clear();
+        o.containers[1].networks.clear();
+        let p = plan(&d, &o, PlanOptions::default());
+        assert_eq!(p.services[0].reasons, vec!["volume p_data missing"]);
+        assert_eq!(p.services[1].reasons, vec!["network p_default missing"]);
+    }
+
+    #[test]
+    fn checked_in_schema_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/plan.schema.json");
+        let have = std::fs::read_to_string(path).unwrap_or_default();
+        if std::env::var_os("UPDATE_SCHEMAS").is_some() {
+            std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas")).unwrap();
+            std::fs::write(path, json_schema()).unwrap();
+            return;
+        }
+        assert_eq!(have, json_schema(), "schemas/plan.schema.json is stale: run UPDATE_SCHEMAS=1 cargo test --lib");
+    }
+}

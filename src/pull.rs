@@ -1,0 +1,120 @@
+//! `pull`: make each service's image present locally (honouring `pull_policy`) and fill
+//! [`DesiredImage::digest`] with the local image id.
+//!
+//! Registry digests (issue 4, `resolve`) can later replace the local id in the same field; plan
+//! accepts either. An unreachable registry for an image that is present is only a warning.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Result};
+use bollard::query_parameters::CreateImageOptionsBuilder;
+use futures_util::StreamExt;
+
+use crate::engine::Engine;
+use crate::model::Project;
+use crate::observe::inspect_images;
+use crate::plan::DesiredImage;
+
+/// What [`desired_images`] may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullMode {
+    /// `plan`: never pull; a missing image has no digest (apply will pull it).
+    Never,
+    /// `apply`: pull as each service's pull_policy says.
+    Policy,
+}
+
+/// Images of every service: reference plus local image id. Errors (before anything changes)
+/// when an image is missing and cannot or may not be pulled.
+pub async fn desired_images(
+    engine: &Engine,
+    project: &Project,
+    mode: PullMode,
+    warnings: &mut Vec<String>,
+) -> Result<BTreeMap<String, DesiredImage>> {
+    // The strictest policy per reference wins (always > missing > never/build).
+    let mut refs: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+    for (name, svc) in &project.services {
+        let Some(reference) = svc.image.clone() else {
+            bail!("service {name} has no image: composeops does not build images (run `docker compose build` and set image:)");
+        };
+        let policy = svc.pull_policy.clone().unwrap_or_else(|| "missing".into());
+        let e = refs.entry(reference).or_insert((policy.clone(), Vec::new()));
+        if policy == "always" {
+            e.0 = policy;
+        }
+        e.1.push(name.clone());
+    }
+    let present = inspect_images(engine, refs.keys().cloned().collect()).await?;
+    let mut ids: BTreeMap<String, Option<String>> =
+        present.into_iter().map(|(r, i)| (r, i.map(|i| i.id))).collect();
+    for (reference, (policy, services)) in &refs {
+        let have = ids.get(reference).cloned().flatten();
+        let want_pull = match (mode, policy.as_str()) {
+            (PullMode::Never, _) => false,
+            (_, "always") => true,
+            (_, "never") | (_, "build") => {
+                if have.is_none() {
+                    bail!(
+                        "image {reference} (service {}) is not present locally and pull_policy is {policy}: \
+                         {}",
+                        services.join(", "),
+                        if policy == "build" { "build it first (composeops does not build)" } else { "pull it first" }
+                    );
+                }
+                false
+            }
+            // missing, if_not_present, daily, weekly, every_*: pull only when absent.
+            _ => have.is_none(),
+        };
+        if mode == PullMode::Never && have.is_none() {
+            warnings.push(format!("image {reference} is not present locally: apply will pull it"));
+        }
+        if !want_pull {
+            continue;
+        }
+        match pull(engine, reference).await {
+            Ok(()) => {
+                let id = inspect_images(engine, vec![reference.clone()]).await?.pop().and_then(|x| x.1).map(|i| i.id);
+                ids.insert(reference.clone(), id);
+            }
+            Err(e) if have.is_some() => {
+                warnings.push(format!("cannot pull {reference} ({e:#}); using the local image"));
+            }
+            Err(e) => bail!("cannot pull image {reference} for service {}: {e:#}", services.join(", ")),
+        }
+    }
+    Ok(project
+        .services
+        .iter()
+        .map(|(name, svc)| {
+            let reference = svc.image.clone().unwrap_or_default();
+            let digest = ids.get(&reference).cloned().flatten();
+            (name.clone(), DesiredImage { reference, digest })
+        })
+        .collect())
+}
+
+/// Pulls `reference`, printing progress on stderr.
+async fn pull(engine: &Engine, reference: &str) -> Result<()> {
+    eprintln!("pulling {reference}");
+    let opts = CreateImageOptionsBuilder::default().from_image(reference).build();
+    let mut stream = engine.call().create_image(Some(opts), None, None);
+    let mut last = String::new();
+    while let Some(item) = stream.next().await {
+        let info = item?;
+        if let Some(err) = info.error_detail.and_then(|e| e.message) {
+            bail!("{err}");
+        }
+        let line = match (info.id, info.status) {
+            (Some(id), Some(s)) => format!("  {id}: {s}"),
+            (None, Some(s)) => format!("  {s}"),
+            _ => continue,
+        };
+        if line != last && !line.contains("Downloading") && !line.contains("Extracting") {
+            eprintln!("{line}");
+            last = line;
+        }
+    }
+    Ok(())
+}
