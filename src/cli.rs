@@ -61,6 +61,28 @@ pub enum Command {
     /// roll back what fails.
     #[command(after_help = APPLY_EXIT_HELP)]
     Apply(ApplyArgs),
+    /// Pin every service image to its registry digest in composeops.lock.
+    Lock(LockArgs),
+    /// Keep PATH's compose projects converged: watch files, pull git, check images, serve
+    /// /healthz, /metrics, /status and a signed POST /sync.
+    Agent(crate::agent_cli::AgentArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LockArgs {
+    /// Write nothing; exit 1 with a list when a locked tag now points to another digest or a
+    /// service image is not in the lock (for CI).
+    #[arg(long, conflicts_with = "update")]
+    pub check: bool,
+    /// Re-resolve every image, or only the images of the named services.
+    #[arg(long, num_args = 0.., value_name = "SERVICE")]
+    pub update: Option<Vec<String>>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Platform whose manifest is recorded for multi-platform images (default: the host's).
+    #[arg(long, env = "DOCKER_DEFAULT_PLATFORM", value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
 }
 
 const PLAN_EXIT_HELP: &str = "Exit status: 0 success (with --detailed-exitcode: no changes), \
@@ -159,11 +181,17 @@ impl Global {
 
 pub fn run() -> i32 {
     let cli = Cli::parse();
+    // The agent sets up its own logging (info level, --log-format).
+    if let Command::Agent(a) = &cli.command {
+        return crate::agent_cli::agent(&cli.global, a);
+    }
     init_tracing();
     let result = match &cli.command {
         Command::Config(a) => config(&cli.global, a),
         Command::Plan(a) => crate::converge_cli::plan(&cli.global, a),
         Command::Apply(a) => crate::converge_cli::apply(&cli.global, a),
+        Command::Lock(a) => lock(&cli.global, a),
+        Command::Agent(_) => unreachable!("handled above"),
     };
     match result {
         Ok(code) => code,
@@ -225,4 +253,96 @@ fn escape_dollars(v: &mut serde_json::Value) {
         serde_json::Value::Object(o) => o.values_mut().for_each(escape_dollars),
         _ => {}
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn short(digest: &str) -> &str {
+    let hex = digest.split_once(':').map(|(_, h)| h).unwrap_or(digest);
+    &hex[..hex.len().min(12)]
+}
+
+fn lock(global: &Global, a: &LockArgs) -> anyhow::Result<i32> {
+    use composeops::lock::{self as lk, Lockfile, Update};
+    use composeops::resolve::{Platform, ResolveOptions};
+
+    let project = load(global, None)?;
+    let mut opts = ResolveOptions::default();
+    if let Some(p) = &a.platform {
+        opts.platform = p.parse::<Platform>().map_err(anyhow::Error::msg)?;
+    }
+    let path = lk::lock_path(&project);
+    let previous = Lockfile::read(&path)?;
+    let rt = runtime()?;
+    let mut out = std::io::stdout().lock();
+
+    if a.check {
+        let Some(lock) = previous else {
+            return Err(lk::LockError::Missing { path }.into());
+        };
+        let report = rt.block_on(lk::check(&project, &lock, &opts))?;
+        if a.json {
+            let v = serde_json::json!({
+                "path": path,
+                "ok": report.problems.is_empty(),
+                "problems": report.problems,
+                "unused": report.unused,
+                "registry": report.stats,
+            });
+            writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        } else if report.problems.is_empty() {
+            writeln!(out, "{} is up to date ({} images)", path.display(), lock.images.len())?;
+        } else {
+            writeln!(out, "{} is out of date:", path.display())?;
+            for p in &report.problems {
+                writeln!(out, "  {p}")?;
+            }
+            writeln!(out, "run `composeops lock --update` (or `--update SERVICE...`) and commit the file")?;
+        }
+        for u in &report.unused {
+            eprintln!("note: {u} is locked but no service uses it");
+        }
+        return Ok(if report.problems.is_empty() { 0 } else { 1 });
+    }
+
+    let update = match &a.update {
+        None => Update::Missing,
+        Some(v) if v.is_empty() => Update::All,
+        Some(v) => Update::Services(v.clone()),
+    };
+    let outcome = rt.block_on(lk::lock(&project, previous.as_ref(), &update, &opts))?;
+    let unchanged = previous.as_ref() == Some(&outcome.lock);
+    if !unchanged {
+        outcome.lock.write(&path)?;
+    }
+    if a.json {
+        let v = serde_json::json!({
+            "path": path,
+            "written": !unchanged,
+            "changes": outcome.changes,
+            "removed": outcome.removed,
+            "registry": outcome.stats,
+            "lock": outcome.lock,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(0);
+    }
+    for c in &outcome.changes {
+        let who = c.services.join(", ");
+        match &c.old {
+            None => writeln!(out, "+ {} {} ({who})", c.reference, short(&c.new))?,
+            Some(o) => writeln!(out, "~ {} {} -> {} ({who})", c.reference, short(o), short(&c.new))?,
+        }
+    }
+    for r in &outcome.removed {
+        writeln!(out, "- {r}")?;
+    }
+    if unchanged {
+        writeln!(out, "{} is up to date ({} images)", path.display(), outcome.lock.images.len())?;
+    } else {
+        writeln!(out, "wrote {} ({} images)", path.display(), outcome.lock.images.len())?;
+    }
+    Ok(0)
 }

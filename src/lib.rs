@@ -5,6 +5,7 @@
 
 pub mod duration;
 pub mod load;
+pub mod lock;
 pub mod model;
 pub mod engine;
 pub mod observe;
@@ -15,3 +16,4 @@ pub mod converge;
 pub mod journal;
 pub mod pull;
 pub mod agent;
+pub mod resolve;

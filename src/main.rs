@@ -2,6 +2,7 @@
 
 mod cli;
 mod converge_cli;
+mod agent_cli;
 
 fn main() {
     let code = cli::run();

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-/// Holds `<state-dir>/agent.lock` locked for the life of the process; the OS releases it when
+/// Holds `<state-dir>/agent.instance.lock` (a name no project lock can take: project names have no dot) locked for the life of the process; the OS releases it when
 /// the process ends, however it ends, so a crash never leaves a stale lock behind.
 #[derive(Debug)]
 pub struct InstanceLock {
@@ -24,7 +24,7 @@ impl InstanceLock {
                 state_dir.display()
             )
         })?;
-        let path = state_dir.join("agent.lock");
+        let path = state_dir.join("agent.instance.lock");
         let mut file = OpenOptions::new()
             .create(true)
             .truncate(false)

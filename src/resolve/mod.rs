@@ -1,0 +1,578 @@
+//! Resolve: every service's image tag to the digest the registry serves now.
+//!
+//! A tag is a moving pointer; a digest is what runs. This stage asks each registry, once per
+//! distinct reference and concurrently, which digest a tag points to, with a HEAD request on
+//! `/v2/<repo>/manifests/<tag>` (Docker Hub does not count HEADs against its pull limit). Only
+//! the lockfile wants more: the per-platform manifest of an image index, which takes one GET of
+//! the manifest by digest, and only when the lock does not know that digest yet.
+//!
+//! The registry protocol (HEAD/GET, `Docker-Content-Digest`, Basic and Bearer challenge auth)
+//! is oci-client's; credentials come from Docker's config (`auths`, `credsStore`,
+//! `credHelpers`) through docker_credential. Loopback registries (`localhost`, 127.0.0.0/8)
+//! are spoken to over plain HTTP, as the Docker engine does; every other one over HTTPS.
+
+pub mod credentials;
+pub mod platform;
+pub mod reference;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use tokio::sync::Semaphore;
+
+use crate::model::{Project, Service};
+pub use platform::Platform;
+pub use reference::ImageRef;
+
+/// How to resolve. `Default` is what `plan` wants: HEAD only, the host's platform, at most 4
+/// requests in flight per registry, 15 s per lookup, Docker's default config directory.
+#[derive(Debug, Clone)]
+pub struct ResolveOptions {
+    /// The engine's platform, to select a manifest in an image index.
+    pub platform: Platform,
+    /// Lookups in flight at once against one registry.
+    pub per_registry_limit: usize,
+    /// Time allowed for one reference (auth, HEAD and, when needed, GET).
+    pub timeout: Duration,
+    /// Directory holding Docker's `config.json`; `None`: `$DOCKER_CONFIG`, else `~/.docker`.
+    pub docker_config: Option<PathBuf>,
+    /// Also find the per-platform manifest digest (one GET by digest for a digest not in
+    /// `known`). The lockfile records it; a plan needs only the tag's digest.
+    pub platform_manifests: bool,
+    /// What is already known about a digest (from the lock): no GET for these.
+    pub known: HashMap<String, Known>,
+}
+
+/// What a lock already says about a digest, so a re-resolution that finds the same digest
+/// does not fetch the manifest again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    pub index_digest: Option<String>,
+    pub platform_digest: Option<String>,
+}
+
+impl Default for ResolveOptions {
+    fn default() -> Self {
+        ResolveOptions {
+            platform: Platform::host(),
+            per_registry_limit: 4,
+            timeout: Duration::from_secs(15),
+            docker_config: None,
+            platform_manifests: false,
+            known: HashMap::new(),
+        }
+    }
+}
+
+/// One service's image, resolved: what the plan compares and what apply pulls.
+///
+/// For the plan's `DesiredImage { reference, digest }`: `reference` is [`Self::reference`] and
+/// `digest` is `Some(self.digest)`; apply pulls [`Self::pull_reference`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ResolvedImage {
+    /// The reference as written in the compose file (after interpolation).
+    pub reference: String,
+    /// Normalised repository: `docker.io/library/nginx`, `127.0.0.1:5000/app`.
+    pub repository: String,
+    /// The tag looked up (`None` for `name@digest`).
+    pub tag: Option<String>,
+    /// The digest the tag points to: the index digest for a multi-platform image, else the
+    /// manifest digest. This is what `docker pull repo@digest` takes and what the engine
+    /// records in the image's RepoDigests after a pull.
+    pub digest: String,
+    /// Set when `digest` is an image index (manifest list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index_digest: Option<String>,
+    /// The manifest for the engine's platform (equal to `digest` for a single-platform
+    /// image); `None` when not looked up (plan mode, pinned references).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform_digest: Option<String>,
+    /// Where the digest came from.
+    pub source: Source,
+}
+
+/// Where a [`ResolvedImage`]'s digest came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Looked up in the registry during this run.
+    Registry,
+    /// The compose file pins it (`name@sha256:…`): no lookup.
+    Pinned,
+    /// Read from `composeops.lock` (`--locked`).
+    Lock,
+}
+
+impl ResolvedImage {
+    /// `repository@digest`: pull this, never the tag, so what was planned is what runs.
+    pub fn pull_reference(&self) -> String {
+        format!("{}@{}", self.repository, self.digest)
+    }
+}
+
+/// The image a service pulls from a registry, or `None` when it has none to look up: no
+/// `image:`, a `build:` section (the image is built here), or `pull_policy: build|never`.
+pub fn registry_image(service: &Service) -> Option<&str> {
+    let image = service.image.as_deref()?;
+    if service.extra.contains_key("build") {
+        return None;
+    }
+    match service.pull_policy.as_deref() {
+        Some("build") | Some("never") => None,
+        _ => Some(image),
+    }
+}
+
+/// Registry calls made by a [`Resolver`], for logs and for the request-count test.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RegistryStats {
+    /// Distinct references looked up in a registry (pinned ones are not).
+    pub lookups: usize,
+    /// Manifest HEAD calls (one per lookup; oci-client falls back to a GET by itself only
+    /// when a registry answers a HEAD without `Docker-Content-Digest`).
+    pub manifest_heads: usize,
+    /// Manifest GETs by digest (lock mode, digest not already known).
+    pub manifest_gets: usize,
+}
+
+impl RegistryStats {
+    /// Manifest requests composeops asked for. On the wire oci-client adds, per call, a
+    /// `GET /v2/` auth probe while it holds no token for that repository, and one token request
+    /// per repository on Bearer registries.
+    pub fn manifest_requests(&self) -> usize {
+        self.manifest_heads + self.manifest_gets
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    lookups: AtomicUsize,
+    heads: AtomicUsize,
+    gets: AtomicUsize,
+}
+
+/// What went wrong talking to a registry, as a category the user can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidReference,
+    Unreachable,
+    Timeout,
+    Unauthorized,
+    NotFound,
+    Malformed,
+    Credentials,
+    Other,
+}
+
+/// One image that could not be resolved: names the image, the registry, the services that use
+/// it, and says what to do.
+#[derive(Debug, Clone)]
+pub struct RegistryError {
+    /// The reference as written.
+    pub image: String,
+    pub registry: String,
+    pub services: Vec<String>,
+    pub kind: ErrorKind,
+    /// The underlying error text.
+    pub detail: String,
+}
+
+impl fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (img, reg) = (&self.image, &self.registry);
+        if !self.services.is_empty() {
+            write!(f, "service {}: ", self.services.join(", "))?;
+        }
+        match self.kind {
+            ErrorKind::InvalidReference => write!(f, "{}: fix the `image:` in the compose file", self.detail),
+            ErrorKind::Unreachable => write!(
+                f,
+                "cannot reach registry {reg} for image {img}: {}; check the registry address, \
+                 that it is up, and the network or proxy settings",
+                self.detail
+            ),
+            ErrorKind::Timeout => write!(
+                f,
+                "registry {reg} did not answer for image {img} within {}; check that it is up and \
+                 reachable, then retry",
+                self.detail
+            ),
+            ErrorKind::Unauthorized => write!(
+                f,
+                "registry {reg} refused access to image {img} ({}): run `docker login {reg}` or \
+                 set DOCKER_CONFIG to a directory whose config.json has credentials for {reg}",
+                self.detail
+            ),
+            ErrorKind::NotFound => write!(
+                f,
+                "image {img} not found in registry {reg} ({}): check the repository and tag in \
+                 the compose file, or push the image",
+                self.detail
+            ),
+            ErrorKind::Malformed => write!(
+                f,
+                "registry {reg} served a manifest for image {img} that composeops cannot use ({}); \
+                 check that the tag points to a container image (Docker v2 or OCI manifest or index)",
+                self.detail
+            ),
+            ErrorKind::Credentials => write!(
+                f,
+                "cannot read credentials for registry {reg} (image {img}): {}; check the Docker \
+                 config (DOCKER_CONFIG or ~/.docker/config.json) and its credential helper",
+                self.detail
+            ),
+            ErrorKind::Other => write!(f, "registry {reg}, image {img}: {}", self.detail),
+        }
+    }
+}
+
+/// All the images that could not be resolved (every one is reported, not just the first).
+#[derive(Debug, Clone)]
+pub struct ResolveError {
+    pub errors: Vec<RegistryError>,
+}
+
+impl fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.errors.iter().map(|e| e.to_string()).collect();
+        write!(f, "{}", lines.join("\n"))
+    }
+}
+
+impl std::error::Error for ResolveError {}
+
+/// The result of looking one normalised reference up.
+#[derive(Debug, Clone)]
+struct Lookup {
+    digest: String,
+    index_digest: Option<String>,
+    platform_digest: Option<String>,
+    source: Source,
+}
+
+/// Resolves references against registries and counts what it asked. Create one per run.
+pub struct Resolver {
+    opts: ResolveOptions,
+    counters: Arc<Counters>,
+}
+
+impl Resolver {
+    pub fn new(opts: ResolveOptions) -> Resolver {
+        install_crypto_provider();
+        Resolver {
+            opts,
+            counters: Arc::default(),
+        }
+    }
+
+    pub fn options(&self) -> &ResolveOptions {
+        &self.opts
+    }
+
+    /// Registry calls made so far by this resolver.
+    pub fn stats(&self) -> RegistryStats {
+        RegistryStats {
+            lookups: self.counters.lookups.load(Ordering::Relaxed),
+            manifest_heads: self.counters.heads.load(Ordering::Relaxed),
+            manifest_gets: self.counters.gets.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Resolves the image of every service that pulls one (see [`registry_image`]); the map is
+    /// in the project's service order. Fails with every unresolvable image listed.
+    pub async fn resolve_services(
+        &self,
+        project: &Project,
+    ) -> Result<IndexMap<String, ResolvedImage>, ResolveError> {
+        let wanted: IndexMap<String, String> = project
+            .services
+            .iter()
+            .filter_map(|(name, svc)| registry_image(svc).map(|i| (name.clone(), i.to_string())))
+            .collect();
+        self.resolve_named(&wanted).await
+    }
+
+    /// Resolves `service -> reference as written`; each distinct normalised reference is looked
+    /// up once.
+    pub async fn resolve_named(
+        &self,
+        wanted: &IndexMap<String, String>,
+    ) -> Result<IndexMap<String, ResolvedImage>, ResolveError> {
+        // Parse, group by normalised reference.
+        let mut errors = Vec::new();
+        let mut by_ref: BTreeMap<ImageRef, Vec<(String, String)>> = BTreeMap::new();
+        for (service, written) in wanted {
+            match ImageRef::parse(written) {
+                Ok(r) => by_ref
+                    .entry(r)
+                    .or_default()
+                    .push((service.clone(), written.clone())),
+                Err(e) => errors.push(RegistryError {
+                    image: written.clone(),
+                    registry: String::new(),
+                    services: vec![service.clone()],
+                    kind: ErrorKind::InvalidReference,
+                    detail: e.to_string(),
+                }),
+            }
+        }
+        let refs: Vec<ImageRef> = by_ref.keys().cloned().collect();
+        let results = self.lookup_all(&refs).await;
+        let mut out: HashMap<String, ResolvedImage> = HashMap::new();
+        for (r, result) in refs.iter().zip(results) {
+            let users = &by_ref[r];
+            match result {
+                Ok(l) => {
+                    for (service, written) in users {
+                        out.insert(
+                            service.clone(),
+                            ResolvedImage {
+                                reference: written.clone(),
+                                repository: r.repository(),
+                                tag: r.tag.clone(),
+                                digest: l.digest.clone(),
+                                index_digest: l.index_digest.clone(),
+                                platform_digest: l.platform_digest.clone(),
+                                source: l.source,
+                            },
+                        );
+                    }
+                }
+                Err(mut e) => {
+                    e.image = users[0].1.clone();
+                    e.services = users.iter().map(|(s, _)| s.clone()).collect();
+                    errors.push(e);
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ResolveError { errors });
+        }
+        Ok(wanted
+            .keys()
+            .filter_map(|s| out.remove(s).map(|r| (s.clone(), r)))
+            .collect())
+    }
+
+    /// Looks each reference up (pinned ones need no lookup); results in the same order.
+    async fn lookup_all(&self, refs: &[ImageRef]) -> Vec<Result<Lookup, RegistryError>> {
+        let to_ask: Vec<&ImageRef> = refs.iter().filter(|r| !r.is_pinned()).collect();
+        let registries: BTreeSet<String> = to_ask.iter().map(|r| r.registry.clone()).collect();
+        let plain_http: Vec<String> = to_ask
+            .iter()
+            .filter(|r| r.is_loopback_registry())
+            .map(|r| oci_reference(r, None).resolve_registry().to_string())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let client = Client::new(ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(plain_http),
+            connect_timeout: Some(self.opts.timeout.min(Duration::from_secs(10))),
+            read_timeout: Some(self.opts.timeout),
+            ..Default::default()
+        });
+        // Credentials once per registry (helpers are processes: run them off the runtime).
+        let mut auths: HashMap<String, Result<RegistryAuth, String>> = HashMap::new();
+        let creds = futures_util::future::join_all(registries.iter().map(|reg| {
+            let sample = to_ask
+                .iter()
+                .find(|r| &r.registry == reg)
+                .expect("registry of a reference");
+            credentials::registry_auth(sample.credential_server(), self.opts.docker_config.clone())
+        }))
+        .await;
+        for (reg, c) in registries.iter().zip(creds) {
+            auths.insert(reg.clone(), c);
+        }
+        let limits: HashMap<String, Arc<Semaphore>> = registries
+            .iter()
+            .map(|r| {
+                (
+                    r.clone(),
+                    Arc::new(Semaphore::new(self.opts.per_registry_limit.max(1))),
+                )
+            })
+            .collect();
+        let futures = refs.iter().map(|r| {
+            let client = &client;
+            let auths = &auths;
+            let limits = &limits;
+            async move {
+                if let Some(d) = &r.digest {
+                    return Ok(Lookup {
+                        digest: d.clone(),
+                        index_digest: None,
+                        platform_digest: None,
+                        source: Source::Pinned,
+                    });
+                }
+                let fail = |kind, detail: String| RegistryError {
+                    image: r.to_string(),
+                    registry: r.registry.clone(),
+                    services: Vec::new(),
+                    kind,
+                    detail,
+                };
+                let auth = match &auths[&r.registry] {
+                    Ok(a) => a.clone(),
+                    Err(e) => return Err(fail(ErrorKind::Credentials, e.clone())),
+                };
+                let _permit = limits[&r.registry]
+                    .acquire()
+                    .await
+                    .expect("semaphore never closed");
+                match tokio::time::timeout(self.opts.timeout, self.lookup(client, r, &auth)).await {
+                    Ok(Ok(l)) => Ok(l),
+                    Ok(Err((kind, detail))) => Err(fail(kind, detail)),
+                    Err(_) => Err(fail(
+                        ErrorKind::Timeout,
+                        format!("{} s", self.opts.timeout.as_secs_f32()),
+                    )),
+                }
+            }
+        });
+        futures_util::future::join_all(futures).await
+    }
+
+    /// HEAD the tag; GET the manifest by digest only when the per-platform digest is wanted and
+    /// not already known.
+    async fn lookup(
+        &self,
+        client: &Client,
+        r: &ImageRef,
+        auth: &RegistryAuth,
+    ) -> Result<Lookup, (ErrorKind, String)> {
+        self.counters.lookups.fetch_add(1, Ordering::Relaxed);
+        self.counters.heads.fetch_add(1, Ordering::Relaxed);
+        let tagged = oci_reference(r, None);
+        let digest = client
+            .fetch_manifest_digest(&tagged, auth)
+            .await
+            .map_err(classify_error)?;
+        tracing::debug!(image = %r, %digest, "resolved");
+        let mut found = Lookup {
+            digest: digest.clone(),
+            index_digest: None,
+            platform_digest: None,
+            source: Source::Registry,
+        };
+        if let Some(k) = self.opts.known.get(&digest) {
+            found.index_digest = k.index_digest.clone();
+            found.platform_digest = k.platform_digest.clone();
+        }
+        if self.opts.platform_manifests && found.platform_digest.is_none() {
+            self.counters.gets.fetch_add(1, Ordering::Relaxed);
+            let by_digest = oci_reference(r, Some(&digest));
+            let (body, _) = client
+                .pull_manifest_raw(&by_digest, auth, &platform::ACCEPTED_MEDIA_TYPES)
+                .await
+                .map_err(classify_error)?;
+            match platform::classify(&body, &self.opts.platform)
+                .map_err(|e| (ErrorKind::Malformed, e))?
+            {
+                platform::ManifestKind::Image => found.platform_digest = Some(digest),
+                platform::ManifestKind::Index { platform_digest } => {
+                    found.index_digest = Some(digest);
+                    found.platform_digest = Some(platform_digest);
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Convenience for callers that resolve once: a fresh [`Resolver`] over `project`.
+pub async fn resolve_services(
+    project: &Project,
+    opts: &ResolveOptions,
+) -> Result<IndexMap<String, ResolvedImage>, ResolveError> {
+    Resolver::new(opts.clone()).resolve_services(project).await
+}
+
+fn oci_reference(r: &ImageRef, digest: Option<&str>) -> Reference {
+    match digest {
+        Some(d) => Reference::with_digest(r.registry.clone(), r.path.clone(), d.to_string()),
+        None => Reference::with_tag(
+            r.registry.clone(),
+            r.path.clone(),
+            r.tag.clone().unwrap_or_else(|| "latest".into()),
+        ),
+    }
+}
+
+/// rustls needs a process-wide crypto provider; ring builds without cmake. Installing twice is
+/// harmless (the second attempt is refused and ignored).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Sorts oci-client's errors into what the user can act on.
+fn classify_error(e: OciDistributionError) -> (ErrorKind, String) {
+    use OciDistributionError as E;
+    let kind = match &e {
+        E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => ErrorKind::Unauthorized,
+        E::RegistryError { envelope, .. } => {
+            let codes: Vec<String> = envelope
+                .errors
+                .iter()
+                .filter_map(|x| serde_json::to_value(&x.code).ok())
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            if codes
+                .iter()
+                .any(|c| c == "MANIFEST_UNKNOWN" || c == "NAME_UNKNOWN" || c == "TAG_INVALID")
+            {
+                ErrorKind::NotFound
+            } else if codes.iter().any(|c| c == "UNAUTHORIZED" || c == "DENIED") {
+                ErrorKind::Unauthorized
+            } else if codes
+                .iter()
+                .any(|c| c == "MANIFEST_INVALID" || c == "DIGEST_INVALID")
+            {
+                ErrorKind::Malformed
+            } else {
+                ErrorKind::Other
+            }
+        }
+        E::ServerError {
+            code: 401 | 403, ..
+        } => ErrorKind::Unauthorized,
+        E::ServerError { code: 404, .. } => ErrorKind::NotFound,
+        E::RequestError(r) if r.is_timeout() => ErrorKind::Timeout,
+        E::RequestError(r) if r.is_connect() || r.is_request() => ErrorKind::Unreachable,
+        E::RequestError(_) => ErrorKind::Unreachable,
+        E::DigestError(_)
+        | E::ManifestParsingError(_)
+        | E::VersionedParsingError(_)
+        | E::UnsupportedMediaTypeError(_)
+        | E::UnsupportedSchemaVersionError(_)
+        | E::SpecViolationError(_)
+        | E::ManifestEncodingError(_)
+        | E::JsonError(_) => ErrorKind::Malformed,
+        _ => ErrorKind::Other,
+    };
+    (kind, error_chain(&e))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        let t = x.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = x.source();
+    }
+    s
+}
