@@ -53,9 +53,9 @@ pub struct AgentArgs {
     /// Longest retry delay (default 5m).
     #[arg(long, value_name = "DURATION")]
     pub retry_max: Option<String>,
-    /// How long a new container has to become healthy before it is rolled back.
-    #[arg(long, value_name = "DURATION", default_value = "60s")]
-    pub wait_timeout: String,
+    /// How long a new container has to become healthy before it is rolled back (default 60s).
+    #[arg(long, value_name = "DURATION")]
+    pub wait_timeout: Option<String>,
     /// Print the JSON Schema of the config file and exit.
     #[arg(long)]
     pub print_config_schema: bool,
@@ -76,6 +76,7 @@ impl AgentArgs {
             debounce: self.debounce.clone(),
             retry_initial: self.retry_initial.clone(),
             retry_max: self.retry_max.clone(),
+            wait_timeout: self.wait_timeout.clone(),
         }
     }
 }
@@ -114,12 +115,10 @@ fn run(global: &Global, a: &AgentArgs) -> anyhow::Result<()> {
     };
     let settings = file.overlay(a.as_config()).resolve()?;
     init_logging(settings.log_format);
-    let wait_timeout: Duration = composeops::duration::parse(&a.wait_timeout)
-        .with_context(|| format!("--wait-timeout {:?} is not a duration", a.wait_timeout))?;
     let pipeline = Pipeline::new(PipelineOptions {
         host: global.host.clone(),
         state_dir: settings.state_dir.clone(),
-        wait_timeout,
+        wait_timeout: settings.wait_timeout,
         lock_timeout: Duration::from_secs(600),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -69,6 +69,10 @@ pub struct AgentConfig {
     /// Longest retry delay (default `5m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_max: Option<String>,
+    /// How long a new container has to become healthy (running, without a healthcheck)
+    /// before it is rolled back (default `60s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_timeout: Option<String>,
 }
 
 impl AgentConfig {
@@ -100,7 +104,8 @@ impl AgentConfig {
             state_dir,
             debounce,
             retry_initial,
-            retry_max
+            retry_max,
+            wait_timeout
         );
         self
     }
@@ -159,6 +164,8 @@ impl AgentConfig {
             retry_initial: dur("retry-initial", &self.retry_initial, Some(Duration::from_secs(5)))?
                 .unwrap(),
             retry_max: dur("retry-max", &self.retry_max, Some(Duration::from_secs(300)))?.unwrap(),
+            wait_timeout: dur("wait-timeout", &self.wait_timeout, Some(Duration::from_secs(60)))?
+                .unwrap(),
         })
     }
 }
@@ -190,6 +197,7 @@ pub struct Settings {
     pub debounce: Duration,
     pub retry_initial: Duration,
     pub retry_max: Duration,
+    pub wait_timeout: Duration,
 }
 
 /// The JSON Schema of the config file, as checked in under `schemas/agent-config.schema.json`.

@@ -443,3 +443,207 @@ async fn git_task(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The loop's own behaviour (coalescing, memory of rolled-back states, backoff) with a
+    //! scripted reconciler; the pipeline itself is exercised on the real engine in
+    //! tests/agent_e2e.rs.
+    use super::reconciler::*;
+    use super::*;
+    use futures_util::FutureExt;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Converges in `delay`; rolls back while the file `fail` exists in the project dir;
+    /// fingerprint = content of `compose.yaml`.
+    struct Scripted {
+        runs: AtomicUsize,
+        delay: Duration,
+    }
+
+    impl Reconciler for Scripted {
+        type Prepared = bool;
+        fn desired<'a>(
+            &'a self,
+            p: &'a ProjectSource,
+            _o: &'a RunOptions,
+        ) -> futures_util::future::BoxFuture<'a, reconciler::Result<(DesiredState, bool)>> {
+            async move {
+                let text = std::fs::read_to_string(p.dir.join("compose.yaml"))
+                    .map_err(|e| ReconcileError::new(ErrorKind::Load, e.to_string()))?;
+                let st = DesiredState {
+                    project_name: p.id.clone(),
+                    revision: None,
+                    digests: Default::default(),
+                    fingerprint: fingerprint(&[text.as_bytes()]),
+                };
+                Ok((st, p.dir.join("fail").exists()))
+            }
+            .boxed()
+        }
+        fn converge<'a>(
+            &'a self,
+            _p: &'a ProjectSource,
+            fail: bool,
+            _o: &'a RunOptions,
+        ) -> futures_util::future::BoxFuture<'a, reconciler::Result<Converged>> {
+            async move {
+                self.runs.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(self.delay).await;
+                Ok(Converged {
+                    plan: vec!["recreate web".into()],
+                    services: vec![ServiceOutcome {
+                        service: "web".into(),
+                        result: if fail {
+                            ServiceResult::RolledBack
+                        } else {
+                            ServiceResult::Updated
+                        },
+                        detail: String::new(),
+                        logs: vec![],
+                    }],
+                })
+            }
+            .boxed()
+        }
+    }
+
+    fn setup(dir: &Path, state: &Path) -> (Arc<Shared>, ProjectSource) {
+        std::fs::write(dir.join("compose.yaml"), "services: {}\n").unwrap();
+        let settings = AgentConfig {
+            path: Some(dir.to_path_buf()),
+            state_dir: Some(state.to_path_buf()),
+            retry_initial: Some("50ms".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let shared = Arc::new(Shared::new(settings, Memory::new(state).unwrap()));
+        let src = ProjectSource {
+            id: "p".into(),
+            dir: dir.to_path_buf(),
+        };
+        (shared, src)
+    }
+
+    async fn settle(shared: &Shared, runs: u64) {
+        for _ in 0..200 {
+            let v = shared.status_json();
+            if v["projects"]["p"]["runs"].as_u64() == Some(runs)
+                && v["projects"]["p"]["running"] == false
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("never reached {runs} runs: {}", shared.status_json());
+    }
+
+    #[tokio::test]
+    async fn wakeups_during_a_run_coalesce_into_one_more_run() {
+        let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (shared, src) = setup(dir.path(), state.path());
+        let rec = Arc::new(Scripted {
+            runs: AtomicUsize::new(0),
+            delay: Duration::from_millis(300),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (_stop_tx, stop_rx) = tokio_watch::channel(false);
+        let h = tokio::spawn(worker::run_worker(src, rec.clone(), shared.clone(), rx, stop_rx));
+        tx.send(Wake::because("start")).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for _ in 0..10 {
+            tx.send(Wake::because("file")).unwrap();
+        }
+        settle(&shared, 2).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(rec.runs.load(Ordering::SeqCst), 2);
+        drop(tx);
+        h.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn rolled_back_state_is_not_retried_until_it_changes_or_is_forced() {
+        let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (shared, src) = setup(dir.path(), state.path());
+        std::fs::write(dir.path().join("fail"), "").unwrap();
+        let rec = Arc::new(Scripted {
+            runs: AtomicUsize::new(0),
+            delay: Duration::ZERO,
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (_stop_tx, stop_rx) = tokio_watch::channel(false);
+        let h = tokio::spawn(worker::run_worker(src, rec.clone(), shared.clone(), rx, stop_rx));
+        tx.send(Wake::because("start")).unwrap();
+        settle(&shared, 1).await;
+        assert_eq!(shared.status_json()["projects"]["p"]["last_result"], "rolled_back");
+        // Later wake-ups (and no retry timer) leave it alone.
+        tx.send(Wake::because("file")).unwrap();
+        settle(&shared, 2).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(rec.runs.load(Ordering::SeqCst), 1);
+        assert_eq!(shared.status_json()["projects"]["p"]["last_result"], "skipped_rolled_back");
+        // Remembered across restarts (state dir).
+        assert!(shared.memory.load("p").failed.is_some());
+        // Forced: applied again.
+        tx.send(Wake { reasons: vec!["webhook"], refresh_images: false, force: true }).unwrap();
+        settle(&shared, 3).await;
+        assert_eq!(rec.runs.load(Ordering::SeqCst), 2);
+        // A new desired state is applied.
+        std::fs::remove_file(dir.path().join("fail")).unwrap();
+        std::fs::write(dir.path().join("compose.yaml"), "services: {x: {}}\n").unwrap();
+        tx.send(Wake::because("file")).unwrap();
+        settle(&shared, 4).await;
+        assert_eq!(rec.runs.load(Ordering::SeqCst), 3);
+        assert_eq!(shared.status_json()["projects"]["p"]["last_result"], "success");
+        assert!(shared.memory.load("p").failed.is_none());
+        drop(tx);
+        h.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn failures_retry_with_backoff() {
+        let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (shared, src) = setup(dir.path(), state.path());
+        std::fs::remove_file(dir.path().join("compose.yaml")).unwrap();
+        let rec = Arc::new(Scripted {
+            runs: AtomicUsize::new(0),
+            delay: Duration::ZERO,
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (_stop_tx, stop_rx) = tokio_watch::channel(false);
+        let h = tokio::spawn(worker::run_worker(src, rec.clone(), shared.clone(), rx, stop_rx));
+        tx.send(Wake::because("start")).unwrap();
+        // 50ms, 100ms, 200ms: the 4th attempt comes ~350ms after the first.
+        settle(&shared, 4).await;
+        let v = shared.status_json();
+        assert_eq!(v["projects"]["p"]["last_result"], "error");
+        assert!(v["projects"]["p"]["consecutive_failures"].as_u64().unwrap() >= 4);
+        std::fs::write(dir.path().join("compose.yaml"), "services: {}\n").unwrap();
+        for _ in 0..100 {
+            if shared.status_json()["projects"]["p"]["last_result"] == "success" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(shared.status_json()["projects"]["p"]["consecutive_failures"], 0);
+        drop(tx);
+        h.await.unwrap();
+    }
+
+    #[test]
+    fn discovery_single_and_root() {
+        let d = tempfile::tempdir().unwrap();
+        for sub in ["b", "a", ".hidden", "nocompose"] {
+            std::fs::create_dir(d.path().join(sub)).unwrap();
+        }
+        std::fs::write(d.path().join("a/compose.yaml"), "").unwrap();
+        std::fs::write(d.path().join("b/docker-compose.yml"), "").unwrap();
+        std::fs::write(d.path().join(".hidden/compose.yaml"), "").unwrap();
+        let ids: Vec<String> = discover(d.path()).into_iter().map(|p| p.id).collect();
+        assert_eq!(ids, ["a", "b"]);
+        let one = discover(&d.path().join("a"));
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].id, "a");
+    }
+}
