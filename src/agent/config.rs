@@ -114,13 +114,18 @@ impl AgentConfig {
     pub fn resolve(&self) -> Result<Settings> {
         let path = match &self.path {
             Some(p) => p.clone(),
-            None => bail!("no PATH: give the checkout to watch as an argument or `path` in the config file"),
+            None => bail!(
+                "no PATH: give the checkout to watch as an argument or `path` in the config file"
+            ),
         };
         let path = std::path::absolute(&path).unwrap_or(path);
         if !path.is_dir() {
             bail!("PATH {} is not a directory", path.display());
         }
-        let dur = |name: &str, v: &Option<String>, default: Option<Duration>| -> Result<Option<Duration>> {
+        let dur = |name: &str,
+                   v: &Option<String>,
+                   default: Option<Duration>|
+         -> Result<Option<Duration>> {
             match v {
                 None => Ok(default),
                 Some(s) => match crate::duration::parse(s) {
@@ -161,11 +166,19 @@ impl AgentConfig {
             log_format: self.log_format.unwrap_or_default(),
             state_dir,
             debounce: dur("debounce", &self.debounce, Some(Duration::from_secs(2)))?.unwrap(),
-            retry_initial: dur("retry-initial", &self.retry_initial, Some(Duration::from_secs(5)))?
-                .unwrap(),
+            retry_initial: dur(
+                "retry-initial",
+                &self.retry_initial,
+                Some(Duration::from_secs(5)),
+            )?
+            .unwrap(),
             retry_max: dur("retry-max", &self.retry_max, Some(Duration::from_secs(300)))?.unwrap(),
-            wait_timeout: dur("wait-timeout", &self.wait_timeout, Some(Duration::from_secs(60)))?
-                .unwrap(),
+            wait_timeout: dur(
+                "wait-timeout",
+                &self.wait_timeout,
+                Some(Duration::from_secs(60)),
+            )?
+            .unwrap(),
         })
     }
 }
@@ -246,7 +259,10 @@ mod tests {
     fn listen_is_loopback_unless_explicit() {
         assert_eq!(parse_listen("9090").unwrap().to_string(), "127.0.0.1:9090");
         assert_eq!(parse_listen(":9090").unwrap().to_string(), "127.0.0.1:9090");
-        assert_eq!(parse_listen("0.0.0.0:80").unwrap().to_string(), "0.0.0.0:80");
+        assert_eq!(
+            parse_listen("0.0.0.0:80").unwrap().to_string(),
+            "0.0.0.0:80"
+        );
         assert!(parse_listen("localhost").is_err());
     }
 

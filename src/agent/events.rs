@@ -34,7 +34,9 @@ pub fn parse_http_url(url: &str) -> Result<(String, String)> {
     if hostport.is_empty() {
         bail!("no host");
     }
-    let hostport = if hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    let hostport = if hostport
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
         && !hostport.ends_with(']')
     {
         hostport.to_string()

@@ -41,9 +41,18 @@ pub fn toplevel(dir: &Path) -> Option<PathBuf> {
 /// different desired state from the commit, and /status says so).
 pub fn revision(dir: &Path) -> Option<String> {
     let head = git(dir, &["rev-parse", "HEAD"]).ok()?;
-    let dirty = git(dir, &["status", "--porcelain", "--untracked-files=normal", "--", "."])
-        .map(|s| !s.is_empty())
-        .unwrap_or(false);
+    let dirty = git(
+        dir,
+        &[
+            "status",
+            "--porcelain",
+            "--untracked-files=normal",
+            "--",
+            ".",
+        ],
+    )
+    .map(|s| !s.is_empty())
+    .unwrap_or(false);
     Some(if dirty { format!("{head}+dirty") } else { head })
 }
 
@@ -51,15 +60,29 @@ pub fn revision(dir: &Path) -> Option<String> {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Pull {
-    UpToDate { revision: String },
-    FastForwarded { from: String, to: String },
+    UpToDate {
+        revision: String,
+    },
+    FastForwarded {
+        from: String,
+        to: String,
+    },
     /// Local commits not on the remote: nothing to pull.
-    Ahead { revision: String },
+    Ahead {
+        revision: String,
+    },
     /// Local and remote both have commits the other lacks: left alone.
-    Diverged { local: String, remote: String },
+    Diverged {
+        local: String,
+        remote: String,
+    },
     /// The fast-forward was refused (local edits in the way): left alone.
-    Blocked { message: String },
-    Failed { message: String },
+    Blocked {
+        message: String,
+    },
+    Failed {
+        message: String,
+    },
 }
 
 impl Pull {
@@ -78,7 +101,10 @@ impl Pull {
 /// when) HEAD is an ancestor of it.
 pub fn pull(top: &Path) -> Pull {
     let failed = |message: String| Pull::Failed { message };
-    let upstream = match git(top, &["rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{u}"]) {
+    let upstream = match git(
+        top,
+        &["rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{u}"],
+    ) {
         Ok(u) => u,
         Err(e) => {
             return failed(format!(
@@ -90,7 +116,10 @@ pub fn pull(top: &Path) -> Pull {
     if let Err(e) = git(top, &["fetch", "--quiet", "--no-tags"]) {
         return failed(format!("git fetch failed: {e}"));
     }
-    let (local, remote) = match (git(top, &["rev-parse", "HEAD"]), git(top, &["rev-parse", "@{u}"])) {
+    let (local, remote) = match (
+        git(top, &["rev-parse", "HEAD"]),
+        git(top, &["rev-parse", "@{u}"]),
+    ) {
         (Ok(l), Ok(r)) => (l, r),
         (Err(e), _) | (_, Err(e)) => return failed(e),
     };
@@ -128,7 +157,11 @@ mod tests {
             .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
             .output()
             .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// origin (bare), a checkout, and a second clone that pushes to origin.
@@ -137,14 +170,40 @@ mod tests {
         let origin = t.path().join("origin.git");
         let work = t.path().join("work");
         let other = t.path().join("other");
-        sh(t.path(), &["init", "-q", "--bare", "-b", "main", origin.to_str().unwrap()]);
-        sh(t.path(), &["clone", "-q", origin.to_str().unwrap(), work.to_str().unwrap()]);
+        sh(
+            t.path(),
+            &[
+                "init",
+                "-q",
+                "--bare",
+                "-b",
+                "main",
+                origin.to_str().unwrap(),
+            ],
+        );
+        sh(
+            t.path(),
+            &[
+                "clone",
+                "-q",
+                origin.to_str().unwrap(),
+                work.to_str().unwrap(),
+            ],
+        );
         std::fs::write(work.join("a.txt"), "1\n").unwrap();
         sh(&work, &["add", "."]);
         sh(&work, &["commit", "-qm", "one"]);
         sh(&work, &["push", "-q", "origin", "HEAD:main"]);
         sh(&work, &["branch", "-q", "--set-upstream-to", "origin/main"]);
-        sh(t.path(), &["clone", "-q", origin.to_str().unwrap(), other.to_str().unwrap()]);
+        sh(
+            t.path(),
+            &[
+                "clone",
+                "-q",
+                origin.to_str().unwrap(),
+                other.to_str().unwrap(),
+            ],
+        );
         (t, work, other)
     }
 
@@ -187,6 +246,9 @@ mod tests {
         assert!(revision(&work).unwrap().ends_with("+dirty"));
         let p = pull(&work);
         assert!(matches!(p, Pull::Blocked { .. }), "{p:?}");
-        assert_eq!(std::fs::read_to_string(work.join("a.txt")).unwrap(), "local edit\n");
+        assert_eq!(
+            std::fs::read_to_string(work.join("a.txt")).unwrap(),
+            "local edit\n"
+        );
     }
 }

@@ -39,7 +39,11 @@ async fn healthz(State(st): State<HttpState>) -> Response {
     if st.shared.alive() {
         (StatusCode::OK, "ok\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "agent loop not responding\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "agent loop not responding\n",
+        )
+            .into_response()
     }
 }
 
@@ -100,9 +104,7 @@ async fn sync(
             "POST /sync is disabled: start the agent with COMPOSEOPS_WEBHOOK_SECRET set",
         );
     };
-    let sig = headers
-        .get(SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok());
+    let sig = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
     if !verify_signature(secret, &body, sig) {
         tracing::warn!("POST /sync refused: missing or wrong X-Hub-Signature-256");
         return err(
@@ -134,9 +136,17 @@ mod tests {
             s,
             "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
         );
-        assert!(verify_signature(b"It's a Secret to Everybody", b"Hello, World!", Some(&s)));
+        assert!(verify_signature(
+            b"It's a Secret to Everybody",
+            b"Hello, World!",
+            Some(&s)
+        ));
         assert!(!verify_signature(b"other", b"Hello, World!", Some(&s)));
-        assert!(!verify_signature(b"It's a Secret to Everybody", b"Hello", Some(&s)));
+        assert!(!verify_signature(
+            b"It's a Secret to Everybody",
+            b"Hello",
+            Some(&s)
+        ));
         assert!(!verify_signature(b"k", b"", None));
         assert!(!verify_signature(b"k", b"", Some("sha256=zz")));
         assert!(!verify_signature(b"k", b"", Some("sha1=00")));

@@ -126,10 +126,20 @@ mod tests {
     #[test]
     fn text_exposition_names() {
         let m = Metrics::new();
-        m.reconciles.get_or_create(&Metrics::result("web", "success")).inc();
-        m.duration.get_or_create(&Metrics::project("web")).observe(0.3);
+        m.reconciles
+            .get_or_create(&Metrics::result("web", "success"))
+            .inc();
+        m.duration
+            .get_or_create(&Metrics::project("web"))
+            .observe(0.3);
         let t = m.encode();
-        assert!(t.contains("composeops_reconciles_total{project=\"web\",result=\"success\"} 1"), "{t}");
-        assert!(t.contains("composeops_reconcile_duration_seconds_bucket"), "{t}");
+        assert!(
+            t.contains("composeops_reconciles_total{project=\"web\",result=\"success\"} 1"),
+            "{t}"
+        );
+        assert!(
+            t.contains("composeops_reconcile_duration_seconds_bucket"),
+            "{t}"
+        );
     }
 }

@@ -156,7 +156,11 @@ pub fn discover(root: &Path) -> Vec<ProjectSource> {
 }
 
 /// Which known projects a changed path belongs to (`None`: a new project may have appeared).
-fn project_of<'a>(root: &Path, projects: &'a BTreeMap<String, Worker>, p: &Path) -> Option<&'a str> {
+fn project_of<'a>(
+    root: &Path,
+    projects: &'a BTreeMap<String, Worker>,
+    p: &Path,
+) -> Option<&'a str> {
     if let Some((id, w)) = projects.iter().next() {
         if w.src.dir == root {
             return Some(id);
@@ -165,7 +169,9 @@ fn project_of<'a>(root: &Path, projects: &'a BTreeMap<String, Worker>, p: &Path)
     let rel = p.strip_prefix(root).ok()?;
     let first = rel.components().next()?;
     let name = first.as_os_str().to_string_lossy();
-    projects.get_key_value(name.as_ref()).map(|(k, _)| k.as_str())
+    projects
+        .get_key_value(name.as_ref())
+        .map(|(k, _)| k.as_str())
 }
 
 struct Worker {
@@ -403,7 +409,9 @@ async fn git_task(
         let t = top.clone();
         let pull = match tokio::task::spawn_blocking(move || git::pull(&t)).await {
             Ok(p) => p,
-            Err(e) => git::Pull::Failed { message: e.to_string() },
+            Err(e) => git::Pull::Failed {
+                message: e.to_string(),
+            },
         };
         let label = match &pull {
             git::Pull::UpToDate { .. } => "up_to_date",
@@ -416,7 +424,9 @@ async fn git_task(
         shared
             .metrics
             .git_pulls
-            .get_or_create(&metrics::PullLabel { result: label.into() })
+            .get_or_create(&metrics::PullLabel {
+                result: label.into(),
+            })
             .inc();
         match &pull {
             git::Pull::FastForwarded { from, to } => {
@@ -549,7 +559,13 @@ mod tests {
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let (_stop_tx, stop_rx) = tokio_watch::channel(false);
-        let h = tokio::spawn(worker::run_worker(src, rec.clone(), shared.clone(), rx, stop_rx));
+        let h = tokio::spawn(worker::run_worker(
+            src,
+            rec.clone(),
+            shared.clone(),
+            rx,
+            stop_rx,
+        ));
         tx.send(Wake::because("start")).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         for _ in 0..10 {
@@ -573,20 +589,37 @@ mod tests {
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let (_stop_tx, stop_rx) = tokio_watch::channel(false);
-        let h = tokio::spawn(worker::run_worker(src, rec.clone(), shared.clone(), rx, stop_rx));
+        let h = tokio::spawn(worker::run_worker(
+            src,
+            rec.clone(),
+            shared.clone(),
+            rx,
+            stop_rx,
+        ));
         tx.send(Wake::because("start")).unwrap();
         settle(&shared, 1).await;
-        assert_eq!(shared.status_json()["projects"]["p"]["last_result"], "rolled_back");
+        assert_eq!(
+            shared.status_json()["projects"]["p"]["last_result"],
+            "rolled_back"
+        );
         // Later wake-ups (and no retry timer) leave it alone.
         tx.send(Wake::because("file")).unwrap();
         settle(&shared, 2).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(rec.runs.load(Ordering::SeqCst), 1);
-        assert_eq!(shared.status_json()["projects"]["p"]["last_result"], "skipped_rolled_back");
+        assert_eq!(
+            shared.status_json()["projects"]["p"]["last_result"],
+            "skipped_rolled_back"
+        );
         // Remembered across restarts (state dir).
         assert!(shared.memory.load("p").failed.is_some());
         // Forced: applied again.
-        tx.send(Wake { reasons: vec!["webhook"], refresh_images: false, force: true }).unwrap();
+        tx.send(Wake {
+            reasons: vec!["webhook"],
+            refresh_images: false,
+            force: true,
+        })
+        .unwrap();
         settle(&shared, 3).await;
         assert_eq!(rec.runs.load(Ordering::SeqCst), 2);
         // A new desired state is applied.
@@ -595,7 +628,10 @@ mod tests {
         tx.send(Wake::because("file")).unwrap();
         settle(&shared, 4).await;
         assert_eq!(rec.runs.load(Ordering::SeqCst), 3);
-        assert_eq!(shared.status_json()["projects"]["p"]["last_result"], "success");
+        assert_eq!(
+            shared.status_json()["projects"]["p"]["last_result"],
+            "success"
+        );
         assert!(shared.memory.load("p").failed.is_none());
         drop(tx);
         h.await.unwrap();
@@ -612,7 +648,13 @@ mod tests {
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let (_stop_tx, stop_rx) = tokio_watch::channel(false);
-        let h = tokio::spawn(worker::run_worker(src, rec.clone(), shared.clone(), rx, stop_rx));
+        let h = tokio::spawn(worker::run_worker(
+            src,
+            rec.clone(),
+            shared.clone(),
+            rx,
+            stop_rx,
+        ));
         tx.send(Wake::because("start")).unwrap();
         // 50ms, 100ms, 200ms: the 4th attempt comes ~350ms after the first.
         settle(&shared, 4).await;
@@ -626,7 +668,10 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert_eq!(shared.status_json()["projects"]["p"]["consecutive_failures"], 0);
+        assert_eq!(
+            shared.status_json()["projects"]["p"]["consecutive_failures"],
+            0
+        );
         drop(tx);
         h.await.unwrap();
     }

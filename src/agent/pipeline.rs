@@ -21,7 +21,7 @@ use super::reconciler::{
     fingerprint, Converged, DesiredState, ErrorKind, ProjectSource, ReconcileError, Reconciler,
     Result, RunOptions, ServiceOutcome, ServiceResult,
 };
-use crate::apply::{recover, ApplyOptions, Applier, Outcome};
+use crate::apply::{recover, Applier, ApplyOptions, Outcome};
 use crate::engine::Engine;
 use crate::journal::{Journal, ProjectLock};
 use crate::load::LoadOptions;
@@ -82,7 +82,9 @@ impl Pipeline {
         let wanted: IndexMap<String, String> = project
             .services
             .iter()
-            .filter_map(|(n, s)| crate::resolve::registry_image(s).map(|i| (n.clone(), i.to_string())))
+            .filter_map(|(n, s)| {
+                crate::resolve::registry_image(s).map(|i| (n.clone(), i.to_string()))
+            })
             .collect();
         let mut out = IndexMap::new();
         let mut missing = IndexMap::new();
@@ -213,7 +215,9 @@ impl Reconciler for Pipeline {
             .map_err(|e| ReconcileError::new(ErrorKind::Other, e.to_string()))?
             .map_err(err(ErrorKind::Other))?;
             let journal = Journal::new(&self.opts.state_dir, &name);
-            recover(&engine, &journal).await.map_err(err(ErrorKind::Engine))?;
+            recover(&engine, &journal)
+                .await
+                .map_err(err(ErrorKind::Engine))?;
             let observed = crate::observe::observe(&engine, &name)
                 .await
                 .map_err(err(ErrorKind::Engine))?;

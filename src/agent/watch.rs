@@ -21,7 +21,11 @@ pub fn ignored(root: &Path, p: &Path) -> bool {
 }
 
 /// Starts watching `root` recursively; keep the returned watcher alive.
-pub fn start(root: &Path, debounce: Duration, tx: mpsc::UnboundedSender<Control>) -> Result<Watcher> {
+pub fn start(
+    root: &Path,
+    debounce: Duration,
+    tx: mpsc::UnboundedSender<Control>,
+) -> Result<Watcher> {
     let root_owned = root.to_path_buf();
     let mut debouncer = new_debouncer(debounce, None, move |res: DebounceEventResult| match res {
         Ok(events) => {

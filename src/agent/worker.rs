@@ -10,9 +10,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::events::{self, Event};
 use super::metrics::Metrics;
-use super::reconciler::{
-    ErrorKind, ProjectSource, Reconciler, RunOptions, ServiceResult,
-};
+use super::reconciler::{ErrorKind, ProjectSource, Reconciler, RunOptions, ServiceResult};
 use super::state::{FailedDesired, ProjectMemory};
 use super::Shared;
 
@@ -106,6 +104,11 @@ pub async fn run_worker<R: Reconciler>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut memory = shared.memory.load(&src.id);
+    // Series exist from the start (at 0), so alerts on increase() see the first event.
+    let label = Metrics::project(&src.id);
+    let _ = shared.metrics.rollbacks.get_or_create(&label);
+    let _ = shared.metrics.registry_errors.get_or_create(&label);
+    let _ = shared.metrics.out_of_date.get_or_create(&label);
     shared.update(&src, |s| {
         s.rolled_back_state = memory.failed.clone();
         s.revision_applied = memory.applied_revision.clone();
@@ -133,7 +136,11 @@ pub async fn run_worker<R: Reconciler>(
         match end {
             RunEnd::Failed => {
                 failures += 1;
-                let d = backoff(failures, shared.settings.retry_initial, shared.settings.retry_max);
+                let d = backoff(
+                    failures,
+                    shared.settings.retry_initial,
+                    shared.settings.retry_max,
+                );
                 retry_at = Some(tokio::time::Instant::now() + d);
                 tracing::info!(project = %src.id, retry_in = ?d, failures, "will retry");
                 shared.update(&src, |s| {
@@ -229,7 +236,12 @@ async fn run_once<R: Reconciler>(
                         let out_of_date = c
                             .services
                             .iter()
-                            .filter(|s| matches!(s.result, ServiceResult::RolledBack | ServiceResult::Failed))
+                            .filter(|s| {
+                                matches!(
+                                    s.result,
+                                    ServiceResult::RolledBack | ServiceResult::Failed
+                                )
+                            })
                             .count();
                         m.out_of_date.get_or_create(&label).set(out_of_date as i64);
                         let event = |name: &'static str| Event {
@@ -244,7 +256,12 @@ async fn run_once<R: Reconciler>(
                             let reason = c
                                 .services
                                 .iter()
-                                .filter(|s| matches!(s.result, ServiceResult::RolledBack | ServiceResult::Failed))
+                                .filter(|s| {
+                                    matches!(
+                                        s.result,
+                                        ServiceResult::RolledBack | ServiceResult::Failed
+                                    )
+                                })
                                 .map(|s| format!("{}: {}", s.service, s.detail))
                                 .collect::<Vec<_>>()
                                 .join("; ");
@@ -291,7 +308,9 @@ async fn run_once<R: Reconciler>(
         tracing::error!(project = %src.id, error = %e, "cannot save project state");
     }
     let secs = started.elapsed().as_secs_f64();
-    m.reconciles.get_or_create(&Metrics::result(&src.id, result)).inc();
+    m.reconciles
+        .get_or_create(&Metrics::result(&src.id, result))
+        .inc();
     m.duration.get_or_create(&label).observe(secs);
     shared.update(src, |s| {
         s.running = false;
