@@ -426,7 +426,26 @@ fn applies_first_revision_then_pushed_commit_then_local_edit() {
             .is_some_and(|r| r == format!("{pushed}+dirty"))
     });
     assert!(git(&repos.work, &["status", "--porcelain"]).contains("compose.yaml"));
-    assert_eq!(project_containers(&name), vec![web]);
+    assert_eq!(project_containers(&name), vec![web.clone()]);
+
+    // Diverged: a local commit and a different pushed commit. Reported, left alone.
+    git(&repos.work, &["commit", "-qam", "local change"]);
+    let local_head = git(&repos.work, &["rev-parse", "HEAD"]);
+    repos.push(
+        &[("compose.yaml", compose(&name, &image, "4-remote"))],
+        "rev 4",
+    );
+    agent.wait_for("the diverged report", Duration::from_secs(30), || {
+        agent.status()["git"]["result"] == "diverged"
+    });
+    assert_eq!(git(&repos.work, &["rev-parse", "HEAD"]), local_head);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(rev_of(&web).as_deref(), Some("3-local"));
+    assert!(
+        agent.log().contains("checkout left as it is"),
+        "{}",
+        agent.log()
+    );
 }
 
 /// One project with a broken compose file, one good: the good one converges, the broken one
@@ -436,8 +455,13 @@ fn broken_project_does_not_block_the_other_and_http_endpoints() {
     let good = unique_project("agent-good");
     let mut guard = ProjectGuard::new(&good);
     let image = app_image(&mut guard, &good, "v1", "v1");
+    let missing = format!("{}/{good}/missing:v1", testbed().registry);
     let repos = Repos::new(&[
         ("good/compose.yaml", compose(&good, &image, "1")),
+        (
+            "noimage/compose.yaml",
+            compose(&format!("{good}-x"), &missing, "1"),
+        ),
         (
             "bad/compose.yaml",
             "services:\n  web:\n    image: [unclosed\n".to_string(),
@@ -454,6 +478,12 @@ fn broken_project_does_not_block_the_other_and_http_endpoints() {
         bad["last_error"].as_str().unwrap().contains("compose.yaml"),
         "{bad}"
     );
+    let noimage = agent.wait_runs("noimage", 1, Duration::from_secs(30));
+    assert_eq!(noimage["last_result"], "error", "{noimage}");
+    assert!(
+        noimage["last_error"].as_str().unwrap().contains("missing"),
+        "{noimage}"
+    );
     let st = agent.wait_runs("good", 1, Duration::from_secs(30));
     assert_eq!(st["last_result"], "success", "{st}");
     assert_eq!(st["pending_changes"], serde_json::json!([]), "{st}");
@@ -469,10 +499,14 @@ fn broken_project_does_not_block_the_other_and_http_endpoints() {
         "composeops_last_success_timestamp_seconds{project=\"good\"}",
         "composeops_services_out_of_date",
         "composeops_rollbacks",
-        "composeops_registry_errors",
+        "composeops_registry_errors_total{project=\"noimage\"} ",
     ] {
         assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
     }
+    assert!(
+        !metrics.contains("composeops_registry_errors_total{project=\"noimage\"} 0"),
+        "{metrics}"
+    );
 
     // POST /sync: unsigned and wrongly signed -> 401 and no run; signed -> a run.
     let runs = agent.project("good")["runs"].as_u64().unwrap();
@@ -678,6 +712,8 @@ fn rolled_back_revision_is_not_retried_and_next_revision_is_applied() {
         url.as_str(),
         "--wait-timeout",
         "8s",
+        "--log-format",
+        "json",
     ];
     let mut agent = Agent::start(&repos.work, &repos.state, &args);
     let web = format!("{name}-web-1");
@@ -767,6 +803,30 @@ fn rolled_back_revision_is_not_retried_and_next_revision_is_applied() {
                     && e["services"][0]["result"] == "updated"
             })
     });
+    // JSON logs carry the revision, the plan and each service's outcome.
+    let json: Vec<serde_json::Value> = agent
+        .log()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let applied = json
+        .iter()
+        .find(|l| l["message"] == "applied")
+        .unwrap_or_else(|| panic!("no JSON 'applied' line in\n{}", agent.log()));
+    assert!(
+        applied["revision"].as_str().is_some_and(|r| r.len() == 40),
+        "{applied}"
+    );
+    assert!(
+        applied["plan"].as_str().unwrap().contains("recreate web"),
+        "{applied}"
+    );
+    assert!(
+        json.iter()
+            .any(|l| l["message"] == "service outcome" && l["service"] == "web"),
+        "{}",
+        agent.log()
+    );
     let ev = events.lock().unwrap();
     let rb: Vec<_> = ev.iter().filter(|e| e["event"] == "rollback").collect();
     assert_eq!(rb.len(), 1, "{ev:?}");

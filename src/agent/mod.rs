@@ -491,6 +491,23 @@ mod tests {
             }
             .boxed()
         }
+        fn pending<'a>(
+            &'a self,
+            p: &'a ProjectSource,
+            _fail: &'a bool,
+            _o: &'a RunOptions,
+        ) -> futures_util::future::BoxFuture<'a, reconciler::Result<Vec<String>>> {
+            // "deployed" marks the engine as running the desired state (an operator's apply).
+            let deployed = p.dir.join("deployed").exists();
+            async move {
+                Ok(if deployed {
+                    vec![]
+                } else {
+                    vec!["recreate web".to_string()]
+                })
+            }
+            .boxed()
+        }
         fn converge<'a>(
             &'a self,
             _p: &'a ProjectSource,
@@ -622,11 +639,23 @@ mod tests {
         .unwrap();
         settle(&shared, 3).await;
         assert_eq!(rec.runs.load(Ordering::SeqCst), 2);
+        assert!(shared.memory.load("p").failed.is_some());
+        // An operator applies it by hand: the next wake-up sees it running and forgets.
+        std::fs::write(dir.path().join("deployed"), "").unwrap();
+        tx.send(Wake::because("file")).unwrap();
+        settle(&shared, 4).await;
+        assert_eq!(rec.runs.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            shared.status_json()["projects"]["p"]["last_result"],
+            "success"
+        );
+        assert!(shared.memory.load("p").failed.is_none());
+        std::fs::remove_file(dir.path().join("deployed")).unwrap();
         // A new desired state is applied.
         std::fs::remove_file(dir.path().join("fail")).unwrap();
         std::fs::write(dir.path().join("compose.yaml"), "services: {x: {}}\n").unwrap();
         tx.send(Wake::because("file")).unwrap();
-        settle(&shared, 4).await;
+        settle(&shared, 5).await;
         assert_eq!(rec.runs.load(Ordering::SeqCst), 3);
         assert_eq!(
             shared.status_json()["projects"]["p"]["last_result"],

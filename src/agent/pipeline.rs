@@ -196,6 +196,20 @@ impl Reconciler for Pipeline {
         .boxed()
     }
 
+    fn pending<'a>(
+        &'a self,
+        _src: &'a ProjectSource,
+        prepared: &'a Prepared,
+        opts: &'a RunOptions,
+    ) -> BoxFuture<'a, Result<Vec<String>>> {
+        async move {
+            let (_, plan) =
+                observe_and_plan(&prepared.engine, &prepared.desired, opts.prune).await?;
+            Ok(summary(&plan))
+        }
+        .boxed()
+    }
+
     fn converge<'a>(
         &'a self,
         _src: &'a ProjectSource,
@@ -218,39 +232,13 @@ impl Reconciler for Pipeline {
             recover(&engine, &journal)
                 .await
                 .map_err(err(ErrorKind::Engine))?;
-            let observed = crate::observe::observe(&engine, &name)
-                .await
-                .map_err(err(ErrorKind::Engine))?;
-            let plan = plan::plan(&desired, &observed, PlanOptions { prune: opts.prune });
-            for w in &plan.warnings {
-                tracing::warn!(project = %name, "{w}");
-            }
-            let mut summary = Vec::new();
-            for n in &plan.networks {
-                summary.push(format!("create network {}", n.name));
-            }
-            for v in &plan.volumes {
-                summary.push(format!("create volume {}", v.name));
-            }
-            for o in plan.orphans.iter().filter(|o| o.remove) {
-                summary.push(format!("remove orphan {}", o.name));
-            }
-            let mut actions: HashMap<String, ServiceAction> = HashMap::new();
-            for s in &plan.services {
-                actions.insert(s.service.clone(), s.action);
-                if s.action != ServiceAction::Unchanged {
-                    let action = serde_json::to_value(s.action)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default();
-                    let why = if s.reasons.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", s.reasons.join("; "))
-                    };
-                    summary.push(format!("{action} {}{why}", s.service));
-                }
-            }
+            let (observed, plan) = observe_and_plan(&engine, &desired, opts.prune).await?;
+            let summary = summary(&plan);
+            let actions: HashMap<String, ServiceAction> = plan
+                .services
+                .iter()
+                .map(|s| (s.service.clone(), s.action))
+                .collect();
             if !plan.has_changes() {
                 return Ok(Converged {
                     plan: summary,
@@ -310,4 +298,49 @@ impl Reconciler for Pipeline {
         }
         .boxed()
     }
+}
+
+async fn observe_and_plan(
+    engine: &Engine,
+    desired: &Desired,
+    prune: bool,
+) -> Result<(crate::observe::Observed, plan::Plan)> {
+    let name = &desired.project.name;
+    let observed = crate::observe::observe(engine, name)
+        .await
+        .map_err(err(ErrorKind::Engine))?;
+    let plan = plan::plan(desired, &observed, PlanOptions { prune });
+    for w in &plan.warnings {
+        tracing::warn!(project = %name, "{w}");
+    }
+    Ok((observed, plan))
+}
+
+/// One line per action: `create network x`, `recreate web (image …: a -> b)`.
+fn summary(plan: &plan::Plan) -> Vec<String> {
+    let mut out = Vec::new();
+    for n in &plan.networks {
+        out.push(format!("create network {}", n.name));
+    }
+    for v in &plan.volumes {
+        out.push(format!("create volume {}", v.name));
+    }
+    for o in plan.orphans.iter().filter(|o| o.remove) {
+        out.push(format!("remove orphan {}", o.name));
+    }
+    for s in &plan.services {
+        if s.action != ServiceAction::Unchanged {
+            let action = serde_json::to_value(s.action)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let why = if s.reasons.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", s.reasons.join("; "))
+            };
+            out.push(format!("{action} {}{why}", s.service));
+        }
+    }
+    out
 }

@@ -129,6 +129,16 @@ pub trait Reconciler: Send + Sync + 'static {
         opts: &'a RunOptions,
     ) -> BoxFuture<'a, Result<(DesiredState, Self::Prepared)>>;
 
+    /// What converge would do (observe + plan, no change): one line per action, empty when
+    /// the engine already runs the desired state. Used for a desired state remembered as rolled
+    /// back: if an operator has since applied it by hand, the memory is dropped.
+    fn pending<'a>(
+        &'a self,
+        project: &'a ProjectSource,
+        prepared: &'a Self::Prepared,
+        opts: &'a RunOptions,
+    ) -> BoxFuture<'a, Result<Vec<String>>>;
+
     /// Applies. Must leave the project consistent when it returns (every step finished).
     fn converge<'a>(
         &'a self,

@@ -205,14 +205,39 @@ async fn run_once<R: Reconciler>(
                 .failed
                 .as_ref()
                 .filter(|f| f.fingerprint == desired.fingerprint);
-            if remembered.is_some() && !wake.force {
+            let pending = if remembered.is_some() && !wake.force {
+                Some(rec.pending(src, &prepared, &opts).await)
+            } else {
+                None
+            };
+            if let Some(Ok(p)) = pending
+                .as_ref()
+                .filter(|p| p.as_ref().is_ok_and(Vec::is_empty))
+            {
+                // Someone (`composeops apply`) deployed it after all: nothing left to refuse.
+                debug_assert!(p.is_empty());
+                tracing::info!(project = %src.id, "the desired state that was rolled back now runs; forgetting the rollback");
+                memory.failed = None;
+                memory.applied_revision = desired.revision.clone();
+                m.last_success.get_or_create(&label).set(unix_now());
+                m.out_of_date.get_or_create(&label).set(0);
+                shared.update(src, |s| {
+                    s.last_error = None;
+                    s.pending_changes.clear();
+                    s.last_success = Some(now_rfc3339());
+                    s.revision_applied = desired.revision.clone();
+                });
+                (RunEnd::Success, "success")
+            } else if let Some(pending) = pending {
                 tracing::warn!(
                     project = %src.id,
                     revision = desired.revision.as_deref().unwrap_or("-"),
                     "desired state was rolled back before; not retrying until it changes \
                      (or a signed POST /sync?force=1)"
                 );
-                shared.update(src, |s| s.last_error = None);
+                if let Ok(p) = pending {
+                    shared.update(src, |s| s.pending_changes = p);
+                }
                 (RunEnd::Skipped, "skipped_rolled_back")
             } else {
                 if remembered.is_some() {
