@@ -155,7 +155,9 @@ impl Applier<'_> {
             match self.engine.call().create_network(req).await {
                 Ok(_) => {}
                 Err(e) if is_conflict(&e) => {}
-                Err(e) => return Err(e).with_context(|| format!("cannot create network {}", n.name)),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot create network {}", n.name))
+                }
             }
         }
         for v in &plan.volumes {
@@ -184,7 +186,11 @@ impl Applier<'_> {
         }
 
         let mut outcomes: BTreeMap<String, Outcome> = BTreeMap::new();
-        let mut report = Report { project: p.name.clone(), services: Vec::new(), api_calls: 0 };
+        let mut report = Report {
+            project: p.name.clone(),
+            services: Vec::new(),
+            api_calls: 0,
+        };
         for sp in &plan.services {
             let svc = &p.services[&sp.service];
             // Dependencies: skip when a required one failed; wait for their conditions.
@@ -197,12 +203,21 @@ impl Applier<'_> {
                     restart_for_dep |= o == Outcome::Applied && d.restart;
                     continue;
                 }
-                if matches!(o, Outcome::Failed | Outcome::RolledBack | Outcome::RollbackFailed | Outcome::Skipped) {
+                if matches!(
+                    o,
+                    Outcome::Failed
+                        | Outcome::RolledBack
+                        | Outcome::RollbackFailed
+                        | Outcome::Skipped
+                ) {
                     if d.required {
                         skip = Some(format!("dependency {dep} was not applied ({})", o.as_str()));
                         break;
                     }
-                    progress(&sp.service, format!("warning: optional dependency {dep} was not applied"));
+                    progress(
+                        &sp.service,
+                        format!("warning: optional dependency {dep} was not applied"),
+                    );
                 }
                 if o == Outcome::Applied && d.restart {
                     restart_for_dep = true;
@@ -215,7 +230,10 @@ impl Applier<'_> {
                             skip = Some(format!("dependency {dep}: {e}"));
                             break;
                         }
-                        progress(&sp.service, format!("warning: optional dependency {dep}: {e}"));
+                        progress(
+                            &sp.service,
+                            format!("warning: optional dependency {dep}: {e}"),
+                        );
                     }
                 }
             }
@@ -244,17 +262,29 @@ impl Applier<'_> {
                     ReplicaAction::Unchanged => {
                         if restart_for_dep {
                             if let Some(id) = &r.container_id {
-                                progress(&sp.service, format!("restarting {} (dependency changed)", r.name));
-                                self.engine.call().restart_container(id, None).await.map_err(anyhow::Error::from)?;
+                                progress(
+                                    &sp.service,
+                                    format!("restarting {} (dependency changed)", r.name),
+                                );
+                                self.engine
+                                    .call()
+                                    .restart_container(id, None)
+                                    .await
+                                    .map_err(anyhow::Error::from)?;
                             }
                         }
                         Ok(Outcome::Unchanged)
                     }
                     ReplicaAction::Start => self.start_existing(&sp.service, r).await,
                     ReplicaAction::Create => self.create_replica(&sp.service, &spec, r).await,
-                    ReplicaAction::Recreate => self.recreate_replica(&sp.service, &spec, r, observed).await,
+                    ReplicaAction::Recreate => {
+                        self.recreate_replica(&sp.service, &spec, r, observed).await
+                    }
                     ReplicaAction::Remove => {
-                        progress(&sp.service, format!("removing {} ({})", r.name, r.reasons.join(", ")));
+                        progress(
+                            &sp.service,
+                            format!("removing {} ({})", r.name, r.reasons.join(", ")),
+                        );
                         let id = r.container_id.as_deref().unwrap_or(&r.name);
                         self.stop(id, spec.stop_grace_period).await?;
                         self.remove(id).await?;
@@ -271,7 +301,10 @@ impl Applier<'_> {
                     }
                 };
                 so.outcome = worse(so.outcome, o);
-                if matches!(o, Outcome::RolledBack | Outcome::RollbackFailed | Outcome::Failed) {
+                if matches!(
+                    o,
+                    Outcome::RolledBack | Outcome::RollbackFailed | Outcome::Failed
+                ) {
                     // Leave the remaining replicas as they are.
                     break;
                 }
@@ -291,7 +324,9 @@ impl Applier<'_> {
     }
 
     async fn wait_dependency(&self, plan: &Plan, dep: &str, condition: &str) -> Result<(), String> {
-        let Some(dp) = plan.services.iter().find(|s| s.service == dep) else { return Ok(()) };
+        let Some(dp) = plan.services.iter().find(|s| s.service == dep) else {
+            return Ok(());
+        };
         let names: Vec<String> = dp
             .replicas
             .iter()
@@ -315,16 +350,26 @@ impl Applier<'_> {
     async fn wait_exit0(&self, name: &str) -> Result<(), String> {
         let deadline = Instant::now() + self.opts.wait_timeout;
         loop {
-            let c = self.engine.call().inspect_container(name, None).await.map_err(|e| e.to_string())?;
+            let c = self
+                .engine
+                .call()
+                .inspect_container(name, None)
+                .await
+                .map_err(|e| e.to_string())?;
             let st = c.state.unwrap_or_default();
-            if st.running != Some(true) && st.status.map(|s| s.to_string()).as_deref() == Some("exited") {
+            if st.running != Some(true)
+                && st.status.map(|s| s.to_string()).as_deref() == Some("exited")
+            {
                 return match st.exit_code {
                     Some(0) => Ok(()),
                     c => Err(format!("{name} exited with code {}", c.unwrap_or(-1))),
                 };
             }
             if Instant::now() >= deadline {
-                return Err(format!("{name} did not complete within {:?}", self.opts.wait_timeout));
+                return Err(format!(
+                    "{name} did not complete within {:?}",
+                    self.opts.wait_timeout
+                ));
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -338,11 +383,21 @@ impl Applier<'_> {
         loop {
             let c = match self.engine.call().inspect_container(name, None).await {
                 Ok(c) => c,
-                Err(e) => return Err(NotReady { message: format!("cannot inspect: {e}"), ..Default::default() }),
+                Err(e) => {
+                    return Err(NotReady {
+                        message: format!("cannot inspect: {e}"),
+                        ..Default::default()
+                    })
+                }
             };
             let st = c.state.clone().unwrap_or_default();
             let status = st.status.map(|s| s.to_string()).unwrap_or_default();
-            let health = st.health.as_ref().and_then(|h| h.status).map(|s| s.to_string()).filter(|s| !s.is_empty() && s != "none");
+            let health = st
+                .health
+                .as_ref()
+                .and_then(|h| h.status)
+                .map(|s| s.to_string())
+                .filter(|s| !s.is_empty() && s != "none");
             polls += 1;
             match (status.as_str(), health.as_deref()) {
                 ("exited" | "dead", _) => {
@@ -353,7 +408,10 @@ impl Applier<'_> {
                 // Without a healthcheck, running on two consecutive polls is ready.
                 ("running", None) if !require_health && polls >= 2 => return Ok(()),
                 ("running", None) if require_health => {
-                    return Err(NotReady { message: "has no healthcheck (service_healthy needs one)".into(), ..Default::default() })
+                    return Err(NotReady {
+                        message: "has no healthcheck (service_healthy needs one)".into(),
+                        ..Default::default()
+                    })
                 }
                 _ => {}
             }
@@ -368,7 +426,12 @@ impl Applier<'_> {
         }
     }
 
-    async fn not_ready(&self, name: &str, message: String, c: &bollard::models::ContainerInspectResponse) -> NotReady {
+    async fn not_ready(
+        &self,
+        name: &str,
+        message: String,
+        c: &bollard::models::ContainerInspectResponse,
+    ) -> NotReady {
         let health_log = c
             .state
             .as_ref()
@@ -379,17 +442,31 @@ impl Applier<'_> {
             .rev()
             .take(3)
             .rev()
-            .map(|l| format!("exit {}: {}", l.exit_code.unwrap_or(-1), l.output.unwrap_or_default().trim()))
+            .map(|l| {
+                format!(
+                    "exit {}: {}",
+                    l.exit_code.unwrap_or(-1),
+                    l.output.unwrap_or_default().trim()
+                )
+            })
             .collect();
         let mut logs = Vec::new();
-        let opts = LogsOptionsBuilder::default().stdout(true).stderr(true).tail("20").build();
+        let opts = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail("20")
+            .build();
         let mut s = self.engine.call().logs(name, Some(opts));
         while let Some(Ok(chunk)) = s.next().await {
             for l in chunk.to_string().lines() {
                 logs.push(l.to_string());
             }
         }
-        NotReady { message, logs, health_log }
+        NotReady {
+            message,
+            logs,
+            health_log,
+        }
     }
 
     async fn start(&self, id: &str) -> Result<()> {
@@ -401,7 +478,9 @@ impl Applier<'_> {
     }
 
     async fn stop(&self, id: &str, grace: Option<i64>) -> Result<()> {
-        let opts = StopContainerOptionsBuilder::default().t(grace.unwrap_or(10) as i32).build();
+        let opts = StopContainerOptionsBuilder::default()
+            .t(grace.unwrap_or(10) as i32)
+            .build();
         match self.engine.call().stop_container(id, Some(opts)).await {
             Ok(()) => Ok(()),
             Err(e) if is_not_modified(&e) || is_not_found(&e) => Ok(()),
@@ -420,14 +499,32 @@ impl Applier<'_> {
 
     async fn rename(&self, id: &str, name: &str) -> Result<()> {
         let opts = RenameContainerOptionsBuilder::default().name(name).build();
-        self.engine.call().rename_container(id, opts).await.with_context(|| format!("cannot rename {id} to {name}"))
+        self.engine
+            .call()
+            .rename_container(id, opts)
+            .await
+            .with_context(|| format!("cannot rename {id} to {name}"))
     }
 
     /// Creates (not starts) a container for replica `number` of `service` named `name`.
-    async fn create(&self, service: &str, spec: &Spec, number: u32, name: &str, anon: &[(String, String)]) -> Result<String> {
+    async fn create(
+        &self,
+        service: &str,
+        spec: &Spec,
+        number: u32,
+        name: &str,
+        anon: &[(String, String)],
+    ) -> Result<String> {
         let img = self.desired.images.get(service);
         let image_id = img.and_then(|i| i.digest.clone()).unwrap_or_default();
-        let ctx = CreateContext::new(&self.desired.project, service, spec, number, &image_id, img.and_then(|i| i.digest.as_deref()));
+        let ctx = CreateContext::new(
+            &self.desired.project,
+            service,
+            spec,
+            number,
+            &image_id,
+            img.and_then(|i| i.digest.as_deref()),
+        );
         let body = spec.create_body(&ctx, name, anon);
         let opts = CreateContainerOptionsBuilder::default().name(name).build();
         let id = self
@@ -440,25 +537,49 @@ impl Applier<'_> {
         for (net, ep) in spec.extra_networks(name) {
             self.engine
                 .call()
-                .connect_network(&net, NetworkConnectRequest { container: id.clone(), endpoint_config: Some(ep) })
+                .connect_network(
+                    &net,
+                    NetworkConnectRequest {
+                        container: id.clone(),
+                        endpoint_config: Some(ep),
+                    },
+                )
                 .await
                 .with_context(|| format!("cannot connect {name} to network {net}"))?;
         }
         Ok(id)
     }
 
-    async fn start_existing(&self, service: &str, r: &ReplicaPlan) -> Result<Outcome, (Outcome, NotReady)> {
+    async fn start_existing(
+        &self,
+        service: &str,
+        r: &ReplicaPlan,
+    ) -> Result<Outcome, (Outcome, NotReady)> {
         progress(service, format!("starting {}", r.name));
         let id = r.container_id.clone().unwrap_or_else(|| r.name.clone());
-        self.start(&id).await.map_err(|e| (Outcome::Failed, msg(e)))?;
-        self.wait_ready(&id, false).await.map_err(|e| (Outcome::Failed, e))?;
+        self.start(&id)
+            .await
+            .map_err(|e| (Outcome::Failed, msg(e)))?;
+        self.wait_ready(&id, false)
+            .await
+            .map_err(|e| (Outcome::Failed, e))?;
         Ok(Outcome::Applied)
     }
 
-    async fn create_replica(&self, service: &str, spec: &Spec, r: &ReplicaPlan) -> Result<Outcome, (Outcome, NotReady)> {
+    async fn create_replica(
+        &self,
+        service: &str,
+        spec: &Spec,
+        r: &ReplicaPlan,
+    ) -> Result<Outcome, (Outcome, NotReady)> {
         progress(service, format!("creating {}", r.name));
-        let id = self.create(service, spec, r.number, &r.name, &[]).await.map_err(|e| (Outcome::Failed, msg(e)))?;
-        self.start(&id).await.map_err(|e| (Outcome::Failed, msg(e)))?;
+        let id = self
+            .create(service, spec, r.number, &r.name, &[])
+            .await
+            .map_err(|e| (Outcome::Failed, msg(e)))?;
+        self.start(&id)
+            .await
+            .map_err(|e| (Outcome::Failed, msg(e)))?;
         progress(service, format!("waiting for {} to be ready", r.name));
         if let Err(nr) = self.wait_ready(&id, false).await {
             let _ = self.stop(&id, Some(1)).await;
@@ -471,7 +592,13 @@ impl Applier<'_> {
     }
 
     /// The in-place recreate of one replica (see the module documentation).
-    async fn recreate_replica(&self, service: &str, spec: &Spec, r: &ReplicaPlan, observed: &Observed) -> Result<Outcome, (Outcome, NotReady)> {
+    async fn recreate_replica(
+        &self,
+        service: &str,
+        spec: &Spec,
+        r: &ReplicaPlan,
+        observed: &Observed,
+    ) -> Result<Outcome, (Outcome, NotReady)> {
         let old_id = r.container_id.clone().expect("recreate has a container");
         let final_name = r.name.clone();
         let mut e = Entry {
@@ -485,7 +612,10 @@ impl Applier<'_> {
         };
         let failed_name = format!("{final_name}{SUFFIX_FAILED}");
         let rb = |m: anyhow::Error| (Outcome::RolledBack, msg(m));
-        progress(service, format!("recreating {final_name} ({})", r.reasons.join("; ")));
+        progress(
+            service,
+            format!("recreating {final_name} ({})", r.reasons.join("; ")),
+        );
         // A container kept from an earlier failure is superseded now.
         self.remove(&failed_name).await.map_err(rb)?;
         self.journal.write(&e).map_err(rb)?;
@@ -495,7 +625,10 @@ impl Applier<'_> {
             .find(|c| c.id == old_id)
             .map(|c| c.anon_volumes.clone())
             .unwrap_or_default();
-        let new_id = match self.create(service, spec, r.number, &e.temp_name, &anon).await {
+        let new_id = match self
+            .create(service, spec, r.number, &e.temp_name, &anon)
+            .await
+        {
             Ok(id) => id,
             Err(err) => {
                 let _ = self.remove(&e.temp_name).await;
@@ -529,7 +662,10 @@ impl Applier<'_> {
                 e.phase = Phase::Committed;
                 self.journal.write(&e).map_err(rb)?;
                 pause_at("remove-old").await;
-                progress(service, format!("removing the old container {}", short(&old_id)));
+                progress(
+                    service,
+                    format!("removing the old container {}", short(&old_id)),
+                );
                 if let Err(err) = self.remove(&old_id).await {
                     progress(service, format!("warning: {err:#}"));
                 }
@@ -537,7 +673,10 @@ impl Applier<'_> {
                 Ok(Outcome::Applied)
             }
             Err(nr) => {
-                progress(service, format!("{final_name} {}: rolling back", nr.message));
+                progress(
+                    service,
+                    format!("{final_name} {}: rolling back", nr.message),
+                );
                 e.phase = Phase::RollingBack;
                 let _ = self.journal.write(&e);
                 match rollback(self, &e, self.opts.cleanup_failed, &failed_name).await {
@@ -557,7 +696,10 @@ impl Applier<'_> {
 }
 
 fn msg(e: anyhow::Error) -> NotReady {
-    NotReady { message: format!("{e:#}"), ..Default::default() }
+    NotReady {
+        message: format!("{e:#}"),
+        ..Default::default()
+    }
 }
 
 fn short(id: &str) -> &str {
@@ -583,7 +725,10 @@ fn worse(a: Outcome, b: Outcome) -> Outcome {
 /// Puts the old container of `e` back under its name and running; the new one is stopped and
 /// kept as `<name>-composeops-failed` (or removed).
 async fn rollback(a: &Applier<'_>, e: &Entry, cleanup: bool, failed_name: &str) -> Result<()> {
-    let old = e.old_id.as_deref().ok_or_else(|| anyhow!("no old container"))?;
+    let old = e
+        .old_id
+        .as_deref()
+        .ok_or_else(|| anyhow!("no old container"))?;
     if let Some(new) = &e.new_id {
         a.stop(new, Some(2)).await?;
         if cleanup {
@@ -605,8 +750,15 @@ async fn rollback(a: &Applier<'_>, e: &Entry, cleanup: bool, failed_name: &str) 
 /// Finishes or undoes the recreate recorded in `journal` by a run that was killed. Called by
 /// `apply` and `plan` (under the project lock) before observing.
 pub async fn recover(engine: &Engine, journal: &Journal) -> Result<bool> {
-    let Some(e) = journal.read()? else { return Ok(false) };
-    eprintln!("recovering an interrupted apply of {} ({:?}) from {}", e.final_name, e.phase, journal.path().display());
+    let Some(e) = journal.read()? else {
+        return Ok(false);
+    };
+    eprintln!(
+        "recovering an interrupted apply of {} ({:?}) from {}",
+        e.final_name,
+        e.phase,
+        journal.path().display()
+    );
     let exists = |id: String| async move {
         match engine.call().inspect_container(&id, None).await {
             Ok(c) => Ok(Some(c)),
@@ -624,7 +776,11 @@ pub async fn recover(engine: &Engine, journal: &Journal) -> Result<bool> {
     };
     let rename = |id: String, name: String| async move {
         let opts = RenameContainerOptionsBuilder::default().name(&name).build();
-        engine.call().rename_container(&id, opts).await.map_err(anyhow::Error::from)
+        engine
+            .call()
+            .rename_container(&id, opts)
+            .await
+            .map_err(anyhow::Error::from)
     };
     let start = |id: String| async move {
         match engine.call().start_container(&id, None).await {
@@ -633,13 +789,43 @@ pub async fn recover(engine: &Engine, journal: &Journal) -> Result<bool> {
             Err(err) => Err(anyhow::Error::from(err)),
         }
     };
-    let name_of = |c: &bollard::models::ContainerInspectResponse| c.name.clone().unwrap_or_default().trim_start_matches('/').to_string();
-    let running = |c: &bollard::models::ContainerInspectResponse| c.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+    let name_of = |c: &bollard::models::ContainerInspectResponse| {
+        c.name
+            .clone()
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string()
+    };
+    let running = |c: &bollard::models::ContainerInspectResponse| {
+        c.state.as_ref().and_then(|s| s.running).unwrap_or(false)
+    };
     let old = match &e.old_id {
         Some(id) => exists(id.clone()).await?,
         None => None,
     };
-    if e.phase == Phase::Committed || old.is_none() {
+    let undo = match old {
+        Some(old) if e.phase != Phase::Committed => Some(old),
+        _ => None,
+    };
+    if let Some(old) = undo {
+        // Undo: remove the new container wherever it is, put the old one back.
+        if let Some(id) = &e.new_id {
+            rm(id.clone()).await?;
+        }
+        rm(e.temp_name.clone()).await?;
+        let old_id = old.id.clone().unwrap_or_default();
+        if let Some(c) = exists(e.final_name.clone()).await? {
+            if c.id.as_deref() != Some(old_id.as_str()) {
+                rm(c.id.clone().unwrap_or_default()).await?;
+            }
+        }
+        if name_of(&old) != e.final_name {
+            rename(old_id.clone(), e.final_name.clone()).await?;
+        }
+        if !running(&old) {
+            start(old_id).await?;
+        }
+    } else {
         // The new container was ready (or the old one is gone): keep the new one.
         if let Some(id) = &e.old_id {
             rm(id.clone()).await?;
@@ -656,25 +842,6 @@ pub async fn recover(engine: &Engine, journal: &Journal) -> Result<bool> {
             if !running(&c) {
                 start(id).await?;
             }
-        }
-    } else {
-        // Undo: remove the new container wherever it is, put the old one back.
-        if let Some(id) = &e.new_id {
-            rm(id.clone()).await?;
-        }
-        rm(e.temp_name.clone()).await?;
-        let old = old.expect("checked above");
-        let old_id = old.id.clone().unwrap_or_default();
-        if let Some(c) = exists(e.final_name.clone()).await? {
-            if c.id.as_deref() != Some(old_id.as_str()) {
-                rm(c.id.clone().unwrap_or_default()).await?;
-            }
-        }
-        if name_of(&old) != e.final_name {
-            rename(old_id.clone(), e.final_name.clone()).await?;
-        }
-        if !running(&old) {
-            start(old_id).await?;
         }
     }
     journal.clear()?;

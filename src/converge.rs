@@ -45,10 +45,15 @@ pub async fn plan_project(
         }
     }
     let images = desired_images(engine, &project, mode, &mut warnings).await?;
-    let observed = observe(engine, &project.name).await?;
+    let known = images.values().filter_map(|i| i.digest.clone()).collect();
+    let observed = observe(engine, &project.name, &known).await?;
     let desired = Desired { project, images };
     let mut plan = plan::plan(&desired, &observed, opts);
     warnings.extend(plan.warnings);
     plan.warnings = warnings;
-    Ok(Planned { desired, observed, plan })
+    Ok(Planned {
+        desired,
+        observed,
+        plan,
+    })
 }

@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::{Context, Result};
 
-use composeops::apply::{ApplyOptions, Applier, Report, EXIT_CONVERGED};
+use composeops::apply::{Applier, ApplyOptions, Report, EXIT_CONVERGED};
 use composeops::converge::plan_project;
 use composeops::engine::Engine;
 use composeops::journal::{default_state_dir, Journal, ProjectLock};
@@ -15,7 +15,10 @@ use composeops::pull::PullMode;
 use crate::cli::{load, ApplyArgs, EngineArgs, Global, PlanArgs};
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 fn state_dir(a: &EngineArgs) -> std::path::PathBuf {
@@ -29,7 +32,17 @@ pub fn plan(global: &Global, a: &PlanArgs) -> Result<i32> {
     let rt = runtime()?;
     let planned = rt.block_on(async {
         let engine = Engine::connect(global.host.as_deref()).await?;
-        let p = plan_project(&engine, project, &dir, PlanOptions { prune: a.common.prune }, PullMode::Never, false).await;
+        let p = plan_project(
+            &engine,
+            project,
+            &dir,
+            PlanOptions {
+                prune: a.common.prune,
+            },
+            PullMode::Never,
+            false,
+        )
+        .await;
         tracing::debug!(api_calls = engine.calls(), "engine API calls");
         p
     })?;
@@ -37,9 +50,17 @@ pub fn plan(global: &Global, a: &PlanArgs) -> Result<i32> {
     if a.common.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&planned.plan)?)?;
     } else {
-        write!(out, "{}", render_text(&planned.plan, std::io::stdout().is_terminal()))?;
+        write!(
+            out,
+            "{}",
+            render_text(&planned.plan, std::io::stdout().is_terminal())
+        )?;
     }
-    Ok(if a.detailed_exitcode && planned.plan.has_changes() { 2 } else { 0 })
+    Ok(if a.detailed_exitcode && planned.plan.has_changes() {
+        2
+    } else {
+        0
+    })
 }
 
 pub fn apply(global: &Global, a: &ApplyArgs) -> Result<i32> {
@@ -50,20 +71,35 @@ pub fn apply(global: &Global, a: &ApplyArgs) -> Result<i32> {
     let rt = runtime()?;
     let (plan, report) = rt.block_on(async {
         let engine = Engine::connect(global.host.as_deref()).await?;
-        let planned =
-            plan_project(&engine, project, &dir, PlanOptions { prune: a.common.prune }, PullMode::Policy, true).await?;
+        let planned = plan_project(
+            &engine,
+            project,
+            &dir,
+            PlanOptions {
+                prune: a.common.prune,
+            },
+            PullMode::Policy,
+            true,
+        )
+        .await?;
         for w in &planned.plan.warnings {
             eprintln!("warning: {w}");
         }
         if a.plan && !a.common.json {
-            print!("{}", render_text(&planned.plan, std::io::stdout().is_terminal()));
+            print!(
+                "{}",
+                render_text(&planned.plan, std::io::stdout().is_terminal())
+            );
         }
         let report = if planned.plan.has_changes() {
             let applier = Applier {
                 engine: &engine,
                 desired: &planned.desired,
                 journal: &journal,
-                opts: ApplyOptions { wait_timeout: a.wait_timeout, cleanup_failed: a.cleanup_failed },
+                opts: ApplyOptions {
+                    wait_timeout: a.wait_timeout,
+                    cleanup_failed: a.cleanup_failed,
+                },
             };
             applier.apply(&planned.plan, &planned.observed).await?
         } else {
@@ -93,7 +129,10 @@ pub fn apply(global: &Global, a: &ApplyArgs) -> Result<i32> {
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
     } else {
         for s in &report.services {
-            let o = serde_json::to_value(s.outcome)?.as_str().unwrap_or_default().to_string();
+            let o = serde_json::to_value(s.outcome)?
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             write!(out, "{:<24} {o}", s.service)?;
             if let Some(m) = &s.message {
                 write!(out, ": {m}")?;

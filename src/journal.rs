@@ -16,14 +16,18 @@ use serde::{Deserialize, Serialize};
 /// `/var/lib/composeops` for root, else `$XDG_STATE_HOME/composeops` (default
 /// `~/.local/state/composeops`).
 pub fn default_state_dir() -> PathBuf {
-    let root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false);
     if root {
         return PathBuf::from("/var/lib/composeops");
     }
     if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
         return PathBuf::from(x).join("composeops");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
     home.join(".local/state/composeops")
 }
 
@@ -61,7 +65,10 @@ impl ProjectLock {
     /// The lock if free now, `None` if another process holds it.
     pub fn try_acquire(dir: &Path, project: &str) -> Result<Option<ProjectLock>> {
         std::fs::create_dir_all(dir).with_context(|| {
-            format!("cannot create the state directory {} (set --state-dir)", dir.display())
+            format!(
+                "cannot create the state directory {} (set --state-dir)",
+                dir.display()
+            )
         })?;
         let path = dir.join(format!("{project}.lock"));
         let file = OpenOptions::new()
@@ -73,7 +80,9 @@ impl ProjectLock {
         match file.try_lock() {
             Ok(()) => Ok(Some(ProjectLock { _file: file })),
             Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+            Err(TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("cannot lock {}", path.display()))
+            }
         }
     }
 }
@@ -113,7 +122,9 @@ pub struct Journal {
 
 impl Journal {
     pub fn new(dir: &Path, project: &str) -> Journal {
-        Journal { path: dir.join(format!("{project}.journal")) }
+        Journal {
+            path: dir.join(format!("{project}.journal")),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -124,11 +135,16 @@ impl Journal {
     pub fn read(&self) -> Result<Option<Entry>> {
         match std::fs::read(&self.path) {
             Ok(b) if b.is_empty() => Ok(None),
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .with_context(|| format!("corrupt journal {}: inspect it, then delete it", self.path.display())),
+            Ok(b) => serde_json::from_slice(&b).map(Some).with_context(|| {
+                format!(
+                    "corrupt journal {}: inspect it, then delete it",
+                    self.path.display()
+                )
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("cannot read journal {}", self.path.display())),
+            Err(e) => {
+                Err(e).with_context(|| format!("cannot read journal {}", self.path.display()))
+            }
         }
     }
 
@@ -137,7 +153,8 @@ impl Journal {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let tmp = self.path.with_extension("journal.tmp");
         {
-            let mut f = File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+            let mut f =
+                File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
             f.write_all(&serde_json::to_vec_pretty(entry)?)?;
             f.sync_all()?;
         }
@@ -151,7 +168,9 @@ impl Journal {
         match std::fs::remove_file(&self.path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot remove {}", self.path.display())),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot remove {}", self.path.display()))
+            }
         }
         if let Some(dir) = self.path.parent() {
             File::open(dir)?.sync_all()?;

@@ -8,7 +8,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::{Context, Result};
-use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder};
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
+};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -42,7 +44,11 @@ pub struct ObservedImage {
 impl ObservedImage {
     /// True when `digest` (an image id or a manifest digest) names this image `id`.
     pub fn matches(&self, digest: &str) -> bool {
-        self.id == digest || self.repo_digests.iter().any(|r| r.rsplit_once('@').map(|x| x.1) == Some(digest))
+        self.id == digest
+            || self
+                .repo_digests
+                .iter()
+                .any(|r| r.rsplit_once('@').map(|x| x.1) == Some(digest))
     }
 }
 
@@ -79,27 +85,52 @@ impl ObservedContainer {
 
     /// A transitional container of an interrupted or failed recreate.
     pub fn transitional(&self) -> bool {
-        self.name.ends_with(SUFFIX_NEW) || self.name.ends_with(SUFFIX_OLD) || self.name.ends_with(SUFFIX_FAILED)
+        self.name.ends_with(SUFFIX_NEW)
+            || self.name.ends_with(SUFFIX_OLD)
+            || self.name.ends_with(SUFFIX_FAILED)
     }
 }
 
 fn project_filter(project: &str) -> HashMap<String, Vec<String>> {
-    HashMap::from([("label".to_string(), vec![format!("{}={project}", spec::LABEL_PROJECT)])])
+    HashMap::from([(
+        "label".to_string(),
+        vec![format!("{}={project}", spec::LABEL_PROJECT)],
+    )])
 }
 
-/// Reads the project's containers, networks and volumes, plus the images in `extra_images`
-/// (image ids or references; desired images, so plan can compare them) and the containers'.
-pub async fn observe(engine: &Engine, project: &str) -> Result<Observed> {
+/// Reads the project's containers, networks and volumes, and the images of its containers.
+/// An image in `known_ids` (desired images already inspected, by id) is not inspected again
+/// for composeops' own containers: plan compares those by id and needs no image defaults.
+pub async fn observe(
+    engine: &Engine,
+    project: &str,
+    known_ids: &BTreeSet<String>,
+) -> Result<Observed> {
     let filters = project_filter(project);
-    let list = engine
-        .call()
-        .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build()));
-    let nets = engine.call().list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filters).build()));
-    let vols = engine.call().list_volumes(Some(ListVolumesOptionsBuilder::default().filters(&filters).build()));
+    let list = engine.call().list_containers(Some(
+        ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build(),
+    ));
+    let nets = engine.call().list_networks(Some(
+        ListNetworksOptionsBuilder::default()
+            .filters(&filters)
+            .build(),
+    ));
+    let vols = engine.call().list_volumes(Some(
+        ListVolumesOptionsBuilder::default()
+            .filters(&filters)
+            .build(),
+    ));
     let (list, nets, vols) = futures_util::future::join3(list, nets, vols).await;
     let list = list.context("cannot list containers")?;
     let mut o = Observed {
-        networks: nets.context("cannot list networks")?.into_iter().filter_map(|n| n.name).collect(),
+        networks: nets
+            .context("cannot list networks")?
+            .into_iter()
+            .filter_map(|n| n.name)
+            .collect(),
         volumes: vols
             .context("cannot list volumes")?
             .volumes
@@ -111,7 +142,8 @@ pub async fn observe(engine: &Engine, project: &str) -> Result<Observed> {
     };
     let mut to_inspect = Vec::new();
     for c in list {
-        let labels: BTreeMap<String, String> = c.labels.clone().unwrap_or_default().into_iter().collect();
+        let labels: BTreeMap<String, String> =
+            c.labels.clone().unwrap_or_default().into_iter().collect();
         let status = c.status.clone().unwrap_or_default();
         let health = if status.contains("(healthy)") {
             Some("healthy".to_string())
@@ -131,11 +163,17 @@ pub async fn observe(engine: &Engine, project: &str) -> Result<Observed> {
                 .map(|n| n.trim_start_matches('/').to_string())
                 .unwrap_or_default(),
             service: labels.get(spec::LABEL_SERVICE).cloned().unwrap_or_default(),
-            number: labels.get(spec::LABEL_NUMBER).and_then(|n| n.parse().ok()).unwrap_or(0),
+            number: labels
+                .get(spec::LABEL_NUMBER)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
             state: c.state.map(|s| s.to_string()).unwrap_or_default(),
             health,
             exit_code: exit_code(&status),
-            oneoff: labels.get(spec::LABEL_ONEOFF).map(|v| v == "True").unwrap_or(false),
+            oneoff: labels
+                .get(spec::LABEL_ONEOFF)
+                .map(|v| v == "True")
+                .unwrap_or(false),
             image_id: c.image_id.clone().unwrap_or_default(),
             networks: c
                 .network_settings
@@ -144,7 +182,9 @@ pub async fn observe(engine: &Engine, project: &str) -> Result<Observed> {
                 .map(|n| n.keys().cloned().collect())
                 .unwrap_or_default(),
             spec_hash: labels.get(spec::LABEL_SPEC_HASH).cloned(),
-            spec: labels.get(spec::LABEL_SPEC).and_then(|s| serde_json::from_str(s).ok()),
+            spec: labels
+                .get(spec::LABEL_SPEC)
+                .and_then(|s| serde_json::from_str(s).ok()),
             labels,
             ..Default::default()
         };
@@ -152,7 +192,8 @@ pub async fn observe(engine: &Engine, project: &str) -> Result<Observed> {
             if m.typ.as_deref() == Some("volume") {
                 let name = m.name.unwrap_or_default();
                 if spec::is_anonymous(&name) {
-                    oc.anon_volumes.push((m.destination.unwrap_or_default(), name));
+                    oc.anon_volumes
+                        .push((m.destination.unwrap_or_default(), name));
                 } else {
                     oc.volumes.insert(name);
                 }
@@ -165,14 +206,19 @@ pub async fn observe(engine: &Engine, project: &str) -> Result<Observed> {
     }
     // Containers without composeops' spec: read their spec back from inspect.
     let inspections = futures_util::future::join_all(
-        to_inspect.iter().map(|&i| engine.call().inspect_container(&o.containers[i].id, None)),
+        to_inspect
+            .iter()
+            .map(|&i| engine.call().inspect_container(&o.containers[i].id, None)),
     )
     .await;
     for (&i, r) in to_inspect.iter().zip(inspections) {
         match r {
             Ok(ins) => {
                 let c = &mut o.containers[i];
-                c.spec = Some(Spec::from_container(&ins, ins.config.as_ref().and_then(|c| c.image.as_deref())));
+                c.spec = Some(Spec::from_container(
+                    &ins,
+                    ins.config.as_ref().and_then(|c| c.image.as_deref()),
+                ));
                 c.health = ins
                     .state
                     .as_ref()
@@ -185,7 +231,12 @@ pub async fn observe(engine: &Engine, project: &str) -> Result<Observed> {
             Err(e) => return Err(e).context("cannot inspect container"),
         }
     }
-    let ids: BTreeSet<String> = o.containers.iter().map(|c| c.image_id.clone()).filter(|i| !i.is_empty()).collect();
+    let ids: BTreeSet<String> = o
+        .containers
+        .iter()
+        .map(|c| c.image_id.clone())
+        .filter(|i| !i.is_empty())
+        .collect();
     for (id, img) in inspect_images(engine, ids.into_iter().collect()).await? {
         if let Some(img) = img {
             o.images.insert(id, img);
@@ -195,8 +246,12 @@ pub async fn observe(engine: &Engine, project: &str) -> Result<Observed> {
 }
 
 /// Inspects each image (id or reference); `None` for images the engine does not have.
-pub async fn inspect_images(engine: &Engine, refs: Vec<String>) -> Result<Vec<(String, Option<ObservedImage>)>> {
-    let results = futures_util::future::join_all(refs.iter().map(|r| engine.call().inspect_image(r))).await;
+pub async fn inspect_images(
+    engine: &Engine,
+    refs: Vec<String>,
+) -> Result<Vec<(String, Option<ObservedImage>)>> {
+    let results =
+        futures_util::future::join_all(refs.iter().map(|r| engine.call().inspect_image(r))).await;
     let mut out = Vec::new();
     for (r, res) in refs.into_iter().zip(results) {
         match res {
@@ -205,7 +260,11 @@ pub async fn inspect_images(engine: &Engine, refs: Vec<String>) -> Result<Vec<(S
                 Some(ObservedImage {
                     id: img.id.clone().unwrap_or_default(),
                     repo_digests: img.repo_digests.clone().unwrap_or_default(),
-                    defaults: img.config.as_ref().map(ImageDefaults::from_config).unwrap_or_default(),
+                    defaults: img
+                        .config
+                        .as_ref()
+                        .map(ImageDefaults::from_config)
+                        .unwrap_or_default(),
                 }),
             )),
             Err(e) if is_not_found(&e) => out.push((r, None)),

@@ -120,7 +120,10 @@ impl Plan {
     pub fn has_changes(&self) -> bool {
         !self.networks.is_empty()
             || !self.volumes.is_empty()
-            || self.services.iter().any(|s| s.action != ServiceAction::Unchanged)
+            || self
+                .services
+                .iter()
+                .any(|s| s.action != ServiceAction::Unchanged)
             || self.orphans.iter().any(|o| o.remove)
     }
 }
@@ -129,7 +132,12 @@ impl Plan {
 pub fn apply_order(project: &Project) -> Vec<String> {
     let mut order = Vec::new();
     let mut state: BTreeMap<&str, u8> = BTreeMap::new();
-    fn visit<'a>(p: &'a Project, s: &'a str, state: &mut BTreeMap<&'a str, u8>, order: &mut Vec<String>) {
+    fn visit<'a>(
+        p: &'a Project,
+        s: &'a str,
+        state: &mut BTreeMap<&'a str, u8>,
+        order: &mut Vec<String>,
+    ) {
         if state.get(s).copied().unwrap_or(0) != 0 {
             return;
         }
@@ -161,15 +169,25 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
         orphans: Vec::new(),
         warnings: Vec::new(),
     };
-    let used_networks: BTreeSet<&String> = p.services.values().flat_map(|s| s.networks.keys()).collect();
+    let used_networks: BTreeSet<&String> = p
+        .services
+        .values()
+        .flat_map(|s| s.networks.keys())
+        .collect();
     for (key, n) in &p.networks {
         if !n.external && used_networks.contains(key) && !observed.networks.contains(&n.name) {
-            plan.networks.push(Resource { key: key.clone(), name: n.name.clone() });
+            plan.networks.push(Resource {
+                key: key.clone(),
+                name: n.name.clone(),
+            });
         }
     }
     for (key, v) in &p.volumes {
         if !v.external && !observed.volumes.contains(&v.name) {
-            plan.volumes.push(Resource { key: key.clone(), name: v.name.clone() });
+            plan.volumes.push(Resource {
+                key: key.clone(),
+                name: v.name.clone(),
+            });
         }
     }
     let missing_net: BTreeSet<&str> = plan.networks.iter().map(|r| r.name.as_str()).collect();
@@ -183,7 +201,10 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
             .images
             .get(&name)
             .cloned()
-            .unwrap_or_else(|| DesiredImage { reference: spec.image.clone(), digest: None });
+            .unwrap_or_else(|| DesiredImage {
+                reference: spec.image.clone(),
+                digest: None,
+            });
         let unsupported = spec.unsupported_fields();
         if !unsupported.is_empty() {
             plan.warnings.push(format!(
@@ -198,7 +219,11 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
             .collect();
         // Running ones first so a duplicate number keeps the running container.
         containers.sort_by_key(|c| (c.number, c.state != "running", c.name.clone()));
-        let replicas = if svc.container_name.is_some() { 1 } else { svc.replicas() };
+        let replicas = if svc.container_name.is_some() {
+            1
+        } else {
+            svc.replicas()
+        };
         let mut sp = ServicePlan {
             service: name.clone(),
             action: ServiceAction::Unchanged,
@@ -218,7 +243,11 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
                     name: c.name.clone(),
                     action: ReplicaAction::Remove,
                     container_id: Some(c.id.clone()),
-                    reasons: vec![if wanted { "duplicate replica number".into() } else { "scale down".into() }],
+                    reasons: vec![if wanted {
+                        "duplicate replica number".into()
+                    } else {
+                        "scale down".into()
+                    }],
                 });
                 continue;
             }
@@ -234,7 +263,12 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
                     None => &c.image_id == d,
                 };
                 if !same {
-                    reasons.push(format!("image {}: {} -> {}", image.reference, short(&c.image_id), short(d)));
+                    reasons.push(format!(
+                        "image {}: {} -> {}",
+                        image.reference,
+                        short(&c.image_id),
+                        short(d)
+                    ));
                 }
             }
             if spec.network_mode.is_none() {
@@ -267,7 +301,9 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
                     sp.changed_fields = fields.clone();
                 }
                 ReplicaAction::Recreate
-            } else if c.state == "running" || (c.state == "exited" && c.exit_code == Some(0) && spec.restart == "no") {
+            } else if c.state == "running"
+                || (c.state == "exited" && c.exit_code == Some(0) && spec.restart == "no")
+            {
                 // A one-shot that completed successfully is converged, not stopped.
                 ReplicaAction::Unchanged
             } else {
@@ -293,7 +329,8 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
                 });
             }
         }
-        sp.replicas.sort_by_key(|r| (r.number, r.action == ReplicaAction::Remove));
+        sp.replicas
+            .sort_by_key(|r| (r.number, r.action == ReplicaAction::Remove));
         let has = |a: ReplicaAction| sp.replicas.iter().any(|r| r.action == a);
         sp.action = if has(ReplicaAction::Recreate) {
             ServiceAction::Recreate
@@ -321,7 +358,10 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
     }
 
     for c in &observed.containers {
-        if !c.oneoff && !p.services.contains_key(&c.service) && !p.disabled_services.contains(&c.service) {
+        if !c.oneoff
+            && !p.services.contains_key(&c.service)
+            && !p.disabled_services.contains(&c.service)
+        {
             plan.orphans.push(Orphan {
                 name: c.name.clone(),
                 container_id: c.id.clone(),
@@ -340,7 +380,12 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
 }
 
 /// Changed fields (empty when equal) and the container's spec, for the diff.
-fn compare_spec(c: &ObservedContainer, want: &Spec, hash: &str, defaults: Option<&ImageDefaults>) -> (Vec<String>, Option<Spec>) {
+fn compare_spec(
+    c: &ObservedContainer,
+    want: &Spec,
+    hash: &str,
+    defaults: Option<&ImageDefaults>,
+) -> (Vec<String>, Option<Spec>) {
     let Some(have) = &c.spec else {
         return (vec!["spec (unreadable)".into()], None);
     };
@@ -373,26 +418,45 @@ fn short(id: &str) -> String {
 /// Env and label keys whose values are never printed.
 pub fn is_secret_key(k: &str) -> bool {
     let u = k.to_ascii_uppercase();
-    ["PASSWORD", "SECRET", "TOKEN", "KEY"].iter().any(|w| u.contains(w))
+    ["PASSWORD", "SECRET", "TOKEN", "KEY"]
+        .iter()
+        .any(|w| u.contains(w))
 }
 
 /// Masks secret values; a value that differs between the two sides says so, without showing it.
 fn mask_pair(old: &mut Spec, new: &mut Spec) {
-    fn mask(a: &mut BTreeMap<String, String>, b: &mut BTreeMap<String, String>, secrets: &[String]) {
+    fn mask(
+        a: &mut BTreeMap<String, String>,
+        b: &mut BTreeMap<String, String>,
+        secrets: &[String],
+    ) {
         let keys: BTreeSet<String> = a.keys().chain(b.keys()).cloned().collect();
         for k in keys {
             if is_secret_key(&k) || secrets.contains(&k) {
                 let changed = a.get(&k) != b.get(&k);
                 if let Some(v) = a.get_mut(&k) {
-                    *v = if changed { "******** (old)".into() } else { "********".into() };
+                    *v = if changed {
+                        "******** (old)".into()
+                    } else {
+                        "********".into()
+                    };
                 }
                 if let Some(v) = b.get_mut(&k) {
-                    *v = if changed { "******** (changed)".into() } else { "********".into() };
+                    *v = if changed {
+                        "******** (changed)".into()
+                    } else {
+                        "********".into()
+                    };
                 }
             }
         }
     }
-    let secrets: Vec<String> = old.secrets.iter().chain(new.secrets.iter()).cloned().collect();
+    let secrets: Vec<String> = old
+        .secrets
+        .iter()
+        .chain(new.secrets.iter())
+        .cloned()
+        .collect();
     mask(&mut old.environment, &mut new.environment, &secrets);
     mask(&mut old.labels, &mut new.labels, &secrets);
 }
@@ -406,13 +470,22 @@ pub fn spec_diff(service: &str, old: &Spec, new: &Spec) -> String {
     TextDiff::from_lines(&a, &b)
         .unified_diff()
         .context_radius(2)
-        .header(&format!("{service} (running)"), &format!("{service} (desired)"))
+        .header(
+            &format!("{service} (running)"),
+            &format!("{service} (desired)"),
+        )
         .to_string()
 }
 
 /// The human plan. `color`: ANSI colours (on a TTY).
 pub fn render_text(plan: &Plan, color: bool) -> String {
-    let st = |s: Style| if color { s.force_styling(true) } else { s.force_styling(false) };
+    let st = |s: Style| {
+        if color {
+            s.force_styling(true)
+        } else {
+            s.force_styling(false)
+        }
+    };
     let green = st(Style::new().green());
     let red = st(Style::new().red());
     let yellow = st(Style::new().yellow());
@@ -437,8 +510,17 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
             ServiceAction::ScaleDown => ("-", &red),
             ServiceAction::Unchanged => ("=", &dim),
         };
-        let action = serde_json::to_value(s.action).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        let _ = write!(out, "{} {} {}", style.apply_to(sym), bold.apply_to(&s.service), style.apply_to(&action));
+        let action = serde_json::to_value(s.action)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let _ = write!(
+            out,
+            "{} {} {}",
+            style.apply_to(sym),
+            bold.apply_to(&s.service),
+            style.apply_to(&action)
+        );
         if !s.reasons.is_empty() {
             let _ = write!(out, " ({})", s.reasons.join("; "));
         }
@@ -446,7 +528,10 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
         if s.action != ServiceAction::Unchanged {
             for r in &s.replicas {
                 if r.action != ReplicaAction::Unchanged {
-                    let a = serde_json::to_value(r.action).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                    let a = serde_json::to_value(r.action)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default();
                     let _ = writeln!(out, "    {} {a}", r.name);
                 }
             }
@@ -470,7 +555,13 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
     }
     for o in &plan.orphans {
         if o.remove {
-            let _ = writeln!(out, "{} {} remove orphan (service {})", red.apply_to("-"), o.name, o.service);
+            let _ = writeln!(
+                out,
+                "{} {} remove orphan (service {})",
+                red.apply_to("-"),
+                o.name,
+                o.service
+            );
         }
     }
     let count = |a: ServiceAction| plan.services.iter().filter(|s| s.action == a).count();
@@ -487,7 +578,12 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
             plan.orphans.iter().filter(|o| o.remove).count()
         );
     } else {
-        let _ = writeln!(out, "No changes: {} is up to date ({} services).", plan.project, plan.services.len());
+        let _ = writeln!(
+            out,
+            "No changes: {} is up to date ({} services).",
+            plan.project,
+            plan.services.len()
+        );
     }
     out
 }
@@ -520,7 +616,13 @@ mod tests {
             .services
             .iter()
             .map(|(n, s)| {
-                (n.clone(), DesiredImage { reference: s.image.clone().unwrap(), digest: Some("sha256:aaa".into()) })
+                (
+                    n.clone(),
+                    DesiredImage {
+                        reference: s.image.clone().unwrap(),
+                        digest: Some("sha256:aaa".into()),
+                    },
+                )
             })
             .collect();
         Desired { project, images }
@@ -529,9 +631,17 @@ mod tests {
     /// The engine state a successful apply of `d` leaves.
     fn converged(d: &Desired) -> Observed {
         let mut o = Observed::default();
-        o.networks.extend(d.project.networks.values().map(|n| n.name.clone()));
-        o.volumes.extend(d.project.volumes.values().map(|v| v.name.clone()));
-        o.images.insert("sha256:aaa".into(), ObservedImage { id: "sha256:aaa".into(), ..Default::default() });
+        o.networks
+            .extend(d.project.networks.values().map(|n| n.name.clone()));
+        o.volumes
+            .extend(d.project.volumes.values().map(|v| v.name.clone()));
+        o.images.insert(
+            "sha256:aaa".into(),
+            ObservedImage {
+                id: "sha256:aaa".into(),
+                ..Default::default()
+            },
+        );
         for (name, svc) in &d.project.services {
             let spec = Spec::from_service(&d.project, name);
             for n in 1..=svc.replicas() {
@@ -543,7 +653,11 @@ mod tests {
                     state: "running".into(),
                     image_id: "sha256:aaa".into(),
                     networks: spec.networks.keys().cloned().collect(),
-                    volumes: spec.mounts.iter().filter_map(|m| m.source.clone()).collect(),
+                    volumes: spec
+                        .mounts
+                        .iter()
+                        .filter_map(|m| m.source.clone())
+                        .collect(),
                     spec_hash: Some(spec.hash()),
                     spec: Some(spec.clone()),
                     ..Default::default()
@@ -559,10 +673,32 @@ mod tests {
     fn fresh_project_creates_everything_in_dependency_order() {
         let d = desired(YAML);
         let p = plan(&d, &Observed::default(), PlanOptions::default());
-        assert_eq!(p.networks, vec![Resource { key: "default".into(), name: "p_default".into() }]);
-        assert_eq!(p.volumes, vec![Resource { key: "data".into(), name: "p_data".into() }]);
-        let order: Vec<_> = p.services.iter().map(|s| (s.service.as_str(), s.action)).collect();
-        assert_eq!(order, vec![("db", ServiceAction::Create), ("web", ServiceAction::Create)]);
+        assert_eq!(
+            p.networks,
+            vec![Resource {
+                key: "default".into(),
+                name: "p_default".into()
+            }]
+        );
+        assert_eq!(
+            p.volumes,
+            vec![Resource {
+                key: "data".into(),
+                name: "p_data".into()
+            }]
+        );
+        let order: Vec<_> = p
+            .services
+            .iter()
+            .map(|s| (s.service.as_str(), s.action))
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                ("db", ServiceAction::Create),
+                ("web", ServiceAction::Create)
+            ]
+        );
         assert!(p.has_changes());
     }
 
@@ -577,15 +713,26 @@ mod tests {
     fn edit_recreates_only_that_service_and_masks_secrets() {
         let d = desired(YAML);
         let o = converged(&d);
-        let d2 = desired(&YAML.replace("hunter2", "hunter3").replace("A: '1'", "A: '2'"));
+        let d2 = desired(
+            &YAML
+                .replace("hunter2", "hunter3")
+                .replace("A: '1'", "A: '2'"),
+        );
         let p = plan(&d2, &o, PlanOptions::default());
         assert_eq!(p.services[0].action, ServiceAction::Recreate);
         assert_eq!(p.services[0].changed_fields, vec!["environment"]);
         assert_eq!(p.services[1].action, ServiceAction::Unchanged);
         let diff = p.services[0].diff.clone().unwrap();
         assert!(!diff.contains("hunter"), "{diff}");
-        assert!(diff.contains("+  DB_PASSWORD: '******** (changed)'") || diff.contains("******** (changed)"), "{diff}");
-        assert!(diff.contains("-  A: '1'") && diff.contains("+  A: '2'"), "{diff}");
+        assert!(
+            diff.contains("+  DB_PASSWORD: '******** (changed)'")
+                || diff.contains("******** (changed)"),
+            "{diff}"
+        );
+        assert!(
+            diff.contains("-  A: '1'") && diff.contains("+  A: '2'"),
+            "{diff}"
+        );
     }
 
     #[test]
@@ -602,7 +749,10 @@ mod tests {
         let p = plan(&d, &o, PlanOptions { prune: true });
         assert_eq!(p.services[0].action, ServiceAction::Start);
         assert_eq!(p.services[1].action, ServiceAction::Recreate);
-        assert_eq!(p.services[1].reasons, vec!["image web:1: sha256:aaa -> sha256:bbbbbbbbbbbb"]);
+        assert_eq!(
+            p.services[1].reasons,
+            vec!["image web:1: sha256:aaa -> sha256:bbbbbbbbbbbb"]
+        );
         assert!(p.orphans[0].remove);
         let d3 = desired(&YAML.replace("image: web:1", "image: web:1\n    deploy: {replicas: 3}"));
         let p = plan(&d3, &converged(&d), PlanOptions::default());
@@ -630,6 +780,10 @@ mod tests {
             std::fs::write(path, json_schema()).unwrap();
             return;
         }
-        assert_eq!(have, json_schema(), "schemas/plan.schema.json is stale: run UPDATE_SCHEMAS=1 cargo test --lib");
+        assert_eq!(
+            have,
+            json_schema(),
+            "schemas/plan.schema.json is stale: run UPDATE_SCHEMAS=1 cargo test --lib"
+        );
     }
 }

@@ -39,15 +39,19 @@ pub async fn desired_images(
             bail!("service {name} has no image: composeops does not build images (run `docker compose build` and set image:)");
         };
         let policy = svc.pull_policy.clone().unwrap_or_else(|| "missing".into());
-        let e = refs.entry(reference).or_insert((policy.clone(), Vec::new()));
+        let e = refs
+            .entry(reference)
+            .or_insert((policy.clone(), Vec::new()));
         if policy == "always" {
             e.0 = policy;
         }
         e.1.push(name.clone());
     }
     let present = inspect_images(engine, refs.keys().cloned().collect()).await?;
-    let mut ids: BTreeMap<String, Option<String>> =
-        present.into_iter().map(|(r, i)| (r, i.map(|i| i.id))).collect();
+    let mut ids: BTreeMap<String, Option<String>> = present
+        .into_iter()
+        .map(|(r, i)| (r, i.map(|i| i.id)))
+        .collect();
     for (reference, (policy, services)) in &refs {
         let have = ids.get(reference).cloned().flatten();
         let want_pull = match (mode, policy.as_str()) {
@@ -68,20 +72,31 @@ pub async fn desired_images(
             _ => have.is_none(),
         };
         if mode == PullMode::Never && have.is_none() {
-            warnings.push(format!("image {reference} is not present locally: apply will pull it"));
+            warnings.push(format!(
+                "image {reference} is not present locally: apply will pull it"
+            ));
         }
         if !want_pull {
             continue;
         }
         match pull(engine, reference).await {
             Ok(()) => {
-                let id = inspect_images(engine, vec![reference.clone()]).await?.pop().and_then(|x| x.1).map(|i| i.id);
+                let id = inspect_images(engine, vec![reference.clone()])
+                    .await?
+                    .pop()
+                    .and_then(|x| x.1)
+                    .map(|i| i.id);
                 ids.insert(reference.clone(), id);
             }
             Err(e) if have.is_some() => {
-                warnings.push(format!("cannot pull {reference} ({e:#}); using the local image"));
+                warnings.push(format!(
+                    "cannot pull {reference} ({e:#}); using the local image"
+                ));
             }
-            Err(e) => bail!("cannot pull image {reference} for service {}: {e:#}", services.join(", ")),
+            Err(e) => bail!(
+                "cannot pull image {reference} for service {}: {e:#}",
+                services.join(", ")
+            ),
         }
     }
     Ok(project
@@ -98,7 +113,9 @@ pub async fn desired_images(
 /// Pulls `reference`, printing progress on stderr.
 async fn pull(engine: &Engine, reference: &str) -> Result<()> {
     eprintln!("pulling {reference}");
-    let opts = CreateImageOptionsBuilder::default().from_image(reference).build();
+    let opts = CreateImageOptionsBuilder::default()
+        .from_image(reference)
+        .build();
     let mut stream = engine.call().create_image(Some(opts), None, None);
     let mut last = String::new();
     while let Some(item) = stream.next().await {

@@ -59,7 +59,15 @@ const APPLIED_EXTRA: &[&str] = &[
 ];
 
 /// Fields that never reach the container (or are handled elsewhere): not part of the spec.
-const NOT_IN_SPEC: &[&str] = &["build", "scale", "depends_on", "profiles", "pull_policy", "links", "env_file"];
+const NOT_IN_SPEC: &[&str] = &[
+    "build",
+    "scale",
+    "depends_on",
+    "profiles",
+    "pull_policy",
+    "links",
+    "env_file",
+];
 
 /// What one container of a service should look like. Field order is the diff order.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -170,13 +178,19 @@ pub struct HealthSpec {
 }
 
 fn dur_ns(s: &Option<String>) -> i64 {
-    s.as_deref().and_then(crate::duration::parse).map(|d| d.as_nanos() as i64).unwrap_or(0)
+    s.as_deref()
+        .and_then(crate::duration::parse)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 fn str_list(v: Option<&Value>) -> Vec<String> {
     match v {
         Some(Value::Array(a)) => a.iter().map(value_str).collect(),
-        Some(Value::Object(o)) => o.iter().map(|(k, v)| format!("{k}:{}", value_str(v))).collect(),
+        Some(Value::Object(o)) => o
+            .iter()
+            .map(|(k, v)| format!("{k}:{}", value_str(v)))
+            .collect(),
         Some(Value::String(s)) => vec![s.clone()],
         _ => Vec::new(),
     }
@@ -230,7 +244,12 @@ impl Spec {
             read_only: opt_bool(x.get("read_only")).unwrap_or(false),
             cap_add: sorted(str_list(x.get("cap_add"))),
             cap_drop: sorted(str_list(x.get("cap_drop"))),
-            extra_hosts: sorted(str_list(x.get("extra_hosts")).into_iter().map(|h| h.replacen('=', ":", 1)).collect()),
+            extra_hosts: sorted(
+                str_list(x.get("extra_hosts"))
+                    .into_iter()
+                    .map(|h| h.replacen('=', ":", 1))
+                    .collect(),
+            ),
             dns: str_list(x.get("dns")),
             ..Default::default()
         };
@@ -239,21 +258,39 @@ impl Spec {
                 s.environment.insert(k.clone(), v.clone());
             }
         }
-        s.labels = svc.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        s.ports = sorted(svc.ports.iter().map(|p| {
-            let host_ip = p.host_ip.clone().unwrap_or_default();
-            let published = p.published.clone().unwrap_or_default();
-            format!("{host_ip}:{published}:{}/{}", p.target, p.protocol)
-        }).collect());
+        s.labels = svc
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        s.ports = sorted(
+            svc.ports
+                .iter()
+                .map(|p| {
+                    let host_ip = p.host_ip.clone().unwrap_or_default();
+                    let published = p.published.clone().unwrap_or_default();
+                    format!("{host_ip}:{published}:{}/{}", p.target, p.protocol)
+                })
+                .collect(),
+        );
         for v in &svc.volumes {
             let source = match v.kind.as_str() {
                 "volume" => v.source.as_ref().map(|k| {
-                    project.volumes.get(k).map(|vol| vol.name.clone()).unwrap_or_else(|| k.clone())
+                    project
+                        .volumes
+                        .get(k)
+                        .map(|vol| vol.name.clone())
+                        .unwrap_or_else(|| k.clone())
                 }),
                 "tmpfs" => None,
                 _ => v.source.clone(),
             };
-            s.mounts.push(MountSpec { kind: v.kind.clone(), source, target: v.target.clone(), read_only: v.read_only });
+            s.mounts.push(MountSpec {
+                kind: v.kind.clone(),
+                source,
+                target: v.target.clone(),
+                read_only: v.read_only,
+            });
         }
         if let Some(Value::Array(secrets)) = x.get("secrets") {
             for sec in secrets {
@@ -265,19 +302,36 @@ impl Spec {
                     ),
                     _ => continue,
                 };
-                let file = project.secrets.get(&src).and_then(|d| d.get("file")).map(value_str);
+                let file = project
+                    .secrets
+                    .get(&src)
+                    .and_then(|d| d.get("file"))
+                    .map(value_str);
                 let target = target.unwrap_or_else(|| src.clone());
-                let target = if target.starts_with('/') { target } else { format!("/run/secrets/{target}") };
+                let target = if target.starts_with('/') {
+                    target
+                } else {
+                    format!("/run/secrets/{target}")
+                };
                 s.secrets.push(src.clone());
                 if let Some(file) = file {
-                    s.mounts.push(MountSpec { kind: "bind".into(), source: Some(file), target, read_only: true });
+                    s.mounts.push(MountSpec {
+                        kind: "bind".into(),
+                        source: Some(file),
+                        target,
+                        read_only: true,
+                    });
                 }
             }
         }
         s.mounts.sort_by(|a, b| a.target.cmp(&b.target));
         if svc.network_mode.is_none() {
             for (key, ep) in &svc.networks {
-                let name = project.networks.get(key).map(|n| n.name.clone()).unwrap_or_else(|| key.clone());
+                let name = project
+                    .networks
+                    .get(key)
+                    .map(|n| n.name.clone())
+                    .unwrap_or_else(|| key.clone());
                 let ep = ep.clone().unwrap_or_default();
                 let mut aliases: BTreeSet<String> = ep.aliases.iter().cloned().collect();
                 aliases.insert(service.to_string());
@@ -293,7 +347,10 @@ impl Spec {
         }
         if let Some(h) = &svc.healthcheck {
             s.healthcheck = Some(if h.disable {
-                HealthSpec { test: vec!["NONE".into()], ..Default::default() }
+                HealthSpec {
+                    test: vec!["NONE".into()],
+                    ..Default::default()
+                }
             } else {
                 HealthSpec {
                     test: h.test.clone().unwrap_or_default(),
@@ -306,7 +363,10 @@ impl Spec {
             });
         }
         for (k, v) in x {
-            if !APPLIED_EXTRA.contains(&k.as_str()) && !NOT_IN_SPEC.contains(&k.as_str()) && !k.starts_with("x-") {
+            if !APPLIED_EXTRA.contains(&k.as_str())
+                && !NOT_IN_SPEC.contains(&k.as_str())
+                && !k.starts_with("x-")
+            {
                 s.unsupported.insert(k.clone(), v.clone());
             }
         }
@@ -341,14 +401,20 @@ impl Spec {
         let a = serde_json::to_value(self).unwrap_or_default();
         let b = serde_json::to_value(other).unwrap_or_default();
         let empty = serde_json::Map::new();
-        let (a, b) = (a.as_object().unwrap_or(&empty), b.as_object().unwrap_or(&empty));
+        let (a, b) = (
+            a.as_object().unwrap_or(&empty),
+            b.as_object().unwrap_or(&empty),
+        );
         let mut keys: Vec<&String> = a.keys().collect();
         for k in b.keys() {
             if !a.contains_key(k) {
                 keys.push(k);
             }
         }
-        keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).cloned().collect()
+        keys.into_iter()
+            .filter(|k| a.get(*k) != b.get(*k))
+            .cloned()
+            .collect()
     }
 
     /// The spec with what the image supplies by default removed, so that a spec read back from
@@ -386,9 +452,17 @@ impl Spec {
         let hc = c.host_config.clone().unwrap_or_default();
         let id = c.id.clone().unwrap_or_default();
         let short = &id[..id.len().min(12)];
-        let name = c.name.clone().unwrap_or_default().trim_start_matches('/').to_string();
+        let name = c
+            .name
+            .clone()
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string();
         let mut s = Spec {
-            image: image_ref.map(str::to_string).or(cfg.image.clone()).unwrap_or_default(),
+            image: image_ref
+                .map(str::to_string)
+                .or(cfg.image.clone())
+                .unwrap_or_default(),
             command: cfg.cmd.clone().filter(|c| !c.is_empty()),
             entrypoint: cfg.entrypoint.clone().filter(|c| !c.is_empty()),
             user: cfg.user.clone().filter(|u| !u.is_empty()),
@@ -412,8 +486,16 @@ impl Spec {
                 .map(|n| match n {
                     RestartPolicyNameEnum::EMPTY => "no".to_string(),
                     RestartPolicyNameEnum::ON_FAILURE => {
-                        let max = hc.restart_policy.as_ref().and_then(|r| r.maximum_retry_count).unwrap_or(0);
-                        if max > 0 { format!("on-failure:{max}") } else { "on-failure".into() }
+                        let max = hc
+                            .restart_policy
+                            .as_ref()
+                            .and_then(|r| r.maximum_retry_count)
+                            .unwrap_or(0);
+                        if max > 0 {
+                            format!("on-failure:{max}")
+                        } else {
+                            "on-failure".into()
+                        }
                     }
                     other => other.to_string(),
                 })
@@ -447,7 +529,9 @@ impl Spec {
                 Some(MountType::TMPFS) => "tmpfs",
                 _ => "volume",
             };
-            let source = m.source.filter(|s| !s.is_empty() && !(kind == "volume" && is_anonymous(s)));
+            let source = m
+                .source
+                .filter(|s| !(s.is_empty() || kind == "volume" && is_anonymous(s)));
             s.mounts.push(MountSpec {
                 kind: kind.into(),
                 source,
@@ -458,8 +542,15 @@ impl Spec {
         for b in hc.binds.clone().unwrap_or_default() {
             let parts: Vec<&str> = b.split(':').collect();
             if parts.len() >= 2 {
-                let kind = if parts[0].starts_with('/') { "bind" } else { "volume" };
-                let ro = parts.get(2).map(|o| o.split(',').any(|x| x == "ro")).unwrap_or(false);
+                let kind = if parts[0].starts_with('/') {
+                    "bind"
+                } else {
+                    "volume"
+                };
+                let ro = parts
+                    .get(2)
+                    .map(|o| o.split(',').any(|x| x == "ro"))
+                    .unwrap_or(false);
                 s.mounts.push(MountSpec {
                     kind: kind.into(),
                     source: Some(parts[0].into()),
@@ -469,12 +560,25 @@ impl Spec {
             }
         }
         for (target, _) in hc.tmpfs.clone().unwrap_or_default() {
-            s.mounts.push(MountSpec { kind: "tmpfs".into(), source: None, target, read_only: false });
+            s.mounts.push(MountSpec {
+                kind: "tmpfs".into(),
+                source: None,
+                target,
+                read_only: false,
+            });
         }
         s.mounts.sort_by(|a, b| a.target.cmp(&b.target));
         let mode = hc.network_mode.clone().unwrap_or_default();
-        let nets = c.network_settings.as_ref().and_then(|n| n.networks.clone()).unwrap_or_default();
-        if mode.starts_with("container:") || mode == "host" || mode == "none" || mode.starts_with("service:") {
+        let nets = c
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.networks.clone())
+            .unwrap_or_default();
+        if mode.starts_with("container:")
+            || mode == "host"
+            || mode == "none"
+            || mode.starts_with("service:")
+        {
             s.network_mode = Some(mode);
         } else {
             for (net, ep) in nets {
@@ -503,11 +607,20 @@ impl Spec {
 
     /// The create body for replica `number` named `name`. Only the first network is attached at
     /// create time (older engines accept one endpoint); [`Spec::extra_networks`] lists the rest.
-    pub fn create_body(&self, ctx: &CreateContext, name: &str, anon_volumes: &[(String, String)]) -> ContainerCreateBody {
+    pub fn create_body(
+        &self,
+        ctx: &CreateContext,
+        name: &str,
+        anon_volumes: &[(String, String)],
+    ) -> ContainerCreateBody {
         let mut labels: HashMap<String, String> = self.labels.clone().into_iter().collect();
         labels.extend(ctx.labels.clone());
         labels.insert(LABEL_NUMBER.into(), ctx.number.to_string());
-        let env: Vec<String> = self.environment.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let env: Vec<String> = self
+            .environment
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
         let mut exposed = BTreeSet::new();
         for p in &self.ports {
@@ -518,10 +631,15 @@ impl Spec {
             let host_ip = parts.next().unwrap_or_default();
             let key = format!("{target}/{proto}");
             exposed.insert(key.clone());
-            port_bindings.entry(key).or_insert_with(|| Some(Vec::new())).as_mut().unwrap().push(PortBinding {
-                host_ip: Some(host_ip.to_string()),
-                host_port: Some(published.to_string()),
-            });
+            port_bindings
+                .entry(key)
+                .or_insert_with(|| Some(Vec::new()))
+                .as_mut()
+                .unwrap()
+                .push(PortBinding {
+                    host_ip: Some(host_ip.to_string()),
+                    host_port: Some(published.to_string()),
+                });
         }
         let mut mounts = Vec::new();
         let mut binds = Vec::new();
@@ -540,7 +658,10 @@ impl Spec {
                 }
                 _ => {
                     let source = m.source.clone().or_else(|| {
-                        anon_volumes.iter().find(|(t, _)| t == &m.target).map(|(_, n)| n.clone())
+                        anon_volumes
+                            .iter()
+                            .find(|(t, _)| t == &m.target)
+                            .map(|(_, n)| n.clone())
                     });
                     mounts.push(Mount {
                         target: Some(m.target.clone()),
@@ -571,10 +692,16 @@ impl Spec {
                 "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
                 _ => RestartPolicyNameEnum::NO,
             };
-            RestartPolicy { name: Some(name), maximum_retry_count: max.parse().ok().filter(|m| *m > 0) }
+            RestartPolicy {
+                name: Some(name),
+                maximum_retry_count: max.parse().ok().filter(|m| *m > 0),
+            }
         };
         let first_net = self.networks.iter().next();
-        let network_mode = self.network_mode.clone().or_else(|| first_net.map(|(n, _)| n.clone()));
+        let network_mode = self
+            .network_mode
+            .clone()
+            .or_else(|| first_net.map(|(n, _)| n.clone()));
         let networking_config = first_net.map(|(net, ep)| NetworkingConfig {
             endpoints_config: Some(HashMap::from([(net.clone(), endpoint(ep, name))])),
         });
@@ -584,14 +711,22 @@ impl Spec {
             entrypoint: self.entrypoint.clone(),
             env: Some(env),
             labels: Some(labels),
-            exposed_ports: if exposed.is_empty() { None } else { Some(exposed.into_iter().collect()) },
+            exposed_ports: if exposed.is_empty() {
+                None
+            } else {
+                Some(exposed.into_iter().collect())
+            },
             healthcheck: self.healthcheck.as_ref().map(|h| HealthConfig {
                 test: Some(h.test.clone()),
                 interval: Some(h.interval),
                 timeout: Some(h.timeout),
                 retries: Some(h.retries),
                 start_period: Some(h.start_period),
-                start_interval: if h.start_interval > 0 { Some(h.start_interval) } else { None },
+                start_interval: if h.start_interval > 0 {
+                    Some(h.start_interval)
+                } else {
+                    None
+                },
             }),
             user: self.user.clone(),
             working_dir: self.working_dir.clone(),
@@ -605,9 +740,17 @@ impl Spec {
             attach_stderr: Some(true),
             host_config: Some(HostConfig {
                 binds: if binds.is_empty() { None } else { Some(binds) },
-                mounts: if mounts.is_empty() { None } else { Some(mounts) },
+                mounts: if mounts.is_empty() {
+                    None
+                } else {
+                    Some(mounts)
+                },
                 tmpfs: if tmpfs.is_empty() { None } else { Some(tmpfs) },
-                port_bindings: if port_bindings.is_empty() { None } else { Some(port_bindings) },
+                port_bindings: if port_bindings.is_empty() {
+                    None
+                } else {
+                    Some(port_bindings)
+                },
                 restart_policy: Some(restart),
                 network_mode,
                 init: self.init,
@@ -626,7 +769,11 @@ impl Spec {
 
     /// Networks after the first, connected after create: (network name, endpoint).
     pub fn extra_networks(&self, name: &str) -> Vec<(String, EndpointSettings)> {
-        self.networks.iter().skip(1).map(|(n, ep)| (n.clone(), endpoint(ep, name))).collect()
+        self.networks
+            .iter()
+            .skip(1)
+            .map(|(n, ep)| (n.clone(), endpoint(ep, name)))
+            .collect()
     }
 }
 
@@ -642,7 +789,11 @@ fn endpoint(ep: &EndpointSpec, container_name: &str) -> EndpointSettings {
     } else {
         None
     };
-    EndpointSettings { aliases: Some(aliases), ipam_config: ipam, ..Default::default() }
+    EndpointSettings {
+        aliases: Some(aliases),
+        ipam_config: ipam,
+        ..Default::default()
+    }
 }
 
 fn nonempty(v: &[String]) -> Option<Vec<String>> {
@@ -720,7 +871,14 @@ pub struct CreateContext {
 
 impl CreateContext {
     /// Compose's labels (so `docker compose ps/logs/down` see the container) plus composeops'.
-    pub fn new(project: &Project, service: &str, spec: &Spec, number: u32, image_id: &str, digest: Option<&str>) -> Self {
+    pub fn new(
+        project: &Project,
+        service: &str,
+        spec: &Spec,
+        number: u32,
+        image_id: &str,
+        digest: Option<&str>,
+    ) -> Self {
         let svc = &project.services[service];
         let hash = spec.hash();
         let mut l = HashMap::new();
@@ -728,11 +886,22 @@ impl CreateContext {
         l.insert(LABEL_SERVICE.into(), service.into());
         l.insert(LABEL_ONEOFF.into(), "False".into());
         // Compose needs a non-empty config-hash to see the container; it is not Compose's hash.
-        l.insert(LABEL_CONFIG_HASH.into(), hash.split_once(':').map(|x| x.1).unwrap_or(&hash).into());
-        l.insert(LABEL_WORKING_DIR.into(), project.working_dir.display().to_string());
+        l.insert(
+            LABEL_CONFIG_HASH.into(),
+            hash.split_once(':').map(|x| x.1).unwrap_or(&hash).into(),
+        );
+        l.insert(
+            LABEL_WORKING_DIR.into(),
+            project.working_dir.display().to_string(),
+        );
         l.insert(
             LABEL_CONFIG_FILES.into(),
-            project.config_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),
+            project
+                .config_files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(","),
         );
         l.insert(
             LABEL_DEPENDS_ON.into(),
@@ -745,7 +914,10 @@ impl CreateContext {
         l.insert(LABEL_IMAGE.into(), image_id.into());
         l.insert(LABEL_VERSION.into(), env!("CARGO_PKG_VERSION").into());
         l.insert(LABEL_SPEC_HASH.into(), hash);
-        l.insert(LABEL_SPEC.into(), serde_json::to_string(spec).expect("spec serialises"));
+        l.insert(
+            LABEL_SPEC.into(),
+            serde_json::to_string(spec).expect("spec serialises"),
+        );
         if let Some(d) = digest {
             l.insert(LABEL_DIGEST.into(), d.into());
         }

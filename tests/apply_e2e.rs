@@ -1,0 +1,476 @@
+//! End-to-end tests of `plan` and `apply` on the real engine and registry of the test bed
+//! (issue 3, "Done when"). Run with scripts/test.sh.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+
+/// A compose project in a temporary directory, with its own state directory and cleanup.
+struct Stack {
+    dir: tempfile::TempDir,
+    state: tempfile::TempDir,
+    name: String,
+    guard: ProjectGuard,
+}
+
+impl Stack {
+    fn new(prefix: &str) -> Stack {
+        let name = unique_project(prefix);
+        Stack {
+            dir: tempfile::tempdir().unwrap(),
+            state: tempfile::tempdir().unwrap(),
+            guard: ProjectGuard::new(name.clone()),
+            name,
+        }
+    }
+
+    /// Builds the test app `variant` as `<registry>/app-<project>:1` (removed on drop).
+    fn image(&mut self, variant: &str) -> String {
+        let tag = format!("{}/app-{}:1", testbed().registry, self.name);
+        build_app_image(&tag, variant);
+        self.guard.image(tag.clone());
+        tag
+    }
+
+    fn write(&self, yaml: &str) {
+        std::fs::write(self.dir.path().join("compose.yaml"), yaml).unwrap();
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_composeops"));
+        c.current_dir(self.dir.path())
+            .env("COMPOSEOPS_STATE_DIR", self.state.path())
+            .env_remove("COMPOSEOPS_TEST_PAUSE_AT")
+            .args(["-p", &self.name]);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// `apply` that must converge (exit 0).
+    fn apply_ok(&self) -> Output {
+        let out = self.run(&["apply", "--wait-timeout", "30s"]);
+        assert_eq!(out.status.code(), Some(0), "apply failed:\n{}", show(&out));
+        out
+    }
+
+    /// Exit status of `plan --detailed-exitcode` (0 no changes, 2 changes), and its output.
+    fn plan(&self) -> (i32, String) {
+        let out = self.run(&["plan", "--detailed-exitcode"]);
+        (out.status.code().unwrap_or(-1), show(&out))
+    }
+
+    /// Container name -> id of the project, all states.
+    fn containers(&self) -> BTreeMap<String, String> {
+        let filter = format!("label=com.docker.compose.project={}", self.name);
+        docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            &filter,
+            "--format",
+            "{{.Names}} {{.ID}}",
+        ])
+        .lines()
+        .filter_map(|l| {
+            l.split_once(' ')
+                .map(|(n, i)| (n.to_string(), i.to_string()))
+        })
+        .collect()
+    }
+
+    fn inspect(&self, name: &str, format: &str) -> String {
+        docker(&["inspect", "-f", format, name])
+    }
+
+    fn compose_v5(&self, args: &[&str]) -> Output {
+        Command::new(&testbed().compose_v5)
+            .current_dir(self.dir.path())
+            .args(["-p", &self.name])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// db (healthcheck) <- web (service_healthy) and worker (service_started).
+fn three_services(image: &str, web_env: &str) -> String {
+    format!(
+        r#"services:
+  db:
+    image: {image}
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/"]
+      interval: 1s
+      timeout: 2s
+      retries: 3
+    volumes: [data:/data]
+  web:
+    image: {image}
+    environment:
+      GREETING: "{web_env}"
+      API_TOKEN: "t0ps3cret"
+    depends_on:
+      db: {{condition: service_healthy}}
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/"]
+      interval: 1s
+      retries: 3
+    ports: ["127.0.0.1::8080"]
+  worker:
+    image: {image}
+    depends_on: [db]
+volumes:
+  data:
+"#
+    )
+}
+
+#[test]
+fn apply_three_service_stack_with_healthy_dependency() {
+    let mut s = Stack::new("apply-three");
+    let image = s.image("v1");
+    // Only in the registry: apply must pull it.
+    push_image(&image);
+    docker(&["rmi", &image]);
+    s.write(&three_services(&image, "hello"));
+    let out = s.apply_ok();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("pulling {image}")), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("db") && stdout.contains("applied"),
+        "{stdout}"
+    );
+
+    let ps = s.compose_v5(&["ps", "--format", "{{.Name}} {{.Service}}"]);
+    assert!(ps.status.success(), "{}", show(&ps));
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    for svc in ["db", "web", "worker"] {
+        assert!(
+            ps.contains(&format!("{}-{svc}-1 {svc}", s.name)),
+            "compose ps misses {svc}:\n{ps}"
+        );
+    }
+    assert_eq!(
+        s.inspect(&format!("{}-db-1", s.name), "{{.State.Health.Status}}"),
+        "healthy"
+    );
+    let (code, out) = s.plan();
+    assert_eq!(code, 0, "plan after apply must be empty:\n{out}");
+
+    // A no-op apply changes nothing and costs a handful of engine requests.
+    let before = s.containers();
+    let out = s.run(&["apply", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let calls = v["report"]["api_calls"].as_u64().unwrap();
+    assert!(calls <= 8, "no-op apply made {calls} engine requests");
+    assert_eq!(s.containers(), before);
+    // Labels Compose reads.
+    let labels = s.inspect(&format!("{}-web-1", s.name), "{{json .Config.Labels}}");
+    let labels: BTreeMap<String, String> = serde_json::from_str(&labels).unwrap();
+    for k in [
+        "config-hash",
+        "container-number",
+        "oneoff",
+        "project.working_dir",
+        "project.config_files",
+        "depends_on",
+        "image",
+        "version",
+    ] {
+        assert!(
+            !labels[&format!("com.docker.compose.{k}")].is_empty(),
+            "label {k} empty: {labels:?}"
+        );
+    }
+    assert_eq!(
+        labels["com.docker.compose.depends_on"],
+        "db:service_healthy:false"
+    );
+    assert!(labels["io.composeops.spec-hash"].starts_with("v1:"));
+}
+
+#[test]
+fn edit_recreates_only_that_service() {
+    let mut s = Stack::new("apply-edit");
+    let image = s.image("v1");
+    s.write(&three_services(&image, "hello"));
+    s.apply_ok();
+    let before = s.containers();
+    s.write(&three_services(&image, "bonjour"));
+    let plan = s.run(&["plan"]);
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        text.contains("web recreate (changed: environment)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("+  GREETING: bonjour") && !text.contains("t0ps3cret"),
+        "{text}"
+    );
+    s.apply_ok();
+    let after = s.containers();
+    let web = format!("{}-web-1", s.name);
+    assert_ne!(before[&web], after[&web], "web must be recreated");
+    for svc in ["db", "worker"] {
+        let n = format!("{}-{svc}-1", s.name);
+        assert_eq!(before[&n], after[&n], "{svc} must keep its container");
+    }
+    assert_eq!(after.len(), 3, "no leftovers: {after:?}");
+    assert!(s
+        .inspect(&web, "{{range .Config.Env}}{{println .}}{{end}}")
+        .contains("GREETING=bonjour"));
+    assert_eq!(s.plan().0, 0);
+}
+
+#[test]
+fn stack_started_by_compose_v5_is_adopted() {
+    let mut s = Stack::new("apply-adopt");
+    let image = s.image("v1");
+    s.write(&three_services(&image, "hello"));
+    let up = s.compose_v5(&["up", "-d", "--wait"]);
+    assert!(up.status.success(), "{}", show(&up));
+    let before = s.containers();
+    let (code, out) = s.plan();
+    assert_eq!(
+        code, 0,
+        "a stack made by Compose v5 must plan as unchanged:\n{out}"
+    );
+    s.apply_ok();
+    assert_eq!(s.containers(), before, "adoption must not recreate");
+    // A real difference is still seen on an adopted container.
+    s.write(&three_services(&image, "changed"));
+    let (code, out) = s.plan();
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("web recreate (changed: environment)"), "{out}");
+}
+
+fn assert_rolled_back(variant: &str) {
+    let mut s = Stack::new(&format!("apply-rollback-{variant}"));
+    let image = s.image("v1");
+    s.write(&three_services(&image, "hello"));
+    s.apply_ok();
+    let before = s.containers();
+    // A new release under the same tag that exits / never becomes healthy.
+    s.image(variant);
+    let out = s.run(&["apply", "--wait-timeout", "5s"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("rolled-back"), "{stdout}");
+    if variant == "broken" {
+        assert!(
+            stdout.contains("broken test app: exiting with 1"),
+            "logs of the failed container: {stdout}"
+        );
+    } else {
+        assert!(stdout.contains("last health checks"), "{stdout}");
+    }
+    // The old container runs again, under its own name and id.
+    let db = format!("{}-db-1", s.name);
+    let after = s.containers();
+    assert_eq!(after[&db], before[&db]);
+    assert_eq!(s.inspect(&db, "{{.State.Running}}"), "true");
+    // The failed one is kept stopped for inspection; dependants were left alone.
+    assert!(
+        after.contains_key(&format!("{db}-composeops-failed")),
+        "{after:?}"
+    );
+    for svc in ["web", "worker"] {
+        let n = format!("{}-{svc}-1", s.name);
+        assert_eq!(after[&n], before[&n]);
+    }
+    let (code, out) = s.plan();
+    assert_eq!(code, 2, "the change is still pending:\n{out}");
+    assert!(out.contains("image "), "{out}");
+}
+
+#[test]
+fn new_image_that_exits_is_rolled_back() {
+    assert_rolled_back("broken");
+}
+
+#[test]
+fn new_image_never_healthy_is_rolled_back() {
+    assert_rolled_back("unhealthy");
+}
+
+/// Starts an update paused at `step`, SIGKILLs it there, then a plain apply must converge.
+fn kill_at(step: &str) {
+    let mut s = Stack::new(&format!("apply-kill-{step}"));
+    let image = s.image("v1");
+    s.write(&three_services(&image, "hello"));
+    s.apply_ok();
+    s.write(&three_services(&image, "after-kill"));
+    let mut child = s
+        .cmd()
+        .args(["apply", "--wait-timeout", "30s"])
+        .env("COMPOSEOPS_TEST_PAUSE_AT", step)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("test pause at") {
+            break;
+        }
+    }
+    assert!(
+        seen.contains(&format!("test pause at {step}")),
+        "never reached {step}:\n{seen}"
+    );
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    // The next plan recovers (journal) and still shows the change (or none, if committed).
+    let out = s.apply_ok();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("recovering an interrupted apply"),
+        "{stderr}"
+    );
+    let after = s.containers();
+    let mut names: Vec<&String> = after.keys().collect();
+    names.sort();
+    let want: Vec<String> = ["db", "web", "worker"]
+        .iter()
+        .map(|x| format!("{}-{x}-1", s.name))
+        .collect();
+    assert_eq!(
+        names,
+        want.iter().collect::<Vec<_>>(),
+        "exactly one container per replica"
+    );
+    let web = format!("{}-web-1", s.name);
+    assert_eq!(s.inspect(&web, "{{.State.Health.Status}}"), "healthy");
+    assert!(s
+        .inspect(&web, "{{range .Config.Env}}{{println .}}{{end}}")
+        .contains("GREETING=after-kill"));
+    assert_eq!(s.plan().0, 0);
+}
+
+#[test]
+fn sigkill_during_create_is_recovered() {
+    kill_at("create");
+}
+
+#[test]
+fn sigkill_during_health_wait_is_recovered() {
+    kill_at("health-wait");
+}
+
+#[test]
+fn sigkill_during_removal_of_old_is_recovered() {
+    kill_at("remove-old");
+}
+
+#[test]
+fn second_apply_fails_clearly_while_one_runs() {
+    let mut s = Stack::new("apply-lock");
+    let image = s.image("v1");
+    s.write(&three_services(&image, "hello"));
+    s.apply_ok();
+    s.write(&three_services(&image, "second"));
+    let mut child = s
+        .cmd()
+        .args(["apply"])
+        .env("COMPOSEOPS_TEST_PAUSE_AT", "health-wait")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        if line.unwrap().contains("test pause at") {
+            break;
+        }
+    }
+    let out = s.run(&["apply", "--lock-timeout", "1s"]);
+    // plan does not wait and does not recover while the apply runs.
+    let plan = s.run(&["plan"]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("holds the lock"),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&plan.stdout).contains("an apply of"),
+        "{}",
+        show(&plan)
+    );
+    s.apply_ok();
+    assert_eq!(s.plan().0, 0);
+}
+
+#[test]
+fn bad_input_changes_nothing_on_the_engine() {
+    let mut s = Stack::new("apply-bad");
+    let image = s.image("v1");
+    s.write(&three_services(&image, "hello"));
+    s.apply_ok();
+    let before = s.containers();
+    let nets = || {
+        docker(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", s.name),
+        ])
+    };
+    let nets_before = nets();
+    let good = three_services(&image, "changed");
+    let cases = [
+        (
+            "broken YAML",
+            good.replace("  worker:\n", "  worker:\n   - oops: [\n"),
+            "compose.yaml",
+        ),
+        (
+            "unknown field",
+            good.replace("  worker:\n", "  worker:\n    restartt: always\n"),
+            "restartt",
+        ),
+        (
+            "missing required variable",
+            good.replace("changed", "${NEEDED:?set NEEDED}"),
+            "NEEDED",
+        ),
+    ];
+    for (what, yaml, needle) in cases {
+        s.write(&yaml);
+        for cmd in [&["apply"][..], &["plan"][..]] {
+            let out = s.cmd().args(cmd).env_remove("NEEDED").output().unwrap();
+            assert_eq!(out.status.code(), Some(1), "{what}: {}", show(&out));
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains(needle),
+                "{what}: error should name {needle:?}: {err}"
+            );
+        }
+        assert_eq!(s.containers(), before, "{what} changed containers");
+        assert_eq!(nets(), nets_before, "{what} changed networks");
+    }
+}
