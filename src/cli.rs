@@ -81,7 +81,11 @@ pub struct LockArgs {
     #[arg(long)]
     pub json: bool,
     /// Platform whose manifest is recorded for multi-platform images (default: the host's).
-    #[arg(long, env = "DOCKER_DEFAULT_PLATFORM", value_name = "OS/ARCH[/VARIANT]")]
+    #[arg(
+        long,
+        env = "DOCKER_DEFAULT_PLATFORM",
+        value_name = "OS/ARCH[/VARIANT]"
+    )]
     pub platform: Option<String>,
 }
 
@@ -256,7 +260,9 @@ fn escape_dollars(v: &mut serde_json::Value) {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn short(digest: &str) -> &str {
@@ -293,13 +299,21 @@ fn lock(global: &Global, a: &LockArgs) -> anyhow::Result<i32> {
             });
             writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         } else if report.problems.is_empty() {
-            writeln!(out, "{} is up to date ({} images)", path.display(), lock.images.len())?;
+            writeln!(
+                out,
+                "{} is up to date ({} images)",
+                path.display(),
+                lock.images.len()
+            )?;
         } else {
             writeln!(out, "{} is out of date:", path.display())?;
             for p in &report.problems {
                 writeln!(out, "  {p}")?;
             }
-            writeln!(out, "run `composeops lock --update` (or `--update SERVICE...`) and commit the file")?;
+            writeln!(
+                out,
+                "run `composeops lock --update` (or `--update SERVICE...`) and commit the file"
+            )?;
         }
         for u in &report.unused {
             eprintln!("note: {u} is locked but no service uses it");
@@ -333,16 +347,32 @@ fn lock(global: &Global, a: &LockArgs) -> anyhow::Result<i32> {
         let who = c.services.join(", ");
         match &c.old {
             None => writeln!(out, "+ {} {} ({who})", c.reference, short(&c.new))?,
-            Some(o) => writeln!(out, "~ {} {} -> {} ({who})", c.reference, short(o), short(&c.new))?,
+            Some(o) => writeln!(
+                out,
+                "~ {} {} -> {} ({who})",
+                c.reference,
+                short(o),
+                short(&c.new)
+            )?,
         }
     }
     for r in &outcome.removed {
         writeln!(out, "- {r}")?;
     }
     if unchanged {
-        writeln!(out, "{} is up to date ({} images)", path.display(), outcome.lock.images.len())?;
+        writeln!(
+            out,
+            "{} is up to date ({} images)",
+            path.display(),
+            outcome.lock.images.len()
+        )?;
     } else {
-        writeln!(out, "wrote {} ({} images)", path.display(), outcome.lock.images.len())?;
+        writeln!(
+            out,
+            "wrote {} ({} images)",
+            path.display(),
+            outcome.lock.images.len()
+        )?;
     }
     Ok(0)
 }

@@ -500,6 +500,58 @@ async fn request_count_for_20_services_over_8_distinct_images() {
     assert_eq!(proxy.requests().len(), 16);
 }
 
+const IMAGE_MANIFEST: &[u8] =
+    br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lookups_are_limited_per_registry_and_time_out() {
+    // 10 distinct tags on a registry that takes 200 ms per request: at most 4 at once.
+    let fake = FakeRegistry::start_slow(IMAGE_MANIFEST, Duration::from_millis(200));
+    let wanted: indexmap::IndexMap<String, String> = (0..10)
+        .map(|i| (format!("s{i}"), format!("{}/app:t{i}", fake.addr)))
+        .collect();
+    let resolver = Resolver::new(ResolveOptions {
+        per_registry_limit: 4,
+        ..Default::default()
+    });
+    let got = resolver.resolve_named(&wanted).await.unwrap();
+    assert_eq!(got.len(), 10);
+    assert_eq!(resolver.stats().lookups, 10);
+    let max = fake.max_in_flight.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (1..=4).contains(&max),
+        "at most 4 requests in flight, saw {max}"
+    );
+
+    // A registry that never answers: a timeout error naming image and registry.
+    let hung = FakeRegistry::start_slow(IMAGE_MANIFEST, Duration::MAX);
+    let image = format!("{}/app:v1", hung.addr);
+    let wanted: indexmap::IndexMap<String, String> =
+        [("slow".to_string(), image.clone())].into_iter().collect();
+    let opts = ResolveOptions {
+        timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let e = Resolver::new(opts)
+        .resolve_named(&wanted)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        e.contains(&format!(
+            "service slow: registry {} did not answer for image {image}",
+            hung.addr
+        )),
+        "{e}"
+    );
+}
+
 fn count(wire: &[String], method: &str) -> usize {
     wire.iter()
         .filter(|l| l.starts_with(&format!("{method} ")))
@@ -606,16 +658,28 @@ impl CountingProxy {
 /// manifest it cannot use).
 struct FakeRegistry {
     addr: String,
+    /// Most requests in flight at once.
+    max_in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FakeRegistry {
     fn start(manifest: &'static [u8]) -> FakeRegistry {
+        FakeRegistry::start_slow(manifest, Duration::ZERO)
+    }
+
+    /// Answers each request after `delay` (`Duration::MAX`: never).
+    fn start_slow(manifest: &'static [u8], delay: Duration) -> FakeRegistry {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let max_in_flight = Arc::new(AtomicUsize::new(0));
+        let (inf, max) = (in_flight.clone(), max_in_flight.clone());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(manifest)));
         std::thread::spawn(move || {
             for mut conn in listener.incoming().flatten() {
                 let digest = digest.clone();
+                let (inf, max) = (inf.clone(), max.clone());
                 std::thread::spawn(move || {
                     let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
                     loop {
@@ -631,6 +695,13 @@ impl FakeRegistry {
                             }
                             head.push_str(&line);
                         }
+                        let now = inf.fetch_add(1, Ordering::SeqCst) + 1;
+                        max.fetch_max(now, Ordering::SeqCst);
+                        if delay == Duration::MAX {
+                            std::thread::sleep(Duration::from_secs(3600));
+                        }
+                        std::thread::sleep(delay);
+                        inf.fetch_sub(1, Ordering::SeqCst);
                         let is_head = head.starts_with("HEAD ");
                         let is_manifest = head.contains("/manifests/");
                         let body: &[u8] = if is_manifest { manifest } else { b"{}" };
@@ -650,6 +721,9 @@ impl FakeRegistry {
                 });
             }
         });
-        FakeRegistry { addr }
+        FakeRegistry {
+            addr,
+            max_in_flight,
+        }
     }
 }

@@ -122,6 +122,7 @@ fn coerce(o: &mut Obj, key: &str, path: &str, kind: &str) -> Result<()> {
 
 pub fn canonicalise_project(project: &mut Obj, cx: &Context) -> Result<()> {
     let mut used_networks: Vec<String> = Vec::new();
+    let mut network_users: Vec<(String, String)> = Vec::new();
     let mut used_volumes: Vec<(String, String)> = Vec::new();
     if let Some(Value::Object(services)) = project.get_mut("services") {
         let names: Vec<String> = services.keys().cloned().collect();
@@ -137,6 +138,10 @@ pub fn canonicalise_project(project: &mut Obj, cx: &Context) -> Result<()> {
             canonicalise_service(svc, &path, cx)?;
             if let Some(Value::Object(n)) = svc.get("networks") {
                 used_networks.extend(n.keys().cloned());
+                network_users.extend(
+                    n.keys()
+                        .map(|k| (k.clone(), format!("{path}.networks.{k}"))),
+                );
             }
             if let Some(Value::Array(vols)) = svc.get("volumes") {
                 for (i, v) in vols.iter().enumerate() {
@@ -161,12 +166,12 @@ pub fn canonicalise_project(project: &mut Obj, cx: &Context) -> Result<()> {
         if used_networks.iter().any(|n| n == "default") && !nets.contains_key("default") {
             nets.insert("default".into(), json!({}));
         }
-        for n in &used_networks {
+        for (n, user) in &network_users {
             if !nets.contains_key(n) {
                 return Err(LoadError::new(format!(
-                    "a service refers to undefined network {n:?}: define it under the top-level `networks:`"
+                    "refers to undefined network {n:?}: define it under the top-level `networks:`"
                 ))
-                .at_path("services"));
+                .at_path(user.clone()));
             }
         }
         // Compose's `config` leaves out the networks no enabled service uses.

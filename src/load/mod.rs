@@ -136,6 +136,9 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
             }
         }
     }
+    if merged.get("version").is_some() {
+        warnings.push("the attribute `version` is obsolete, it will be ignored".to_string());
+    }
     let mut json = to_json(&merged);
     schema::validate(&json).map_err(|e| locate(e, &sources))?;
 

@@ -54,6 +54,44 @@ pub async fn registry_auth(
     }
 }
 
+/// Username and password for pulling `image` through the engine (bollard's
+/// `DockerCredentials { username, password, serveraddress }`), from the same Docker config the
+/// resolver reads; `Ok(None)` for anonymous pulls. Apply calls this before pulling
+/// `repository@digest` from a private registry.
+pub async fn pull_credentials(
+    image: &super::ImageRef,
+    config_dir: Option<PathBuf>,
+) -> Result<Option<PullCredentials>, String> {
+    let server = image.credential_server();
+    match registry_auth(server.clone(), config_dir).await? {
+        RegistryAuth::Basic(username, password) => Ok(Some(PullCredentials {
+            username,
+            password,
+            server,
+        })),
+        _ => Ok(None),
+    }
+}
+
+/// What the engine needs in its `X-Registry-Auth` header to pull from a private registry.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PullCredentials {
+    pub username: String,
+    pub password: String,
+    /// Registry address as Docker's config keys it (`host:port`, or Docker Hub's v1 URL).
+    pub server: String,
+}
+
+impl std::fmt::Debug for PullCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullCredentials")
+            .field("username", &self.username)
+            .field("password", &"***")
+            .field("server", &self.server)
+            .finish()
+    }
+}
+
 fn describe(e: &CredentialRetrievalError) -> String {
     match e {
         CredentialRetrievalError::HelperFailure { .. }
@@ -95,6 +133,32 @@ mod tests {
             .block_on(registry_auth("other:5000".into(), Some(dir.path().into())))
             .unwrap();
         assert!(matches!(a, RegistryAuth::Anonymous));
+    }
+
+    #[test]
+    fn pull_credentials_for_an_image() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"auths":{"127.0.0.1:5000":{"auth":"dGVzdGVyOnMzY3JldA=="}}}"#,
+        )
+        .unwrap();
+        let img = super::super::ImageRef::parse("127.0.0.1:5000/app:v1").unwrap();
+        let c = rt()
+            .block_on(pull_credentials(&img, Some(dir.path().into())))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (c.username.as_str(), c.password.as_str(), c.server.as_str()),
+            ("tester", "s3cret", "127.0.0.1:5000")
+        );
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let img = super::super::ImageRef::parse("nginx").unwrap();
+        assert_eq!(
+            rt().block_on(pull_credentials(&img, Some(dir.path().into())))
+                .unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -432,11 +432,12 @@ impl Resolver {
                     .expect("semaphore never closed");
                 match tokio::time::timeout(self.opts.timeout, self.lookup(client, r, &auth)).await {
                     Ok(Ok(l)) => Ok(l),
+                    // reqwest's own read timeout is the same limit: report it the same way.
+                    Ok(Err((ErrorKind::Timeout, _))) => {
+                        Err(fail(ErrorKind::Timeout, timeout_text(self.opts.timeout)))
+                    }
                     Ok(Err((kind, detail))) => Err(fail(kind, detail)),
-                    Err(_) => Err(fail(
-                        ErrorKind::Timeout,
-                        format!("{} s", self.opts.timeout.as_secs_f32()),
-                    )),
+                    Err(_) => Err(fail(ErrorKind::Timeout, timeout_text(self.opts.timeout))),
                 }
             }
         });
@@ -490,12 +491,32 @@ impl Resolver {
     }
 }
 
+/// The digest an engine image came from, for `reference`'s repository, read from the image's
+/// `RepoDigests` (`nginx@sha256:…`, `127.0.0.1:5000/app@sha256:…`); names are compared after
+/// normalisation, so `nginx` matches `docker.io/library/nginx`. `None` when the image was not
+/// pulled from that repository (built locally, or pulled under another name).
+pub fn digest_from_repo_digests(repo_digests: &[String], reference: &str) -> Option<String> {
+    let wanted = ImageRef::parse(reference).ok()?.repository();
+    repo_digests.iter().find_map(|rd| {
+        let r = ImageRef::parse(rd).ok()?;
+        if r.repository() == wanted {
+            r.digest
+        } else {
+            None
+        }
+    })
+}
+
 /// Convenience for callers that resolve once: a fresh [`Resolver`] over `project`.
 pub async fn resolve_services(
     project: &Project,
     opts: &ResolveOptions,
 ) -> Result<IndexMap<String, ResolvedImage>, ResolveError> {
     Resolver::new(opts.clone()).resolve_services(project).await
+}
+
+fn timeout_text(t: Duration) -> String {
+    format!("{} s", t.as_secs_f32())
 }
 
 fn oci_reference(r: &ImageRef, digest: Option<&str>) -> Reference {
@@ -575,4 +596,66 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = x.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+    #[test]
+    fn repo_digests_are_matched_by_normalised_repository() {
+        let rds = vec![format!("nginx@{D1}"), format!("127.0.0.1:5000/app@{D2}")];
+        assert_eq!(
+            digest_from_repo_digests(&rds, "docker.io/library/nginx:1.27").as_deref(),
+            Some(D1)
+        );
+        assert_eq!(
+            digest_from_repo_digests(&rds, "127.0.0.1:5000/app:v1").as_deref(),
+            Some(D2)
+        );
+        assert_eq!(
+            digest_from_repo_digests(&rds, "127.0.0.1:5000/other:v1"),
+            None
+        );
+        assert_eq!(digest_from_repo_digests(&[], "nginx"), None);
+    }
+
+    #[test]
+    fn services_without_a_registry_image_are_skipped() {
+        let mut s = Service {
+            image: Some("app:v1".into()),
+            ..Default::default()
+        };
+        assert_eq!(registry_image(&s), Some("app:v1"));
+        s.pull_policy = Some("never".into());
+        assert_eq!(registry_image(&s), None);
+        s.pull_policy = None;
+        s.extra
+            .insert("build".into(), serde_json::json!({"context": "."}));
+        assert_eq!(registry_image(&s), None);
+        assert_eq!(registry_image(&Service::default()), None);
+    }
+
+    #[test]
+    fn error_messages_say_what_to_do() {
+        let e = RegistryError {
+            image: "127.0.0.1:5000/app:v1".into(),
+            registry: "127.0.0.1:5000".into(),
+            services: vec!["web".into(), "worker".into()],
+            kind: ErrorKind::Unauthorized,
+            detail: "401".into(),
+        };
+        let m = e.to_string();
+        assert!(
+            m.starts_with("service web, worker: registry 127.0.0.1:5000 refused access"),
+            "{m}"
+        );
+        assert!(
+            m.contains("run `docker login 127.0.0.1:5000` or set DOCKER_CONFIG"),
+            "{m}"
+        );
+    }
 }
