@@ -306,7 +306,12 @@ async fn observe_and_plan(
     prune: bool,
 ) -> Result<(crate::observe::Observed, plan::Plan)> {
     let name = &desired.project.name;
-    let observed = crate::observe::observe(engine, name)
+    let known = desired
+        .images
+        .values()
+        .filter_map(|i| i.digest.clone())
+        .collect();
+    let observed = crate::observe::observe(engine, name, &known)
         .await
         .map_err(err(ErrorKind::Engine))?;
     let plan = plan::plan(desired, &observed, PlanOptions { prune });
