@@ -592,6 +592,47 @@ fn second_agent_refuses_and_sync_without_secret_is_refused() {
     assert!(err.contains(&agent.child.id().to_string()), "{err}");
 }
 
+/// Under systemd (Type=notify): READY=1 once up, WATCHDOG=1 pings at a third of
+/// WatchdogSec, STOPPING=1 on SIGTERM, then exit 0. The notify socket is a datagram socket here.
+#[test]
+fn systemd_ready_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("stacks");
+    std::fs::create_dir(&root).unwrap();
+    let sock_path = tmp.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut agent = Agent::start_env(
+        &root,
+        &tmp.path().join("state"),
+        &[],
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            // WatchdogSec=3s: pings every second.
+            ("WATCHDOG_USEC", "3000000"),
+        ],
+    );
+    let mut got: Vec<String> = Vec::new();
+    let mut buf = [0u8; 512];
+    let start = Instant::now();
+    while got.iter().filter(|m| m.contains("WATCHDOG=1")).count() < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{got:?}\n{}",
+            agent.log()
+        );
+        let n = sock.recv(&mut buf).unwrap();
+        got.push(String::from_utf8_lossy(&buf[..n]).to_string());
+    }
+    assert!(got[0].contains("READY=1"), "{got:?}");
+    agent.signal("TERM");
+    let n = sock.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+    assert_eq!(agent.wait_exit(Duration::from_secs(20)), 0);
+}
+
 /// SIGTERM while a new container is waiting for health: the agent finishes the step, exits 0,
 /// and the engine is left consistent (one container, under its own name, and nothing to plan).
 #[test]

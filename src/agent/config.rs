@@ -29,6 +29,7 @@ pub enum LogFormat {
 #[schemars(title = "composeops agent configuration")]
 pub struct AgentConfig {
     /// A git checkout holding one compose project, or a root whose subdirectories each hold one.
+    /// Relative paths in the file (here and in `state-dir`) are relative to the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
     /// Fetch and fast-forward the checkout's branch from its upstream this often (e.g. `30s`,
@@ -80,7 +81,16 @@ impl AgentConfig {
     pub fn from_file(path: &Path) -> Result<AgentConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read agent config {}", path.display()))?;
-        Self::from_toml(&text).with_context(|| format!("invalid agent config {}", path.display()))
+        let mut c = Self::from_toml(&text)
+            .with_context(|| format!("invalid agent config {}", path.display()))?;
+        // Relative paths in the file are relative to the file, not to wherever the agent starts.
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut c.path, &mut c.state_dir].into_iter().flatten() {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(c)
     }
 
     pub fn from_toml(text: &str) -> Result<AgentConfig> {
@@ -237,6 +247,16 @@ mod tests {
         assert_eq!(c.log_format, Some(LogFormat::Json));
         let e = AgentConfig::from_toml("git_poll = \"1m\"\n").unwrap_err();
         assert!(format!("{e:#}").contains("git_poll"), "{e:#}");
+    }
+
+    #[test]
+    fn relative_paths_in_the_file_are_relative_to_it() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("agent.toml");
+        std::fs::write(&f, "path = \"stacks\"\nstate-dir = \"/var/lib/x\"\n").unwrap();
+        let c = AgentConfig::from_file(&f).unwrap();
+        assert_eq!(c.path.unwrap(), d.path().join("stacks"));
+        assert_eq!(c.state_dir.unwrap(), PathBuf::from("/var/lib/x"));
     }
 
     #[test]

@@ -107,6 +107,11 @@ impl Shared {
         f(entry);
     }
 
+    fn forget(&self, id: &str) {
+        let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        st.projects.remove(id);
+    }
+
     pub fn status_json(&self) -> serde_json::Value {
         let st = self.status.lock().unwrap_or_else(|p| p.into_inner());
         serde_json::to_value(&*st).unwrap_or_default()
@@ -278,8 +283,26 @@ pub async fn run<R: Reconciler>(settings: Settings, reconciler: Arc<R>) -> Resul
     };
 
     let mut workers: BTreeMap<String, Worker> = BTreeMap::new();
+    // Rescans PATH: a worker per new project; a project whose directory or compose file is
+    // gone loses its worker (its containers are left as they are: removing a directory from
+    // the repo is not taken as an order to delete a running stack).
     let spawn_new = |workers: &mut BTreeMap<String, Worker>, wake: &Wake| {
-        for src in discover(&settings.path) {
+        let found = discover(&settings.path);
+        let gone: Vec<String> = workers
+            .keys()
+            .filter(|id| !found.iter().any(|p| &p.id == *id))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(w) = workers.remove(&id) {
+                tracing::warn!(project = %id, dir = %w.src.dir.display(),
+                    "project no longer in PATH: no longer reconciled; its containers are left running \
+                     (remove them with `docker compose -p NAME down` if that was the intent)");
+                shared.forget(&id);
+                // Dropping the sender ends the worker after its current run.
+            }
+        }
+        for src in found {
             if workers.contains_key(&src.id) {
                 continue;
             }
@@ -399,6 +422,7 @@ async fn git_task(
     mut shutdown: tokio_watch::Receiver<bool>,
 ) {
     let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let mut last_label = "";
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let then: Option<Wake> = tokio::select! {
@@ -432,11 +456,13 @@ async fn git_task(
             git::Pull::FastForwarded { from, to } => {
                 tracing::info!(from = %from, to = %to, "git: fast-forwarded")
             }
-            p if p.is_problem() => {
+            // Said once per change of state, not at every poll.
+            p if p.is_problem() && label != last_label => {
                 tracing::error!(result = label, detail = ?p, "git: checkout left as it is")
             }
             _ => tracing::debug!(result = label, "git pull"),
         }
+        last_label = label;
         let changed = pull.changed();
         {
             let mut st = shared.status.lock().unwrap_or_else(|p| p.into_inner());
