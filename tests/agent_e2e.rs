@@ -823,6 +823,21 @@ fn rolled_back_revision_is_not_retried_and_next_revision_is_applied() {
         agent.log()
     );
 
+    // A signed POST /sync?force=1 tries it once more (rolled back again, old container kept).
+    let runs = agent.project(&id)["runs"].as_u64().unwrap();
+    let (code, reply) = http(
+        &agent.addr,
+        "POST",
+        "/sync?force=1",
+        &[("X-Hub-Signature-256", &signed(body))],
+        body,
+    );
+    assert_eq!(code, 202, "{reply}");
+    let st = agent.wait_runs(&id, runs + 1, Duration::from_secs(90));
+    assert_eq!(st["last_result"], "rolled_back", "{st}");
+    assert!(agent.log().contains("creating "), "{}", agent.log());
+    assert_eq!(inspect(&web, "{{.Id}}").unwrap(), original_id);
+
     // The next revision is applied.
     repos.push(&[("compose.yaml", compose(&name, &good, "3"))], "fix");
     agent.wait_for("the next revision", Duration::from_secs(60), || {
@@ -870,7 +885,8 @@ fn rolled_back_revision_is_not_retried_and_next_revision_is_applied() {
     );
     let ev = events.lock().unwrap();
     let rb: Vec<_> = ev.iter().filter(|e| e["event"] == "rollback").collect();
-    assert_eq!(rb.len(), 1, "{ev:?}");
+    // The first rollback and the forced attempt.
+    assert_eq!(rb.len(), 2, "{ev:?}");
     assert_eq!(rb[0]["revision"], bad_rev.as_str());
     assert_eq!(rb[0]["services"][0]["result"], "rolled_back", "{:?}", rb[0]);
     assert!(
