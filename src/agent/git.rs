@@ -56,6 +56,29 @@ pub fn revision(dir: &Path) -> Option<String> {
     Some(if dirty { format!("{head}+dirty") } else { head })
 }
 
+/// The last commit that touched `dir` (with `+dirty` for uncommitted changes in it): what
+/// identifies a project's desired state in git, so a commit to another project of the same
+/// repository is not a new desired state for this one.
+pub fn project_revision(dir: &Path) -> Option<String> {
+    let last = git(dir, &["log", "-1", "--format=%H", "--", "."]).ok()?;
+    if last.is_empty() {
+        return None;
+    }
+    let dirty = git(
+        dir,
+        &[
+            "status",
+            "--porcelain",
+            "--untracked-files=normal",
+            "--",
+            ".",
+        ],
+    )
+    .map(|s| !s.is_empty())
+    .unwrap_or(false);
+    Some(if dirty { format!("{last}+dirty") } else { last })
+}
+
 /// What a pull did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
@@ -223,6 +246,22 @@ mod tests {
         assert!(p.changed(), "{p:?}");
         assert_eq!(std::fs::read_to_string(work.join("a.txt")).unwrap(), "2\n");
         assert!(!revision(&work).unwrap().ends_with("+dirty"));
+    }
+
+    #[test]
+    fn project_revision_ignores_other_directories() {
+        let (_t, work, _other) = repos();
+        std::fs::create_dir(work.join("p")).unwrap();
+        commit_in(&work, "p/compose.yaml", "a\n");
+        let p = project_revision(&work.join("p")).unwrap();
+        commit_in(&work, "elsewhere.txt", "x\n");
+        assert_eq!(project_revision(&work.join("p")).unwrap(), p);
+        assert_ne!(revision(&work.join("p")).unwrap(), p);
+        std::fs::write(work.join("p/compose.yaml"), "b\n").unwrap();
+        assert_eq!(
+            project_revision(&work.join("p")).unwrap(),
+            format!("{p}+dirty")
+        );
     }
 
     #[test]

@@ -175,7 +175,7 @@ impl Reconciler for Pipeline {
             let project_json = serde_json::to_vec(&project.to_json()).unwrap_or_default();
             let digests_json = serde_json::to_vec(&digests).unwrap_or_default();
             let fp = fingerprint(&[
-                opts.revision.as_deref().unwrap_or("").as_bytes(),
+                opts.project_revision.as_deref().unwrap_or("").as_bytes(),
                 &project_json,
                 &digests_json,
             ]);

@@ -27,8 +27,11 @@ pub struct RunOptions {
     pub refresh_images: bool,
     pub locked: bool,
     pub prune: bool,
-    /// Git revision of the checkout (`+dirty` with local edits), recorded on containers.
+    /// Git revision of the checkout (`+dirty` with local edits): logged, reported, notified.
     pub revision: Option<String>,
+    /// The last commit that touched the project's directory (`+dirty` with local edits in
+    /// it): part of the desired state's identity.
+    pub project_revision: Option<String>,
 }
 
 /// The desired state of a project, before anything changes.
@@ -39,7 +42,8 @@ pub struct DesiredState {
     pub revision: Option<String>,
     /// Service -> resolved image digest.
     pub digests: BTreeMap<String, String>,
-    /// Hash of revision + loaded project + digests: what "the same desired state" means.
+    /// Hash of the project's revision + loaded project + digests: what "the same desired
+    /// state" means.
     pub fingerprint: String,
 }
 

@@ -172,15 +172,20 @@ async fn run_once<R: Reconciler>(
 ) -> RunEnd {
     let started = Instant::now();
     let dir = src.dir.clone();
-    let revision = tokio::task::spawn_blocking(move || super::git::revision(&dir))
-        .await
-        .ok()
-        .flatten();
+    let (revision, project_revision) = tokio::task::spawn_blocking(move || {
+        (
+            super::git::revision(&dir),
+            super::git::project_revision(&dir),
+        )
+    })
+    .await
+    .unwrap_or((None, None));
     let opts = RunOptions {
         refresh_images: wake.refresh_images,
         locked: shared.settings.locked,
         prune: shared.settings.prune,
         revision: revision.clone(),
+        project_revision,
     };
     shared.update(src, |s| {
         s.running = true;
