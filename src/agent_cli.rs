@@ -41,7 +41,7 @@ pub struct AgentArgs {
     /// Log format.
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
-    /// Lock file, journal and rolled-back states (default: $STATE_DIRECTORY or /var/lib/composeops).
+    /// Lock file, journal and rolled-back states (default: $STATE_DIRECTORY, else as `apply`).
     #[arg(long, value_name = "DIR", env = "COMPOSEOPS_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
     /// Quiet time after file events before reconciling (default 2s).
@@ -110,6 +110,17 @@ pub fn agent(global: &Global, a: &AgentArgs) -> i32 {
 }
 
 fn run(global: &Global, a: &AgentArgs) -> anyhow::Result<()> {
+    if !global.files.is_empty()
+        || global.project_name.is_some()
+        || global.project_directory.is_some()
+        || !global.env_files.is_empty()
+        || !global.profiles.is_empty()
+    {
+        anyhow::bail!(
+            "-f, -p, --project-directory, --env-file and --profile select one project; the agent \
+             finds its projects under PATH (set `name:`, .env and COMPOSE_PROFILES in each project)"
+        );
+    }
     let file = match &a.config {
         Some(p) => AgentConfig::from_file(p)?,
         None => AgentConfig::default(),

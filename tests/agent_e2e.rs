@@ -573,13 +573,15 @@ fn second_agent_refuses_and_sync_without_secret_is_refused() {
     assert_eq!(code, 403, "{reply}");
     assert!(reply.contains("COMPOSEOPS_WEBHOOK_SECRET"), "{reply}");
 
+    // The second one reads PATH and the state dir from a config file (relative to the file).
+    let cfg = tmp.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        "path = \"stacks\"\nstate-dir = \"state\"\nlog-format = \"json\"\n",
+    )
+    .unwrap();
     let out = composeops()
-        .args([
-            "agent",
-            root.to_str().unwrap(),
-            "--state-dir",
-            state.to_str().unwrap(),
-        ])
+        .args(["agent", "--config", cfg.to_str().unwrap()])
         .timeout(Duration::from_secs(20))
         .output()
         .unwrap();

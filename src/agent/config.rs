@@ -57,8 +57,10 @@ pub struct AgentConfig {
     /// Log format: `text` (default) or `json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
-    /// Where the agent keeps its lock file and its memory of rolled-back desired states
-    /// (default: `$STATE_DIRECTORY`, else /var/lib/composeops).
+    /// Where the agent keeps its lock file, the apply journal and project locks (shared with
+    /// `composeops apply --state-dir`) and its memory of rolled-back desired states
+    /// (default: `$STATE_DIRECTORY`, else `composeops apply`'s default: /var/lib/composeops
+    /// as root, `$XDG_STATE_HOME/composeops` otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<PathBuf>,
     /// Quiet time after the last file event before reconciling (default `2s`).
@@ -163,7 +165,8 @@ impl AgentConfig {
                     PathBuf::from(s.split(':').next().unwrap_or("").to_string())
                 })
                 .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or_else(|| PathBuf::from("/var/lib/composeops"))
+                // The same default as `composeops apply`, so both use one journal and lock.
+                .unwrap_or_else(crate::journal::default_state_dir)
         });
         Ok(Settings {
             path,
