@@ -130,6 +130,10 @@ impl Reconciler for Pipeline {
             let loaded = tokio::task::spawn_blocking(move || {
                 let mut lo = LoadOptions::from_process();
                 lo.cwd = dir;
+                // These name one project; each of the agent's projects has its own (a project's
+                // .env may still set them).
+                lo.environ.shift_remove("COMPOSE_PROJECT_NAME");
+                lo.environ.shift_remove("COMPOSE_FILE");
                 crate::load::load(&lo)
             })
             .await
