@@ -810,6 +810,13 @@ fn rolled_back_revision_is_not_retried_and_next_revision_is_applied() {
     let st = agent.wait_runs(&id, runs + 2, Duration::from_secs(30));
     assert_eq!(st["last_result"], "skipped_rolled_back", "{st}");
     assert_eq!(inspect(&web, "{{.Id}}").unwrap(), original_id);
+    let (_, metrics) = http(&agent.addr, "GET", "/metrics", &[], b"");
+    assert!(
+        metrics.contains(&format!(
+            "composeops_services_out_of_date{{project=\"{id}\"}} 1"
+        )),
+        "{metrics}"
+    );
     // ... and so does a restart (the memory is in the state dir).
     agent.signal("TERM");
     assert_eq!(agent.wait_exit(Duration::from_secs(60)), 0);

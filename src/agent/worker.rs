@@ -241,6 +241,15 @@ async fn run_once<R: Reconciler>(
                      (or a signed POST /sync?force=1)"
                 );
                 if let Ok(p) = pending {
+                    let services = p
+                        .iter()
+                        .filter(|l| {
+                            !["create network ", "create volume ", "remove orphan "]
+                                .iter()
+                                .any(|x| l.starts_with(x))
+                        })
+                        .count();
+                    m.out_of_date.get_or_create(&label).set(services as i64);
                     shared.update(src, |s| s.pending_changes = p);
                 }
                 (RunEnd::Skipped, "skipped_rolled_back")
