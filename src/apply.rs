@@ -78,6 +78,19 @@ pub struct Report {
     pub api_calls: usize,
 }
 
+/// What `apply --json` prints: the plan that was executed and the outcome of each service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApplyJson {
+    pub plan: Plan,
+    pub report: Report,
+}
+
+/// JSON Schema of `apply --json` (`schemas/apply.schema.json`).
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(ApplyJson);
+    serde_json::to_string_pretty(&schema).expect("schema serialises") + "\n"
+}
+
 impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -391,6 +404,13 @@ impl Applier<'_> {
                 }
             };
             let st = c.state.clone().unwrap_or_default();
+            let one_shot = c
+                .host_config
+                .as_ref()
+                .and_then(|h| h.restart_policy.as_ref())
+                .and_then(|r| r.name)
+                .map(|n| n.to_string())
+                .is_none_or(|n| n.is_empty() || n == "no");
             let status = st.status.map(|s| s.to_string()).unwrap_or_default();
             let health = st
                 .health
@@ -400,6 +420,10 @@ impl Applier<'_> {
                 .filter(|s| !s.is_empty() && s != "none");
             polls += 1;
             match (status.as_str(), health.as_deref()) {
+                // A one-shot (restart: no) that exited 0 has done its job.
+                ("exited", _) if st.exit_code == Some(0) && !require_health && one_shot => {
+                    return Ok(())
+                }
                 ("exited" | "dead", _) => {
                     let msg = format!("exited with code {}", st.exit_code.unwrap_or(-1));
                     return Err(self.not_ready(name, msg, &c).await);
@@ -847,4 +871,22 @@ pub async fn recover(engine: &Engine, journal: &Journal) -> Result<bool> {
     journal.clear()?;
     eprintln!("recovered {}", e.final_name);
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn checked_in_schema_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/apply.schema.json");
+        if std::env::var_os("UPDATE_SCHEMAS").is_some() {
+            std::fs::write(path, super::json_schema()).unwrap();
+            return;
+        }
+        let have = std::fs::read_to_string(path).unwrap_or_default();
+        assert_eq!(
+            have,
+            super::json_schema(),
+            "schemas/apply.schema.json is stale: run UPDATE_SCHEMAS=1 cargo test --lib"
+        );
+    }
 }

@@ -54,6 +54,8 @@ pub struct Global {
 pub enum Command {
     /// Print the loaded project in Compose's canonical form.
     Config(ConfigArgs),
+    /// Pin every service image to its registry digest in composeops.lock.
+    Lock(LockArgs),
     /// Show what apply would change: desired (compose files) vs running (engine).
     #[command(after_help = PLAN_EXIT_HELP)]
     Plan(PlanArgs),
@@ -61,32 +63,9 @@ pub enum Command {
     /// roll back what fails.
     #[command(after_help = APPLY_EXIT_HELP)]
     Apply(ApplyArgs),
-    /// Pin every service image to its registry digest in composeops.lock.
-    Lock(LockArgs),
     /// Keep PATH's compose projects converged: watch files, pull git, check images, serve
     /// /healthz, /metrics, /status and a signed POST /sync.
     Agent(crate::agent_cli::AgentArgs),
-}
-
-#[derive(Args, Debug)]
-pub struct LockArgs {
-    /// Write nothing; exit 1 with a list when a locked tag now points to another digest or a
-    /// service image is not in the lock (for CI).
-    #[arg(long, conflicts_with = "update")]
-    pub check: bool,
-    /// Re-resolve every image, or only the images of the named services.
-    #[arg(long, num_args = 0.., value_name = "SERVICE")]
-    pub update: Option<Vec<String>>,
-    /// Print the result as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Platform whose manifest is recorded for multi-platform images (default: the host's).
-    #[arg(
-        long,
-        env = "DOCKER_DEFAULT_PLATFORM",
-        value_name = "OS/ARCH[/VARIANT]"
-    )]
-    pub platform: Option<String>,
 }
 
 const PLAN_EXIT_HELP: &str = "Exit status: 0 success (with --detailed-exitcode: no changes), \
@@ -94,7 +73,8 @@ const PLAN_EXIT_HELP: &str = "Exit status: 0 success (with --detailed-exitcode: 
 
 const APPLY_EXIT_HELP: &str = "Exit status:
   0  converged: every service applied or unchanged
-  1  error before any change (bad compose file, engine unreachable, image missing, lock held)
+  1  error: bad compose file, engine unreachable, image missing or lock held (detected before
+     any change), or an engine error outside a service update (network, volume, orphan)
   2  not converged, nothing broken: a service was rolled back (its old container runs again,
      same name and id), a new service failed, or a service was skipped (a dependency failed)
   3  rollback failed: a service may be left without a running container";
@@ -144,7 +124,29 @@ pub struct ApplyArgs {
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    composeops::duration::parse(s).ok_or_else(|| format!("invalid duration {s:?} (e.g. 90s, 2m, 500ms)"))
+    composeops::duration::parse(s)
+        .ok_or_else(|| format!("invalid duration {s:?} (e.g. 90s, 2m, 500ms)"))
+}
+
+#[derive(Args, Debug)]
+pub struct LockArgs {
+    /// Write nothing; exit 1 with a list when a locked tag now points to another digest or a
+    /// service image is not in the lock (for CI).
+    #[arg(long, conflicts_with = "update")]
+    pub check: bool,
+    /// Re-resolve every image, or only the images of the named services.
+    #[arg(long, num_args = 0.., value_name = "SERVICE")]
+    pub update: Option<Vec<String>>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Platform whose manifest is recorded for multi-platform images (default: the host's).
+    #[arg(
+        long,
+        env = "DOCKER_DEFAULT_PLATFORM",
+        value_name = "OS/ARCH[/VARIANT]"
+    )]
+    pub platform: Option<String>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
@@ -192,10 +194,10 @@ pub fn run() -> i32 {
     init_tracing();
     let result = match &cli.command {
         Command::Config(a) => config(&cli.global, a),
-        Command::Plan(a) => crate::converge_cli::plan(&cli.global, a),
-        Command::Apply(a) => crate::converge_cli::apply(&cli.global, a),
         Command::Lock(a) => lock(&cli.global, a),
         Command::Agent(_) => unreachable!("handled above"),
+        Command::Plan(a) => crate::converge_cli::plan(&cli.global, a),
+        Command::Apply(a) => crate::converge_cli::apply(&cli.global, a),
     };
     match result {
         Ok(code) => code,
@@ -215,7 +217,10 @@ fn init_tracing() {
         .try_init();
 }
 
-pub(crate) fn load(global: &Global, path: Option<&PathBuf>) -> anyhow::Result<composeops::model::Project> {
+pub(crate) fn load(
+    global: &Global,
+    path: Option<&PathBuf>,
+) -> anyhow::Result<composeops::model::Project> {
     let loaded = load::load(&global.load_options(path))?;
     for w in &loaded.warnings {
         eprintln!("warning: {w}");

@@ -125,8 +125,9 @@ pub fn apply(global: &Global, a: &ApplyArgs) -> Result<i32> {
     })?;
     let mut out = std::io::stdout().lock();
     if a.common.json {
-        let v = serde_json::json!({ "plan": plan, "report": report });
+        let v = composeops::apply::ApplyJson { plan, report };
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(v.report.exit_code());
     } else {
         for s in &report.services {
             let o = serde_json::to_value(s.outcome)?

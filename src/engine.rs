@@ -45,7 +45,7 @@ impl Engine {
                     minor_version: v.1,
                 }
             }
-            _ => bollard::API_DEFAULT_VERSION.clone(),
+            _ => *bollard::API_DEFAULT_VERSION,
         };
         let docker = if addr.starts_with("unix://") {
             Docker::connect_with_unix(&addr, 300, &client)

@@ -3,17 +3,17 @@
 //! The pipeline runs in one direction (see DESIGN.md): [`load`] reads the compose files into a
 //! [`model::Project`]; later stages resolve image digests, observe the engine, plan and apply.
 
+pub mod agent;
+pub mod apply;
+pub mod converge;
 pub mod duration;
+pub mod engine;
+pub mod journal;
 pub mod load;
 pub mod lock;
 pub mod model;
-pub mod engine;
 pub mod observe;
 pub mod plan;
-pub mod spec;
-pub mod apply;
-pub mod converge;
-pub mod journal;
 pub mod pull;
-pub mod agent;
 pub mod resolve;
+pub mod spec;

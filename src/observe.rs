@@ -234,6 +234,7 @@ pub async fn observe(
     let ids: BTreeSet<String> = o
         .containers
         .iter()
+        .filter(|c| !c.is_own() || !known_ids.contains(&c.image_id))
         .map(|c| c.image_id.clone())
         .filter(|i| !i.is_empty())
         .collect();

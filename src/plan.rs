@@ -358,6 +358,23 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
     }
 
     for c in &observed.containers {
+        if c.name.ends_with(crate::observe::SUFFIX_NEW)
+            || c.name.ends_with(crate::observe::SUFFIX_OLD)
+        {
+            plan.warnings.push(format!(
+                "container {} is left from an interrupted apply whose journal is not in this state \
+                 directory: run apply with the same --state-dir, or remove it after checking",
+                c.name
+            ));
+            continue;
+        }
+        if c.name.ends_with(crate::observe::SUFFIX_FAILED) {
+            plan.warnings.push(format!(
+                "container {} is a failed update kept for inspection (the next update of {} removes it)",
+                c.name, c.service
+            ));
+            continue;
+        }
         if !c.oneoff
             && !p.services.contains_key(&c.service)
             && !p.disabled_services.contains(&c.service)

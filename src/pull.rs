@@ -35,10 +35,10 @@ pub async fn desired_images(
     // The strictest policy per reference wins (always > missing > never/build).
     let mut refs: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
     for (name, svc) in &project.services {
-        let Some(reference) = svc.image.clone() else {
-            bail!("service {name} has no image: composeops does not build images (run `docker compose build` and set image:)");
-        };
-        let policy = svc.pull_policy.clone().unwrap_or_else(|| "missing".into());
+        let reference = crate::spec::image_reference(project, name);
+        let builds = svc.extra.contains_key("build");
+        let default = if builds { "build" } else { "missing" };
+        let policy = svc.pull_policy.clone().unwrap_or_else(|| default.into());
         let e = refs
             .entry(reference)
             .or_insert((policy.clone(), Vec::new()));
@@ -101,9 +101,9 @@ pub async fn desired_images(
     }
     Ok(project
         .services
-        .iter()
-        .map(|(name, svc)| {
-            let reference = svc.image.clone().unwrap_or_default();
+        .keys()
+        .map(|name| {
+            let reference = crate::spec::image_reference(project, name);
             let digest = ids.get(&reference).cloned().flatten();
             (name.clone(), DesiredImage { reference, digest })
         })

@@ -56,6 +56,7 @@ const APPLIED_EXTRA: &[&str] = &[
     "extra_hosts",
     "dns",
     "secrets",
+    "tmpfs",
 ];
 
 /// Fields that never reach the container (or are handled elsewhere): not part of the spec.
@@ -211,6 +212,14 @@ fn opt_bool(v: Option<&Value>) -> Option<bool> {
     v.and_then(Value::as_bool)
 }
 
+/// The service's image, or Compose's default name for a built image (`<project>-<service>`).
+pub fn image_reference(project: &Project, service: &str) -> String {
+    match &project.services[service].image {
+        Some(i) => i.clone(),
+        None => format!("{}-{service}", project.name),
+    }
+}
+
 /// The engine name of a service's container: `container_name`, else `<project>-<service>-<n>`.
 pub fn container_name(project: &str, service: &str, svc: &Service, number: u32) -> String {
     match &svc.container_name {
@@ -225,7 +234,7 @@ impl Spec {
         let svc = &project.services[service];
         let x = &svc.extra;
         let mut s = Spec {
-            image: svc.image.clone().unwrap_or_default(),
+            image: image_reference(project, service),
             command: svc.command.clone(),
             entrypoint: svc.entrypoint.clone(),
             restart: svc.restart.clone().unwrap_or_else(|| "no".into()),
@@ -242,8 +251,8 @@ impl Spec {
             init: opt_bool(x.get("init")),
             privileged: opt_bool(x.get("privileged")).unwrap_or(false),
             read_only: opt_bool(x.get("read_only")).unwrap_or(false),
-            cap_add: sorted(str_list(x.get("cap_add"))),
-            cap_drop: sorted(str_list(x.get("cap_drop"))),
+            cap_add: caps(str_list(x.get("cap_add"))),
+            cap_drop: caps(str_list(x.get("cap_drop"))),
             extra_hosts: sorted(
                 str_list(x.get("extra_hosts"))
                     .into_iter()
@@ -290,6 +299,15 @@ impl Spec {
                 source,
                 target: v.target.clone(),
                 read_only: v.read_only,
+            });
+        }
+        for t in str_list(x.get("tmpfs")) {
+            let target = t.split(':').next().unwrap_or_default().to_string();
+            s.mounts.push(MountSpec {
+                kind: "tmpfs".into(),
+                source: None,
+                target,
+                read_only: false,
             });
         }
         if let Some(Value::Array(secrets)) = x.get("secrets") {
@@ -475,8 +493,8 @@ impl Spec {
             init: hc.init,
             privileged: hc.privileged.unwrap_or(false),
             read_only: hc.readonly_rootfs.unwrap_or(false),
-            cap_add: sorted(hc.cap_add.clone().unwrap_or_default()),
-            cap_drop: sorted(hc.cap_drop.clone().unwrap_or_default()),
+            cap_add: caps(hc.cap_add.clone().unwrap_or_default()),
+            cap_drop: caps(hc.cap_drop.clone().unwrap_or_default()),
             extra_hosts: sorted(hc.extra_hosts.clone().unwrap_or_default()),
             dns: hc.dns.clone().unwrap_or_default(),
             restart: hc
@@ -586,7 +604,12 @@ impl Spec {
                     .aliases
                     .unwrap_or_default()
                     .into_iter()
-                    .filter(|a| a != &name && a != short && !id.starts_with(a.as_str()))
+                    .filter(|a| {
+                        a != &name
+                            && a != short
+                            && !id.starts_with(a.as_str())
+                            && Some(a.as_str()) != cfg.hostname.as_deref()
+                    })
                     .collect();
                 let ipam = ep.ipam_config.unwrap_or_default();
                 s.networks.insert(
@@ -802,6 +825,18 @@ fn nonempty(v: &[String]) -> Option<Vec<String>> {
     } else {
         Some(v.to_vec())
     }
+}
+
+/// `net_admin`, `NET_ADMIN` and `CAP_NET_ADMIN` are the same capability to the engine.
+fn caps(v: Vec<String>) -> Vec<String> {
+    sorted(
+        v.into_iter()
+            .map(|c| {
+                let c = c.to_ascii_uppercase();
+                c.strip_prefix("CAP_").map(str::to_string).unwrap_or(c)
+            })
+            .collect(),
+    )
 }
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {

@@ -205,6 +205,16 @@ fn apply_three_service_stack_with_healthy_dependency() {
         "db:service_healthy:false"
     );
     assert!(labels["io.composeops.spec-hash"].starts_with("v1:"));
+
+    // Compose manages what composeops created: logs and down.
+    let logs = s.compose_v5(&["logs", "db"]);
+    assert!(logs.status.success(), "{}", show(&logs));
+    let down = s.compose_v5(&["down", "-t", "1"]);
+    assert!(down.status.success(), "{}", show(&down));
+    assert!(
+        s.containers().is_empty(),
+        "compose down must remove everything"
+    );
 }
 
 #[test]
@@ -342,13 +352,34 @@ fn kill_at(step: &str) {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
-    // The next plan recovers (journal) and still shows the change (or none, if committed).
-    let out = s.apply_ok();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("recovering an interrupted apply"),
-        "{stderr}"
-    );
+    // The next run recovers from the journal: `plan` for one kill point, `apply` for the others.
+    if step == "health-wait" {
+        let out = s.run(&["plan"]);
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("recovering an interrupted apply"),
+            "{stderr}"
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("web recreate"),
+            "the change is still pending: {stdout}"
+        );
+        assert_eq!(
+            s.containers().len(),
+            3,
+            "recovery leaves one container per replica"
+        );
+        s.apply_ok();
+    } else {
+        let out = s.apply_ok();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("recovering an interrupted apply"),
+            "{stderr}"
+        );
+    }
     let after = s.containers();
     let mut names: Vec<&String> = after.keys().collect();
     names.sort();
@@ -473,4 +504,138 @@ fn bad_input_changes_nothing_on_the_engine() {
         assert_eq!(s.containers(), before, "{what} changed containers");
         assert_eq!(nets(), nets_before, "{what} changed networks");
     }
+}
+
+#[test]
+fn unreachable_registry_with_local_image_is_a_warning() {
+    let mut s = Stack::new("apply-pull");
+    let local = s.image("v1");
+    // Same image under a registry that does not answer (port 9 on 127.0.0.1).
+    let unreachable = format!("127.0.0.1:9/app-{}:1", s.name);
+    docker(&["tag", &local, &unreachable]);
+    s.guard.image(unreachable.clone());
+    s.write(&format!(
+        "services:\n  app:\n    image: {unreachable}\n    pull_policy: always\n"
+    ));
+    let out = s.apply_ok();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("warning: cannot pull {unreachable}")),
+        "{err}"
+    );
+    assert_eq!(s.plan().0, 0);
+    // The next apply warns again and leaves the running container alone.
+    let before = s.containers();
+    s.apply_ok();
+    assert_eq!(s.containers(), before);
+}
+
+#[test]
+fn unknown_image_is_an_error_before_any_change() {
+    let mut s = Stack::new("apply-unknown-image");
+    let image = s.image("v1");
+    s.write(&three_services(&image, "hello"));
+    s.apply_ok();
+    let before = s.containers();
+    let missing = format!("{}/does-not-exist-{}:1", testbed().registry, s.name);
+    s.write(&three_services(&image, "changed").replacen(
+        &format!("image: {image}"),
+        &format!("image: {missing}"),
+        1,
+    ));
+    let out = s.run(&["apply"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("cannot pull image {missing}")),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(s.containers(), before, "nothing may change");
+    // pull_policy: never names the image and changes nothing either.
+    s.write(&format!(
+        "services:\n  db:\n    image: {missing}\n    pull_policy: never\n"
+    ));
+    let out = s.run(&["apply"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pull_policy is never"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(s.containers(), before);
+}
+
+#[test]
+fn anonymous_volumes_are_carried_over_and_prune_removes_orphans_only() {
+    let mut s = Stack::new("apply-anon");
+    let image = s.image("v1");
+    let yaml = |greeting: &str, with_worker: bool| {
+        let mut y = three_services(&image, greeting).replace(
+            "    ports: [\"127.0.0.1::8080\"]\n",
+            "    ports: [\"127.0.0.1::8080\"]\n    volumes: [/cache]\n",
+        );
+        if !with_worker {
+            let worker = format!("  worker:\n    image: {image}\n    depends_on: [db]\n");
+            assert!(y.contains(&worker));
+            y = y.replace(&worker, "");
+        }
+        y
+    };
+    s.write(&yaml("hello", true));
+    s.apply_ok();
+    let web = format!("{}-web-1", s.name);
+    docker(&["exec", &web, "sh", "-c", "echo kept > /cache/marker"]);
+    let cache = "{{range .Mounts}}{{if eq .Destination \"/cache\"}}{{.Name}}{{end}}{{end}}";
+    let vol_before = s.inspect(&web, cache);
+    s.write(&yaml("bonjour", true));
+    s.apply_ok();
+    assert_eq!(
+        s.inspect(&web, cache),
+        vol_before,
+        "the anonymous volume follows the service"
+    );
+    assert_eq!(docker(&["exec", &web, "cat", "/cache/marker"]), "kept");
+
+    // worker leaves the file: plan warns, apply keeps it; --prune removes the container only.
+    s.write(&yaml("bonjour", false));
+    let (code, out) = s.plan();
+    assert_eq!(code, 0, "an orphan without --prune is not a change:\n{out}");
+    assert!(out.contains("orphan container"), "{out}");
+    let worker = format!("{}-worker-1", s.name);
+    assert!(s.containers().contains_key(&worker));
+    let out = s.run(&["apply", "--prune"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        !s.containers().contains_key(&worker),
+        "--prune removes the orphan"
+    );
+    let filter = format!("label=com.docker.compose.project={}", s.name);
+    let vols = docker(&["volume", "ls", "-q", "--filter", &filter]);
+    assert!(
+        vols.contains(&format!("{}_data", s.name)),
+        "named volumes are never removed: {vols}"
+    );
+    assert_eq!(s.plan().0, 0);
+}
+
+#[test]
+fn one_shot_dependency_completed_successfully() {
+    let mut s = Stack::new("apply-oneshot");
+    let image = s.image("v1");
+    s.write(&format!(
+        "services:\n  migrate:\n    image: {image}\n    command: [\"sh\", \"-c\", \"echo migrated\"]\n  \
+         app:\n    image: {image}\n    depends_on:\n      migrate: {{condition: service_completed_successfully}}\n"
+    ));
+    s.apply_ok();
+    let migrate = format!("{}-migrate-1", s.name);
+    assert_eq!(
+        s.inspect(&migrate, "{{.State.Status}} {{.State.ExitCode}}"),
+        "exited 0"
+    );
+    assert_eq!(
+        s.inspect(&format!("{}-app-1", s.name), "{{.State.Running}}"),
+        "true"
+    );
+    let (code, out) = s.plan();
+    assert_eq!(code, 0, "a completed one-shot is converged:\n{out}");
 }
