@@ -1,8 +1,8 @@
 //! The `composeops` binary: parses arguments and prints; all logic lives in the library.
 
+mod agent_cli;
 mod cli;
 mod converge_cli;
-mod agent_cli;
 
 fn main() {
     let code = cli::run();
