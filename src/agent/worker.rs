@@ -215,12 +215,8 @@ async fn run_once<R: Reconciler>(
             } else {
                 None
             };
-            if let Some(Ok(p)) = pending
-                .as_ref()
-                .filter(|p| p.as_ref().is_ok_and(Vec::is_empty))
-            {
+            if matches!(&pending, Some(Ok(p)) if p.is_empty()) {
                 // Someone (`composeops apply`) deployed it after all: nothing left to refuse.
-                debug_assert!(p.is_empty());
                 tracing::info!(project = %src.id, "the desired state that was rolled back now runs; forgetting the rollback");
                 memory.failed = None;
                 memory.applied_revision = desired.revision.clone();
