@@ -63,6 +63,9 @@ pub enum Command {
     /// roll back what fails.
     #[command(after_help = APPLY_EXIT_HELP)]
     Apply(ApplyArgs),
+    /// Keep PATH's compose projects converged: watch files, pull git, check images, serve
+    /// /healthz, /metrics, /status and a signed POST /sync.
+    Agent(crate::agent_cli::AgentArgs),
 }
 
 const PLAN_EXIT_HELP: &str = "Exit status: 0 success (with --detailed-exitcode: no changes), \
@@ -187,10 +190,15 @@ impl Global {
 
 pub fn run() -> i32 {
     let cli = Cli::parse();
+    // The agent sets up its own logging (info level, --log-format).
+    if let Command::Agent(a) = &cli.command {
+        return crate::agent_cli::agent(&cli.global, a);
+    }
     init_tracing();
     let result = match &cli.command {
         Command::Config(a) => config(&cli.global, a),
         Command::Lock(a) => lock(&cli.global, a),
+        Command::Agent(_) => unreachable!("handled above"),
         Command::Plan(a) => crate::converge_cli::plan(&cli.global, a),
         Command::Apply(a) => crate::converge_cli::apply(&cli.global, a),
     };

@@ -3,6 +3,7 @@
 //! The pipeline runs in one direction (see DESIGN.md): [`load`] reads the compose files into a
 //! [`model::Project`]; later stages resolve image digests, observe the engine, plan and apply.
 
+pub mod agent;
 pub mod apply;
 pub mod converge;
 pub mod duration;

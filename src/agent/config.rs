@@ -1,0 +1,303 @@
+//! Agent settings: one typed struct read from the TOML file (`--config`) and from the command
+//! line, flags winning over the file. The same struct generates `schemas/agent-config.schema.json`,
+//! so the file format and its schema cannot drift apart.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::schedule::Schedule;
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+#[derive(clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `composeops agent` configuration file (TOML). Every key is optional; command-line flags
+/// override the file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[schemars(title = "composeops agent configuration")]
+pub struct AgentConfig {
+    /// A git checkout holding one compose project, or a root whose subdirectories each hold one.
+    /// Relative paths in the file (here and in `state-dir`) are relative to the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Fetch and fast-forward the checkout's branch from its upstream this often (e.g. `30s`,
+    /// `5m`). Never merges, never resets local edits. Off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_pull: Option<String>,
+    /// When to look for new image digests in the registry: a 5-field cron expression
+    /// (`0 4 * * *`) or a duration (`1h`). Off when unset: tags are resolved only when the
+    /// compose files change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_images: Option<String>,
+    /// Deploy only the digests pinned in composeops.lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked: Option<bool>,
+    /// HTTP listener for /healthz, /metrics, /status and POST /sync: `PORT` (binds 127.0.0.1)
+    /// or `ADDR:PORT` (binds exactly that). Off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Remove containers of services no longer in the compose files (never volumes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<bool>,
+    /// POST a JSON event to this http:// URL after each apply and each rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_url: Option<String>,
+    /// Log format: `text` (default) or `json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+    /// Where the agent keeps its lock file, the apply journal and project locks (shared with
+    /// `composeops apply --state-dir`) and its memory of rolled-back desired states
+    /// (default: `$STATE_DIRECTORY`, else `composeops apply`'s default: /var/lib/composeops
+    /// as root, `$XDG_STATE_HOME/composeops` otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
+    /// Quiet time after the last file event before reconciling (default `2s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debounce: Option<String>,
+    /// First retry delay after a failed reconcile (default `5s`); doubles per failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_initial: Option<String>,
+    /// Longest retry delay (default `5m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_max: Option<String>,
+    /// How long a new container has to become healthy (running, without a healthcheck)
+    /// before it is rolled back (default `60s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_timeout: Option<String>,
+}
+
+impl AgentConfig {
+    /// Reads a TOML file; unknown keys are errors that name the key.
+    pub fn from_file(path: &Path) -> Result<AgentConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read agent config {}", path.display()))?;
+        let mut c = Self::from_toml(&text)
+            .with_context(|| format!("invalid agent config {}", path.display()))?;
+        // Relative paths in the file are relative to the file, not to wherever the agent starts.
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut c.path, &mut c.state_dir].into_iter().flatten() {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(c)
+    }
+
+    pub fn from_toml(text: &str) -> Result<AgentConfig> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// `self` with every field set in `over` replaced (flags over file).
+    pub fn overlay(mut self, over: AgentConfig) -> AgentConfig {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if over.$f.is_some() { self.$f = over.$f; } )* };
+        }
+        take!(
+            path,
+            git_pull,
+            check_images,
+            locked,
+            listen,
+            prune,
+            notify_url,
+            log_format,
+            state_dir,
+            debounce,
+            retry_initial,
+            retry_max,
+            wait_timeout
+        );
+        self
+    }
+
+    /// Checks and converts every field; errors name the setting and say what is expected.
+    pub fn resolve(&self) -> Result<Settings> {
+        let path = match &self.path {
+            Some(p) => p.clone(),
+            None => bail!(
+                "no PATH: give the checkout to watch as an argument or `path` in the config file"
+            ),
+        };
+        let path = std::path::absolute(&path).unwrap_or(path);
+        if !path.is_dir() {
+            bail!("PATH {} is not a directory", path.display());
+        }
+        let dur = |name: &str,
+                   v: &Option<String>,
+                   default: Option<Duration>|
+         -> Result<Option<Duration>> {
+            match v {
+                None => Ok(default),
+                Some(s) => match crate::duration::parse(s) {
+                    Some(d) if !d.is_zero() => Ok(Some(d)),
+                    _ => bail!("{name} = {s:?} is not a duration (examples: 500ms, 30s, 5m, 1h)"),
+                },
+            }
+        };
+        let check_images = match &self.check_images {
+            None => None,
+            Some(s) => Some(Schedule::parse(s).with_context(|| format!("check-images = {s:?}"))?),
+        };
+        let listen = match &self.listen {
+            None => None,
+            Some(s) => Some(parse_listen(s)?),
+        };
+        if let Some(u) = &self.notify_url {
+            super::events::parse_http_url(u).with_context(|| format!("notify-url = {u:?}"))?;
+        }
+        let state_dir = self.state_dir.clone().unwrap_or_else(|| {
+            std::env::var_os("STATE_DIRECTORY")
+                .map(|s| {
+                    // systemd may pass several directories separated by ':'; the first is ours.
+                    let s = s.to_string_lossy().to_string();
+                    PathBuf::from(s.split(':').next().unwrap_or("").to_string())
+                })
+                .filter(|p| !p.as_os_str().is_empty())
+                // The same default as `composeops apply`, so both use one journal and lock.
+                .unwrap_or_else(crate::journal::default_state_dir)
+        });
+        Ok(Settings {
+            path,
+            git_pull: dur("git-pull", &self.git_pull, None)?,
+            check_images,
+            locked: self.locked.unwrap_or(false),
+            listen,
+            prune: self.prune.unwrap_or(false),
+            notify_url: self.notify_url.clone(),
+            log_format: self.log_format.unwrap_or_default(),
+            state_dir,
+            debounce: dur("debounce", &self.debounce, Some(Duration::from_secs(2)))?.unwrap(),
+            retry_initial: dur(
+                "retry-initial",
+                &self.retry_initial,
+                Some(Duration::from_secs(5)),
+            )?
+            .unwrap(),
+            retry_max: dur("retry-max", &self.retry_max, Some(Duration::from_secs(300)))?.unwrap(),
+            wait_timeout: dur(
+                "wait-timeout",
+                &self.wait_timeout,
+                Some(Duration::from_secs(60)),
+            )?
+            .unwrap(),
+        })
+    }
+}
+
+/// `PORT` or `:PORT` binds loopback; anything else must be a full `ADDR:PORT`.
+pub fn parse_listen(s: &str) -> Result<SocketAddr> {
+    let t = s.trim();
+    let port_only = t.strip_prefix(':').unwrap_or(t);
+    if let Ok(port) = port_only.parse::<u16>() {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    t.parse::<SocketAddr>().with_context(|| {
+        format!("listen = {s:?}: expected PORT (loopback) or ADDR:PORT, e.g. 9090 or 0.0.0.0:9090")
+    })
+}
+
+/// The checked settings the agent runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub path: PathBuf,
+    pub git_pull: Option<Duration>,
+    pub check_images: Option<Schedule>,
+    pub locked: bool,
+    pub listen: Option<SocketAddr>,
+    pub prune: bool,
+    pub notify_url: Option<String>,
+    pub log_format: LogFormat,
+    pub state_dir: PathBuf,
+    pub debounce: Duration,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub wait_timeout: Duration,
+}
+
+/// The JSON Schema of the config file, as checked in under `schemas/agent-config.schema.json`.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(AgentConfig);
+    let mut s = serde_json::to_string_pretty(&schema).expect("schema serialises");
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_keys_match_flags_and_unknown_keys_fail() {
+        let c = AgentConfig::from_toml(
+            "path = \"/srv\"\ngit-pull = \"30s\"\ncheck-images = \"0 4 * * *\"\nlocked = true\n\
+             listen = \"9090\"\nlog-format = \"json\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.git_pull.as_deref(), Some("30s"));
+        assert_eq!(c.locked, Some(true));
+        assert_eq!(c.log_format, Some(LogFormat::Json));
+        let e = AgentConfig::from_toml("git_poll = \"1m\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("git_poll"), "{e:#}");
+    }
+
+    #[test]
+    fn relative_paths_in_the_file_are_relative_to_it() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("agent.toml");
+        std::fs::write(&f, "path = \"stacks\"\nstate-dir = \"/var/lib/x\"\n").unwrap();
+        let c = AgentConfig::from_file(&f).unwrap();
+        assert_eq!(c.path.unwrap(), d.path().join("stacks"));
+        assert_eq!(c.state_dir.unwrap(), PathBuf::from("/var/lib/x"));
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let file = AgentConfig {
+            git_pull: Some("1m".into()),
+            prune: Some(true),
+            ..Default::default()
+        };
+        let flags = AgentConfig {
+            git_pull: Some("5s".into()),
+            ..Default::default()
+        };
+        let c = file.overlay(flags);
+        assert_eq!(c.git_pull.as_deref(), Some("5s"));
+        assert_eq!(c.prune, Some(true));
+    }
+
+    #[test]
+    fn listen_is_loopback_unless_explicit() {
+        assert_eq!(parse_listen("9090").unwrap().to_string(), "127.0.0.1:9090");
+        assert_eq!(parse_listen(":9090").unwrap().to_string(), "127.0.0.1:9090");
+        assert_eq!(
+            parse_listen("0.0.0.0:80").unwrap().to_string(),
+            "0.0.0.0:80"
+        );
+        assert!(parse_listen("localhost").is_err());
+    }
+
+    #[test]
+    fn bad_durations_name_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = AgentConfig {
+            path: Some(dir.path().to_path_buf()),
+            git_pull: Some("soon".into()),
+            ..Default::default()
+        };
+        let e = c.resolve().unwrap_err().to_string();
+        assert!(e.contains("git-pull"), "{e}");
+    }
+}

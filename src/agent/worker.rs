@@ -1,0 +1,385 @@
+//! One task per project: waits for wake-ups, coalesces them, runs the reconciler, remembers
+//! rolled-back desired states, and retries failures with capped exponential backoff. A project's
+//! worker never waits on another's, so one broken project cannot hold the rest back.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use super::events::{self, Event};
+use super::metrics::Metrics;
+use super::reconciler::{ErrorKind, ProjectSource, Reconciler, RunOptions, ServiceResult};
+use super::state::{FailedDesired, ProjectMemory};
+use super::Shared;
+
+/// Why a project should run again. Wake-ups that arrive before a run starts (or while one
+/// runs) merge into one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Wake {
+    pub reasons: Vec<&'static str>,
+    /// Look up tags' current digests in the registry.
+    pub refresh_images: bool,
+    /// Apply even a desired state remembered as rolled back (signed `POST /sync?force=1`).
+    pub force: bool,
+}
+
+impl Wake {
+    pub fn because(reason: &'static str) -> Wake {
+        Wake {
+            reasons: vec![reason],
+            ..Default::default()
+        }
+    }
+    pub fn merge(&mut self, other: Wake) {
+        for r in other.reasons {
+            if !self.reasons.contains(&r) {
+                self.reasons.push(r);
+            }
+        }
+        self.refresh_images |= other.refresh_images;
+        self.force |= other.force;
+    }
+}
+
+/// `initial * 2^(failures-1)`, at most `max`.
+pub fn backoff(failures: u32, initial: Duration, max: Duration) -> Duration {
+    let shift = failures.saturating_sub(1).min(30);
+    initial.saturating_mul(1u32 << shift).min(max)
+}
+
+/// A project's line in `GET /status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProjectStatus {
+    pub id: String,
+    pub dir: String,
+    /// The compose project name (known once the files load).
+    pub project: Option<String>,
+    /// Git revision of the last successful apply.
+    pub revision_applied: Option<String>,
+    /// Git revision of the checkout at the last run (`+dirty`: local edits).
+    pub revision_desired: Option<String>,
+    /// `success`, `rolled_back`, `skipped_rolled_back`, `error`; none before the first run.
+    pub last_result: Option<String>,
+    pub last_error: Option<String>,
+    /// RFC 3339.
+    pub last_run: Option<String>,
+    pub last_success: Option<String>,
+    /// Planned actions not (yet) in effect: empty when converged.
+    pub pending_changes: Vec<String>,
+    pub running: bool,
+    pub runs: u64,
+    pub consecutive_failures: u32,
+    pub retry_in_seconds: Option<u64>,
+    /// The desired state that was rolled back and will not be retried until it changes.
+    pub rolled_back_state: Option<FailedDesired>,
+}
+
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// How a run ended, for scheduling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    Success,
+    RolledBack,
+    Skipped,
+    Failed,
+}
+
+pub async fn run_worker<R: Reconciler>(
+    src: ProjectSource,
+    rec: Arc<R>,
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<Wake>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut memory = shared.memory.load(&src.id);
+    // Series exist from the start (at 0), so alerts on increase() see the first event.
+    let label = Metrics::project(&src.id);
+    let _ = shared.metrics.rollbacks.get_or_create(&label);
+    let _ = shared.metrics.registry_errors.get_or_create(&label);
+    let _ = shared.metrics.out_of_date.get_or_create(&label);
+    shared.update(&src, |s| {
+        s.rolled_back_state = memory.failed.clone();
+        s.revision_applied = memory.applied_revision.clone();
+    });
+    let mut failures: u32 = 0;
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    loop {
+        let wake = tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            w = rx.recv() => match w { Some(w) => w, None => break },
+            _ = async { tokio::time::sleep_until(retry_at.unwrap()).await }, if retry_at.is_some() => {
+                Wake::because("retry")
+            }
+        };
+        if *shutdown.borrow() {
+            break;
+        }
+        let mut wake = wake;
+        while let Ok(more) = rx.try_recv() {
+            wake.merge(more);
+        }
+        retry_at = None;
+        let end = run_once(&src, rec.as_ref(), &shared, &mut memory, &wake).await;
+        match end {
+            RunEnd::Failed => {
+                failures += 1;
+                let d = backoff(
+                    failures,
+                    shared.settings.retry_initial,
+                    shared.settings.retry_max,
+                );
+                retry_at = Some(tokio::time::Instant::now() + d);
+                tracing::info!(project = %src.id, retry_in = ?d, failures, "will retry");
+                shared.update(&src, |s| {
+                    s.consecutive_failures = failures;
+                    s.retry_in_seconds = Some(d.as_secs());
+                });
+            }
+            _ => {
+                failures = 0;
+                shared.update(&src, |s| {
+                    s.consecutive_failures = 0;
+                    s.retry_in_seconds = None;
+                });
+            }
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+    }
+    tracing::debug!(project = %src.id, "worker stopped");
+}
+
+async fn run_once<R: Reconciler>(
+    src: &ProjectSource,
+    rec: &R,
+    shared: &Shared,
+    memory: &mut ProjectMemory,
+    wake: &Wake,
+) -> RunEnd {
+    let started = Instant::now();
+    let dir = src.dir.clone();
+    let (revision, project_revision) = tokio::task::spawn_blocking(move || {
+        (
+            super::git::revision(&dir),
+            super::git::project_revision(&dir),
+        )
+    })
+    .await
+    .unwrap_or((None, None));
+    let opts = RunOptions {
+        refresh_images: wake.refresh_images,
+        locked: shared.settings.locked,
+        prune: shared.settings.prune,
+        revision: revision.clone(),
+        project_revision,
+    };
+    shared.update(src, |s| {
+        s.running = true;
+        s.revision_desired = revision.clone();
+    });
+    let reasons = wake.reasons.join(",");
+    tracing::info!(project = %src.id, reasons = %reasons, revision = revision.as_deref().unwrap_or("-"), "reconcile start");
+    let m = &shared.metrics;
+    let label = Metrics::project(&src.id);
+    let (end, result) = match rec.desired(src, &opts).await {
+        Err(e) => {
+            if e.kind == ErrorKind::Registry {
+                m.registry_errors.get_or_create(&label).inc();
+            }
+            tracing::error!(project = %src.id, kind = ?e.kind, error = %e.message, "cannot build desired state");
+            shared.update(src, |s| s.last_error = Some(e.message.clone()));
+            (RunEnd::Failed, "error")
+        }
+        Ok((desired, prepared)) => {
+            shared.update(src, |s| s.project = Some(desired.project_name.clone()));
+            let remembered = memory
+                .failed
+                .as_ref()
+                .filter(|f| f.fingerprint == desired.fingerprint);
+            let pending = if remembered.is_some() && !wake.force {
+                Some(rec.pending(src, &prepared, &opts).await)
+            } else {
+                None
+            };
+            if matches!(&pending, Some(Ok(p)) if p.is_empty()) {
+                // Someone (`composeops apply`) deployed it after all: nothing left to refuse.
+                tracing::info!(project = %src.id, "the desired state that was rolled back now runs; forgetting the rollback");
+                memory.failed = None;
+                memory.applied_revision = desired.revision.clone();
+                m.last_success.get_or_create(&label).set(unix_now());
+                m.out_of_date.get_or_create(&label).set(0);
+                shared.update(src, |s| {
+                    s.last_error = None;
+                    s.pending_changes.clear();
+                    s.last_success = Some(now_rfc3339());
+                    s.revision_applied = desired.revision.clone();
+                });
+                (RunEnd::Success, "success")
+            } else if let Some(pending) = pending {
+                tracing::warn!(
+                    project = %src.id,
+                    revision = desired.revision.as_deref().unwrap_or("-"),
+                    "desired state was rolled back before; not retrying until it changes \
+                     (or a signed POST /sync?force=1)"
+                );
+                if let Ok(p) = pending {
+                    let services = p
+                        .iter()
+                        .filter(|l| {
+                            !["create network ", "create volume ", "remove orphan "]
+                                .iter()
+                                .any(|x| l.starts_with(x))
+                        })
+                        .count();
+                    m.out_of_date.get_or_create(&label).set(services as i64);
+                    shared.update(src, |s| s.pending_changes = p);
+                }
+                (RunEnd::Skipped, "skipped_rolled_back")
+            } else {
+                if remembered.is_some() {
+                    tracing::warn!(project = %src.id, "forced: applying a desired state that was rolled back before");
+                }
+                match rec.converge(src, prepared, &opts).await {
+                    Err(e) => {
+                        if e.kind == ErrorKind::Registry {
+                            m.registry_errors.get_or_create(&label).inc();
+                        }
+                        tracing::error!(project = %src.id, kind = ?e.kind, error = %e.message, "apply failed");
+                        shared.update(src, |s| s.last_error = Some(e.message.clone()));
+                        (RunEnd::Failed, "error")
+                    }
+                    Ok(c) => {
+                        let plan = c.plan.join("; ");
+                        for s in &c.services {
+                            tracing::info!(project = %src.id, revision = desired.revision.as_deref().unwrap_or("-"),
+                                service = %s.service, outcome = ?s.result, detail = %s.detail, "service outcome");
+                        }
+                        let out_of_date = c
+                            .services
+                            .iter()
+                            .filter(|s| {
+                                matches!(
+                                    s.result,
+                                    ServiceResult::RolledBack | ServiceResult::Failed
+                                )
+                            })
+                            .count();
+                        m.out_of_date.get_or_create(&label).set(out_of_date as i64);
+                        let event = |name: &'static str| Event {
+                            event: name,
+                            project: desired.project_name.clone(),
+                            revision: desired.revision.clone(),
+                            plan: c.plan.clone(),
+                            services: c.services.clone(),
+                            time: now_rfc3339(),
+                        };
+                        if c.rolled_back() {
+                            let reason = c
+                                .services
+                                .iter()
+                                .filter(|s| {
+                                    matches!(
+                                        s.result,
+                                        ServiceResult::RolledBack | ServiceResult::Failed
+                                    )
+                                })
+                                .map(|s| format!("{}: {}", s.service, s.detail))
+                                .collect::<Vec<_>>()
+                                .join("; ");
+                            tracing::error!(project = %src.id, revision = desired.revision.as_deref().unwrap_or("-"),
+                                plan = %plan, reason = %reason, "apply rolled back; this desired state will not be retried");
+                            memory.failed = Some(FailedDesired {
+                                fingerprint: desired.fingerprint.clone(),
+                                revision: desired.revision.clone(),
+                                at: now_rfc3339(),
+                                reason: reason.clone(),
+                            });
+                            m.rollbacks.get_or_create(&label).inc();
+                            events::send(shared.settings.notify_url.as_deref(), event("rollback"));
+                            shared.update(src, |s| {
+                                s.last_error = Some(reason.clone());
+                                s.pending_changes = c.plan.clone();
+                            });
+                            (RunEnd::RolledBack, "rolled_back")
+                        } else {
+                            if c.plan.is_empty() {
+                                tracing::info!(project = %src.id, revision = desired.revision.as_deref().unwrap_or("-"), "in sync");
+                            } else {
+                                tracing::info!(project = %src.id, revision = desired.revision.as_deref().unwrap_or("-"),
+                                    plan = %plan, "applied");
+                                events::send(shared.settings.notify_url.as_deref(), event("apply"));
+                            }
+                            memory.failed = None;
+                            memory.applied_revision = desired.revision.clone();
+                            m.last_success.get_or_create(&label).set(unix_now());
+                            shared.update(src, |s| {
+                                s.last_error = None;
+                                s.pending_changes.clear();
+                                s.last_success = Some(now_rfc3339());
+                                s.revision_applied = desired.revision.clone();
+                            });
+                            (RunEnd::Success, "success")
+                        }
+                    }
+                }
+            }
+        }
+    };
+    if let Err(e) = shared.memory.save(&src.id, memory) {
+        tracing::error!(project = %src.id, error = %e, "cannot save project state");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    m.reconciles
+        .get_or_create(&Metrics::result(&src.id, result))
+        .inc();
+    m.duration.get_or_create(&label).observe(secs);
+    shared.update(src, |s| {
+        s.running = false;
+        s.runs += 1;
+        s.last_result = Some(result.to_string());
+        s.last_run = Some(now_rfc3339());
+        s.rolled_back_state = memory.failed.clone();
+    });
+    tracing::info!(project = %src.id, result, seconds = secs, "reconcile end");
+    end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let i = Duration::from_secs(5);
+        let max = Duration::from_secs(60);
+        let got: Vec<u64> = (1..=6).map(|n| backoff(n, i, max).as_secs()).collect();
+        assert_eq!(got, [5, 10, 20, 40, 60, 60]);
+        assert_eq!(backoff(1000, i, max), max);
+    }
+
+    #[test]
+    fn wakes_merge() {
+        let mut w = Wake::because("file");
+        w.merge(Wake {
+            reasons: vec!["image-check", "file"],
+            refresh_images: true,
+            force: false,
+        });
+        assert_eq!(w.reasons, ["file", "image-check"]);
+        assert!(w.refresh_images && !w.force);
+    }
+}
