@@ -26,7 +26,7 @@ use crate::engine::Engine;
 use crate::journal::{Journal, ProjectLock};
 use crate::load::LoadOptions;
 use crate::model::Project;
-use crate::plan::{self, Desired, DesiredImage, PlanOptions, ServiceAction};
+use crate::plan::{self, Desired, PlanOptions, ServiceAction};
 use crate::pull::{desired_images, PullMode};
 use crate::resolve::{ResolveOptions, ResolvedImage, Resolver};
 
@@ -149,29 +149,19 @@ impl Reconciler for Pipeline {
             let engine = Engine::connect(self.opts.host.as_deref())
                 .await
                 .map_err(err(ErrorKind::Engine))?;
-            let mut pinned = project.clone();
-            for (svc, r) in &resolved {
-                if let Some(s) = pinned.services.get_mut(svc) {
-                    s.image = Some(r.pull_reference());
-                    s.pull_policy = Some("missing".into());
-                }
-            }
             let mut warnings = Vec::new();
-            let local = desired_images(&engine, &pinned, PullMode::Policy, &mut warnings)
-                .await
-                .map_err(err(ErrorKind::Registry))?;
+            let crate::pull::Images { images, run_from } = desired_images(
+                &engine,
+                &project,
+                PullMode::Policy,
+                Some(&resolved),
+                &mut warnings,
+            )
+            .await
+            .map_err(err(ErrorKind::Registry))?;
             for w in warnings {
                 tracing::warn!(project = %src.id, "{w}");
             }
-            let images: BTreeMap<String, DesiredImage> = project
-                .services
-                .iter()
-                .map(|(name, svc)| {
-                    let reference = svc.image.clone().unwrap_or_default();
-                    let digest = local.get(name).and_then(|d| d.digest.clone());
-                    (name.clone(), DesiredImage { reference, digest })
-                })
-                .collect();
             let digests: BTreeMap<String, String> = resolved
                 .iter()
                 .map(|(s, r)| (s.clone(), r.digest.clone()))
@@ -193,7 +183,11 @@ impl Reconciler for Pipeline {
                 state,
                 Prepared {
                     engine,
-                    desired: Desired { project, images },
+                    desired: Desired {
+                        project,
+                        images,
+                        run_from,
+                    },
                 },
             ))
         }
