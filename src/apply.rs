@@ -123,11 +123,16 @@ fn progress(service: &str, msg: impl std::fmt::Display) {
 }
 
 /// Test hook: `COMPOSEOPS_TEST_PAUSE_AT=<step>` sleeps at that step so a test can kill the
-/// process at a known point (steps: create, health-wait, remove-old).
-async fn pause_at(step: &str) {
+/// process, or change the world, at a known point (steps: resolved, create, health-wait,
+/// remove-old). The pause lasts `COMPOSEOPS_TEST_PAUSE_SECS` (default 600).
+pub(crate) async fn pause_at(step: &str) {
     if std::env::var("COMPOSEOPS_TEST_PAUSE_AT").as_deref() == Ok(step) {
         eprintln!("composeops: test pause at {step}");
-        tokio::time::sleep(Duration::from_secs(600)).await;
+        let secs = std::env::var("COMPOSEOPS_TEST_PAUSE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(600);
+        tokio::time::sleep(Duration::from_secs(secs)).await;
     }
 }
 

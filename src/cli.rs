@@ -93,8 +93,13 @@ pub struct EngineArgs {
     #[arg(long)]
     pub json: bool,
     /// Use the digests in composeops.lock (pulled and run by digest); no registry lookup.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "offline")]
     pub locked: bool,
+    /// Do not look image tags up in their registries: use the local images, as Compose does.
+    /// (By default each tag is resolved to its current digest with one HEAD request, so a
+    /// new image pushed under the same tag shows as a change and is pulled by digest.)
+    #[arg(long)]
+    pub offline: bool,
     /// Compose directory (default: the current directory).
     pub path: Option<PathBuf>,
 }

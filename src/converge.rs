@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use anyhow::Result;
+use indexmap::IndexMap;
 
 use crate::apply::recover;
 use crate::engine::Engine;
@@ -12,6 +13,19 @@ use crate::model::Project;
 use crate::observe::{observe, Observed};
 use crate::plan::{self, Desired, Plan, PlanOptions};
 use crate::pull::{desired_images, PullMode};
+use crate::resolve::{registry_image, ResolveOptions, ResolvedImage, Resolver};
+
+/// Where each service's image digest comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageSource {
+    /// The local images only (`--offline`): what Compose does.
+    Local,
+    /// Each tag resolved to its registry digest now (one HEAD per distinct image); pulled and
+    /// run by that digest, so what was planned is what runs even if the tag moves meanwhile.
+    Registry,
+    /// The digests pinned in composeops.lock (`--locked`); no registry request.
+    Locked,
+}
 
 pub struct Planned {
     pub desired: Desired,
@@ -28,7 +42,7 @@ pub async fn plan_project(
     opts: PlanOptions,
     mode: PullMode,
     lock_held: bool,
-    locked: bool,
+    source: ImageSource,
 ) -> Result<Planned> {
     let journal = Journal::new(state_dir, &project.name);
     let mut warnings = Vec::new();
@@ -45,23 +59,30 @@ pub async fn plan_project(
             )),
         }
     }
-    // --locked: digests from composeops.lock, no registry request (issue 4's lock module).
-    let locked_images = if locked {
-        let lock = crate::lock::read_for_locked(&project)?;
-        Some(crate::lock::locked_images(&project, &lock)?)
-    } else {
-        None
+    let pinned = match source {
+        // --locked: digests from composeops.lock, no registry request (issue 4's lock module).
+        ImageSource::Locked => {
+            let lock = crate::lock::read_for_locked(&project)?;
+            Some(crate::lock::locked_images(&project, &lock)?)
+        }
+        ImageSource::Registry => {
+            let found = registry_digests(&project, &mut warnings).await;
+            crate::apply::pause_at("resolved").await;
+            Some(found)
+        }
+        ImageSource::Local => None,
     };
-    let crate::pull::Images { images, run_from } = desired_images(
-        engine,
-        &project,
-        mode,
-        locked_images.as_ref(),
-        &mut warnings,
-    )
-    .await?;
-    let known = images.values().filter_map(|i| i.digest.clone()).collect();
-    let observed = observe(engine, &project.name, &known).await?;
+    let crate::pull::Images {
+        images,
+        run_from,
+        local,
+    } = desired_images(engine, &project, mode, pinned.as_ref(), &mut warnings).await?;
+    let mut known: std::collections::BTreeSet<String> = local.keys().cloned().collect();
+    known.extend(images.values().filter_map(|i| i.digest.clone()));
+    let mut observed = observe(engine, &project.name, &known).await?;
+    for (id, img) in local {
+        observed.images.entry(id).or_insert(img);
+    }
     let desired = Desired {
         project,
         images,
@@ -75,4 +96,42 @@ pub async fn plan_project(
         observed,
         plan,
     })
+}
+
+/// Resolves every registry image of the project to its current digest. An image that cannot
+/// be resolved (registry down, unknown tag, no credentials) is a warning, not an error: the
+/// service then uses the local image as Compose would, and a missing image still fails in
+/// [`desired_images`] before anything changes.
+pub async fn registry_digests(
+    project: &Project,
+    warnings: &mut Vec<String>,
+) -> IndexMap<String, ResolvedImage> {
+    let mut wanted: IndexMap<String, String> = project
+        .services
+        .iter()
+        .filter_map(|(n, s)| registry_image(s).map(|i| (n.clone(), i.to_string())))
+        .collect();
+    let resolver = Resolver::new(ResolveOptions::default());
+    // The resolver remembers each lookup of this run, so retrying without the failed images
+    // sends no request twice.
+    loop {
+        match resolver.resolve_named(&wanted).await {
+            Ok(found) => return found,
+            Err(e) => {
+                let before = wanted.len();
+                for err in e.errors {
+                    warnings.push(format!("{err}; using the local image"));
+                    for s in &err.services {
+                        wanted.shift_remove(s);
+                    }
+                    if err.services.is_empty() {
+                        wanted.retain(|_, i| *i != err.image);
+                    }
+                }
+                if wanted.is_empty() || wanted.len() == before {
+                    return IndexMap::new();
+                }
+            }
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use anyhow::{Context, Result};
 
 use composeops::apply::{Applier, ApplyOptions, Report, EXIT_CONVERGED};
-use composeops::converge::plan_project;
+use composeops::converge::{plan_project, ImageSource};
 use composeops::engine::Engine;
 use composeops::journal::{default_state_dir, Journal, ProjectLock};
 use composeops::plan::{render_text, PlanOptions};
@@ -19,6 +19,16 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
+}
+
+fn image_source(a: &EngineArgs) -> ImageSource {
+    if a.locked {
+        ImageSource::Locked
+    } else if a.offline {
+        ImageSource::Local
+    } else {
+        ImageSource::Registry
+    }
 }
 
 fn state_dir(a: &EngineArgs) -> std::path::PathBuf {
@@ -41,7 +51,7 @@ pub fn plan(global: &Global, a: &PlanArgs) -> Result<i32> {
             },
             PullMode::Never,
             false,
-            a.common.locked,
+            image_source(&a.common),
         )
         .await;
         tracing::debug!(api_calls = engine.calls(), "engine API calls");
@@ -81,7 +91,7 @@ pub fn apply(global: &Global, a: &ApplyArgs) -> Result<i32> {
             },
             PullMode::Policy,
             true,
-            a.common.locked,
+            image_source(&a.common),
         )
         .await?;
         for w in &planned.plan.warnings {

@@ -90,6 +90,18 @@ pub struct ServicePlan {
     /// Unified diff of the normalised spec (running -> desired), secrets masked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
+    /// The image digest moves (full digests; the text plan shows them short).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_change: Option<ImageChange>,
+}
+
+/// An image digest move: what a container runs now, and what it will run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ImageChange {
+    /// The digest the running container came from: its `io.composeops.image-digest` label,
+    /// else its image's repo digest for this repository, else the image id.
+    pub from: String,
+    pub to: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -236,6 +248,7 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
             spec_hash: hash.clone(),
             replicas: Vec::new(),
             diff: None,
+            image_change: None,
         };
         let mut seen = BTreeSet::new();
         for c in &containers {
@@ -266,12 +279,18 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
                     None => &c.image_id == d,
                 };
                 if !same {
+                    let from =
+                        running_digest(c, observed.images.get(&c.image_id), &image.reference);
                     reasons.push(format!(
-                        "image {}: {} -> {}",
+                        "image {}: digest {} -> {}",
                         image.reference,
-                        short(&c.image_id),
+                        short(&from),
                         short(d)
                     ));
+                    sp.image_change.get_or_insert(ImageChange {
+                        from,
+                        to: d.clone(),
+                    });
                 }
             }
             if spec.network_mode.is_none() {
@@ -449,6 +468,31 @@ fn compare_spec(
     h.security_opt
         .retain(|o| o != "label=disable" || w.security_opt.contains(o));
     (h.changed_fields(&w), Some(have.clone()))
+}
+
+/// The digest a container runs: recorded at creation by composeops, else the repo digest of
+/// its image for the same repository, else the image id.
+fn running_digest(
+    c: &ObservedContainer,
+    image: Option<&crate::observe::ObservedImage>,
+    reference: &str,
+) -> String {
+    if let Some(d) = c.labels.get(crate::spec::LABEL_DIGEST) {
+        return d.clone();
+    }
+    let repo = reference.split('@').next().unwrap_or(reference);
+    let repo = match repo.rfind(':') {
+        Some(i) if !repo[i..].contains('/') => &repo[..i],
+        _ => repo,
+    };
+    image
+        .and_then(|i| {
+            i.repo_digests.iter().find_map(|r| {
+                let (name, digest) = r.rsplit_once('@')?;
+                (name == repo || name.ends_with(&format!("/{repo}"))).then(|| digest.to_string())
+            })
+        })
+        .unwrap_or_else(|| c.image_id.clone())
 }
 
 fn short(id: &str) -> String {
@@ -796,7 +840,7 @@ mod tests {
         assert_eq!(p.services[1].action, ServiceAction::Recreate);
         assert_eq!(
             p.services[1].reasons,
-            vec!["image web:1: sha256:aaa -> sha256:bbbbbbbbbbbb"]
+            vec!["image web:1: digest sha256:aaa -> sha256:bbbbbbbbbbbb"]
         );
         assert!(p.orphans[0].remove);
         let d3 = desired(&YAML.replace("image: web:1", "image: web:1\n    deploy: {replicas: 3}"));

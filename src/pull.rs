@@ -14,7 +14,7 @@ use indexmap::IndexMap;
 
 use crate::engine::Engine;
 use crate::model::Project;
-use crate::observe::inspect_images;
+use crate::observe::{inspect_images, ObservedImage};
 use crate::plan::DesiredImage;
 use crate::resolve::ResolvedImage;
 
@@ -32,6 +32,9 @@ pub enum PullMode {
 pub struct Images {
     pub images: BTreeMap<String, DesiredImage>,
     pub run_from: BTreeMap<String, String>,
+    /// The desired images found locally, by id, as inspected here (observe need not inspect
+    /// them again, and plan compares digests with their repo digests).
+    pub local: BTreeMap<String, ObservedImage>,
 }
 
 /// Images of every service: reference plus local image id, or, with `locked` (from
@@ -69,10 +72,14 @@ pub async fn desired_images(
         e.1.push(name.clone());
     }
     let present = inspect_images(engine, refs.keys().cloned().collect()).await?;
-    let mut ids: BTreeMap<String, Option<String>> = present
-        .into_iter()
-        .map(|(r, i)| (r, i.map(|i| i.id)))
-        .collect();
+    let mut local: BTreeMap<String, ObservedImage> = BTreeMap::new();
+    let mut ids: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for (r, i) in present {
+        ids.insert(r, i.as_ref().map(|i| i.id.clone()));
+        if let Some(i) = i {
+            local.insert(i.id.clone(), i);
+        }
+    }
     for (reference, (policy, services)) in &refs {
         let have = ids.get(reference).cloned().flatten();
         let want_pull = match (mode, policy.as_str()) {
@@ -102,12 +109,14 @@ pub async fn desired_images(
         }
         match pull(engine, reference).await {
             Ok(()) => {
-                let id = inspect_images(engine, vec![reference.clone()])
+                let img = inspect_images(engine, vec![reference.clone()])
                     .await?
                     .pop()
-                    .and_then(|x| x.1)
-                    .map(|i| i.id);
-                ids.insert(reference.clone(), id);
+                    .and_then(|x| x.1);
+                ids.insert(reference.clone(), img.as_ref().map(|i| i.id.clone()));
+                if let Some(i) = img {
+                    local.insert(i.id.clone(), i);
+                }
             }
             Err(e) if have.is_some() => {
                 warnings.push(format!(
@@ -132,7 +141,11 @@ pub async fn desired_images(
             (name.clone(), DesiredImage { reference, digest })
         })
         .collect();
-    Ok(Images { images, run_from })
+    Ok(Images {
+        images,
+        run_from,
+        local,
+    })
 }
 
 /// Pulls `reference`, printing progress on stderr.

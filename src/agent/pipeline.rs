@@ -150,7 +150,11 @@ impl Reconciler for Pipeline {
                 .await
                 .map_err(err(ErrorKind::Engine))?;
             let mut warnings = Vec::new();
-            let crate::pull::Images { images, run_from } = desired_images(
+            let crate::pull::Images {
+                images,
+                run_from,
+                local: _,
+            } = desired_images(
                 &engine,
                 &project,
                 PullMode::Policy,

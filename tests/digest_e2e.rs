@@ -1,0 +1,236 @@
+//! Image digests in plan and apply (issue 4) on the real engine and registry: a tag that moves
+//! shows as a digest change for its service only, is deployed by digest, and a tag moved
+//! between planning and pulling does not change what runs. Run with scripts/test.sh.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+
+struct Stack {
+    dir: tempfile::TempDir,
+    state: tempfile::TempDir,
+    name: String,
+    guard: ProjectGuard,
+}
+
+impl Stack {
+    fn new(prefix: &str) -> Stack {
+        let name = unique_project(prefix);
+        Stack {
+            dir: tempfile::tempdir().unwrap(),
+            state: tempfile::tempdir().unwrap(),
+            guard: ProjectGuard::new(name.clone()),
+            name,
+        }
+    }
+
+    /// Builds `variant` as `<registry>/<app>-<project>:1`, pushes it, returns (tag, digest).
+    fn push(&mut self, app: &str, variant: &str) -> (String, String) {
+        let tag = format!("{}/{app}-{}:1", testbed().registry, self.name);
+        build_app_image(&tag, variant);
+        self.guard.image(tag.clone());
+        let digest = push_image(&tag);
+        (tag, digest)
+    }
+
+    fn write(&self, yaml: &str) {
+        std::fs::write(self.dir.path().join("compose.yaml"), yaml).unwrap();
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_composeops"));
+        c.current_dir(self.dir.path())
+            .env("COMPOSEOPS_STATE_DIR", self.state.path())
+            .env_remove("COMPOSEOPS_TEST_PAUSE_AT")
+            .args(["-p", &self.name]);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    fn apply_ok(&self) {
+        let out = self.run(&["apply", "--wait-timeout", "30s"]);
+        assert_eq!(out.status.code(), Some(0), "apply failed:\n{}", show(&out));
+    }
+
+    /// The registry digest the container of `service` runs, from its image's RepoDigests.
+    fn running_digests(&self, service: &str) -> String {
+        let image = docker(&[
+            "inspect",
+            "-f",
+            "{{.Image}}",
+            &format!("{}-{service}-1", self.name),
+        ]);
+        docker(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{json .RepoDigests}}",
+            image.trim(),
+        ])
+    }
+
+    fn version(&self, service: &str) -> String {
+        docker(&[
+            "exec",
+            &format!("{}-{service}-1", self.name),
+            "cat",
+            "/version",
+        ])
+        .trim()
+        .to_string()
+    }
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn two_services(a: &str, b: &str) -> String {
+    format!("services:\n  a:\n    image: {a}\n  b:\n    image: {b}\n")
+}
+
+fn plan_json(s: &Stack) -> serde_json::Value {
+    let out = s.run(&["plan", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn service<'a>(plan: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    plan["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == name)
+        .unwrap()
+}
+
+#[test]
+fn moved_tag_is_a_digest_change_for_that_service_only_and_deployed_by_digest() {
+    let mut s = Stack::new("digest-move");
+    let (a, a1) = s.push("a", "v1");
+    let (b, _) = s.push("b", "v1");
+    s.write(&two_services(&a, &b));
+    s.apply_ok();
+    assert!(s.running_digests("a").contains(&a1));
+
+    // A new release under the same tag.
+    build_app_image(&a, "v2");
+    let a2 = push_image(&a);
+    assert_ne!(a1, a2);
+
+    let plan = plan_json(&s);
+    let pa = service(&plan, "a");
+    assert_eq!(pa["action"], "recreate", "{pa:#}");
+    assert_eq!(pa["image_change"]["from"], a1.as_str(), "{pa:#}");
+    assert_eq!(pa["image_change"]["to"], a2.as_str(), "{pa:#}");
+    assert_eq!(service(&plan, "b")["action"], "unchanged");
+
+    // Text: short digests, old -> new.
+    let out = s.run(&["plan"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let short = |d: &str| format!("sha256:{}", &d["sha256:".len().."sha256:".len() + 12]);
+    assert!(
+        text.contains(&format!("digest {} -> {}", short(&a1), short(&a2))),
+        "{text}"
+    );
+
+    // Apply moves a (pulled by digest), and only a.
+    let b_id = docker(&["inspect", "-f", "{{.Id}}", &format!("{}-b-1", s.name)]);
+    s.apply_ok();
+    assert!(s.running_digests("a").contains(&a2));
+    assert_eq!(s.version("a"), "v2");
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.Id}}", &format!("{}-b-1", s.name)]),
+        b_id
+    );
+    let label = docker(&[
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"io.composeops.image-digest\"}}",
+        &format!("{}-a-1", s.name),
+    ]);
+    assert_eq!(label.trim(), a2);
+    let out = s.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+}
+
+#[test]
+fn tag_moved_between_plan_and_pull_does_not_change_what_runs() {
+    let mut s = Stack::new("digest-race");
+    let (a, a1) = s.push("a", "v1");
+    // The image is only in the registry: apply resolves the tag, then pulls.
+    docker(&["rmi", &a]);
+    s.write(&format!("services:\n  a:\n    image: {a}\n"));
+
+    let mut child = s
+        .cmd()
+        .args(["apply", "--wait-timeout", "30s"])
+        .env("COMPOSEOPS_TEST_PAUSE_AT", "resolved")
+        .env("COMPOSEOPS_TEST_PAUSE_SECS", "8")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "apply ended early:\n{seen}"
+        );
+        seen.push_str(&line);
+        if line.contains("test pause at resolved") {
+            break;
+        }
+    }
+    // The tag moves while apply is paused between resolving and pulling.
+    build_app_image(&a, "v2");
+    let a2 = push_image(&a);
+    assert_ne!(a1, a2);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{seen}{rest}");
+
+    assert!(
+        s.running_digests("a").contains(&a1),
+        "runs what was planned"
+    );
+    assert_eq!(s.version("a"), "v1");
+    // The next plan sees the move.
+    let plan = plan_json(&s);
+    assert_eq!(service(&plan, "a")["image_change"]["to"], a2.as_str());
+}
+
+#[test]
+fn offline_uses_local_images_without_registry_lookups() {
+    let mut s = Stack::new("digest-offline");
+    let (a, _) = s.push("a", "v1");
+    s.write(&format!("services:\n  a:\n    image: {a}\n"));
+    s.apply_ok();
+    build_app_image(&a, "v2");
+    push_image(&a);
+    // The local tag now names v2 (it was rebuilt here) while a runs v1: --offline compares
+    // with the local image, as Compose does, and sees the change; the registry is not asked.
+    let out = s.run(&["plan", "--offline", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(service(&plan, "a")["action"], "recreate");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("registry"),
+        "{}",
+        show(&out)
+    );
+}
