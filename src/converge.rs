@@ -76,7 +76,14 @@ pub async fn plan_project(
         images,
         run_from,
         local,
-    } = desired_images(engine, &project, mode, pinned.as_ref(), &mut warnings).await?;
+    } = match desired_images(engine, &project, mode, pinned.as_ref(), &mut warnings).await {
+        Ok(i) => i,
+        // What the registry lookups found is often why the pull failed: say both.
+        Err(e) if !warnings.is_empty() => {
+            anyhow::bail!("{e:#}\n{}", warnings.join("\n"))
+        }
+        Err(e) => return Err(e),
+    };
     let mut known: std::collections::BTreeSet<String> = local.keys().cloned().collect();
     known.extend(images.values().filter_map(|i| i.digest.clone()));
     let mut observed = observe(engine, &project.name, &known).await?;

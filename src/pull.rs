@@ -154,7 +154,24 @@ async fn pull(engine: &Engine, reference: &str) -> Result<()> {
     let opts = CreateImageOptionsBuilder::default()
         .from_image(reference)
         .build();
-    let mut stream = engine.call().create_image(Some(opts), None, None);
+    // The engine does not read the client's Docker config: send the same credentials the
+    // registry lookups use (auths, credsStore, credHelpers, DOCKER_CONFIG), when there are any.
+    let creds = match crate::resolve::ImageRef::parse(reference) {
+        Ok(r) => crate::resolve::credentials::pull_credentials(&r, None)
+            .await
+            .unwrap_or_else(|e| {
+                eprintln!("warning: {e}; pulling {reference} without credentials");
+                None
+            }),
+        Err(_) => None,
+    };
+    let creds = creds.map(|c| bollard::auth::DockerCredentials {
+        username: Some(c.username),
+        password: Some(c.password),
+        serveraddress: Some(c.server),
+        ..Default::default()
+    });
+    let mut stream = engine.call().create_image(Some(opts), None, creds);
     let mut last = String::new();
     while let Some(item) = stream.next().await {
         let info = item?;

@@ -234,3 +234,49 @@ fn offline_uses_local_images_without_registry_lookups() {
         show(&out)
     );
 }
+
+#[test]
+fn private_registry_pull_uses_docker_config_credentials() {
+    let mut s = Stack::new("digest-auth");
+    let tag = format!("{}/private-{}:1", testbed().auth_registry, s.name);
+    build_app_image(&tag, "v1");
+    s.guard.image(tag.clone());
+    let digest = push_image(&tag);
+    // Only in the registry: apply must resolve and pull it with credentials.
+    docker(&["rmi", &tag]);
+    s.write(&format!("services:\n  a:\n    image: {tag}\n"));
+
+    // Without credentials: a clear error before any change.
+    let empty = tempfile::tempdir().unwrap();
+    let out = s
+        .cmd()
+        .env("DOCKER_CONFIG", empty.path())
+        .args(["apply", "--wait-timeout", "30s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&testbed().auth_registry) && err.contains("docker login"),
+        "{err}"
+    );
+    assert!(docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=com.docker.compose.project={}", s.name)
+    ])
+    .trim()
+    .is_empty());
+
+    // With a Docker config that has the credentials: resolved, pulled by digest, running.
+    let config = docker_config_logged_in();
+    let out = s
+        .cmd()
+        .env("DOCKER_CONFIG", config.path())
+        .args(["apply", "--wait-timeout", "30s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(s.running_digests("a").contains(&digest));
+}
