@@ -46,6 +46,17 @@ pub async fn plan_project(
 ) -> Result<Planned> {
     let journal = Journal::new(state_dir, &project.name);
     let mut warnings = Vec::new();
+    // Registry lookups start first and run beside the engine requests: building the registry
+    // client (its TLS root store) costs more CPU than the whole no-op reconcile, and a second
+    // worker thread hides it behind recovery and observation.
+    let resolving = (source == ImageSource::Registry).then(|| {
+        let p = project.clone();
+        tokio::spawn(async move {
+            let mut w = Vec::new();
+            let found = registry_digests(&p, &mut w).await;
+            (found, w)
+        })
+    });
     if lock_held {
         recover(engine, &journal).await?;
     } else if journal.path().exists() {
@@ -59,18 +70,25 @@ pub async fn plan_project(
             )),
         }
     }
-    let pinned = match source {
+    // While the registry answers, observe (the desired images are not known yet, so observe
+    // inspects the running ones itself).
+    let early = match &resolving {
+        Some(_) => Some(observe(engine, &project.name, &Default::default()).await?),
+        None => None,
+    };
+    let pinned = match (source, resolving) {
         // --locked: digests from composeops.lock, no registry request (issue 4's lock module).
-        ImageSource::Locked => {
+        (ImageSource::Locked, _) => {
             let lock = crate::lock::read_for_locked(&project)?;
             Some(crate::lock::locked_images(&project, &lock)?)
         }
-        ImageSource::Registry => {
-            let found = registry_digests(&project, &mut warnings).await;
+        (ImageSource::Registry, Some(task)) => {
+            let (found, w) = task.await?;
+            warnings.extend(w);
             crate::apply::pause_at("resolved").await;
             Some(found)
         }
-        ImageSource::Local => None,
+        _ => None,
     };
     let crate::pull::Images {
         images,
@@ -84,9 +102,14 @@ pub async fn plan_project(
         }
         Err(e) => return Err(e),
     };
-    let mut known: std::collections::BTreeSet<String> = local.keys().cloned().collect();
-    known.extend(images.values().filter_map(|i| i.digest.clone()));
-    let mut observed = observe(engine, &project.name, &known).await?;
+    let mut observed = match early {
+        Some(o) => o,
+        None => {
+            let mut known: std::collections::BTreeSet<String> = local.keys().cloned().collect();
+            known.extend(images.values().filter_map(|i| i.digest.clone()));
+            observe(engine, &project.name, &known).await?
+        }
+    };
     for (id, img) in local {
         observed.images.entry(id).or_insert(img);
     }

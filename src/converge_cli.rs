@@ -15,7 +15,9 @@ use composeops::pull::PullMode;
 use crate::cli::{load, ApplyArgs, EngineArgs, Global, PlanArgs};
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
+    // Two workers: registry lookups run beside the engine requests (see converge).
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")

@@ -50,6 +50,9 @@ pub async fn desired_images(
     // The strictest policy per reference wins (always > missing > never/build).
     let mut refs: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
     let mut run_from = BTreeMap::new();
+    // Pulled by a digest the tag was just resolved to: tag it locally as the tag, as
+    // `docker pull NAME:TAG` would, so Compose and `--offline` find it under its name.
+    let mut tag_as: BTreeMap<String, String> = BTreeMap::new();
     for (name, svc) in &project.services {
         let mut reference = crate::spec::image_reference(project, name);
         let builds = svc.extra.contains_key("build");
@@ -57,8 +60,12 @@ pub async fn desired_images(
         let mut policy = svc.pull_policy.clone().unwrap_or_else(|| default.into());
         if let Some(r) = locked.and_then(|l| l.get(name)) {
             // Pinned by digest: pulling again cannot change it, so `always` is `missing`.
+            let written = reference.clone();
             reference = r.pull_reference();
             run_from.insert(name.clone(), reference.clone());
+            if r.source == crate::resolve::Source::Registry && !written.contains('@') {
+                tag_as.insert(reference.clone(), written);
+            }
             if policy == "always" {
                 policy = "missing".into();
             }
@@ -116,6 +123,21 @@ pub async fn desired_images(
                 ids.insert(reference.clone(), img.as_ref().map(|i| i.id.clone()));
                 if let Some(i) = img {
                     local.insert(i.id.clone(), i);
+                }
+                if let Some(written) = tag_as.get(reference) {
+                    let (repo, tag) = match written.rfind(':') {
+                        Some(i) if !written[i..].contains('/') => {
+                            (&written[..i], &written[i + 1..])
+                        }
+                        _ => (written.as_str(), "latest"),
+                    };
+                    let opts = bollard::query_parameters::TagImageOptionsBuilder::default()
+                        .repo(repo)
+                        .tag(tag)
+                        .build();
+                    if let Err(e) = engine.call().tag_image(reference, Some(opts)).await {
+                        warnings.push(format!("cannot tag {reference} as {written}: {e}"));
+                    }
                 }
             }
             Err(e) if have.is_some() => {

@@ -374,10 +374,24 @@ impl Resolver {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
+        // Loading the system's root certificates costs several milliseconds, more than the
+        // rest of a no-op plan. When every registry asked is a loopback one spoken to over
+        // plain HTTP, no TLS connection is made: trust only a placeholder root whose private
+        // key was discarded (src/resolve/no-tls-root.pem), so an unexpected HTTPS connection
+        // fails verification instead of being trusted, and no system store is loaded.
+        let tls_certs_only = if to_ask.iter().all(|r| r.is_loopback_registry()) {
+            vec![oci_client::client::Certificate {
+                encoding: oci_client::client::CertificateEncoding::Pem,
+                data: include_bytes!("no-tls-root.pem").to_vec(),
+            }]
+        } else {
+            Vec::new()
+        };
         let client = Client::new(ClientConfig {
             protocol: ClientProtocol::HttpsExcept(plain_http),
             connect_timeout: Some(self.opts.timeout.min(Duration::from_secs(10))),
             read_timeout: Some(self.opts.timeout),
+            tls_certs_only,
             ..Default::default()
         });
         // Credentials once per registry (helpers are processes: run them off the runtime).
