@@ -32,6 +32,9 @@ pub struct ApplyOptions {
     pub wait_timeout: Duration,
     /// Remove a failed new container instead of keeping it stopped for inspection.
     pub cleanup_failed: bool,
+    /// Labels put on the containers this run creates, outside the spec and its hash (the
+    /// agent's `io.composeops.revision`): a new value alone never causes a recreate.
+    pub extra_labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Exit statuses of `composeops apply` (documented in `--help`).
@@ -555,6 +558,12 @@ impl Applier<'_> {
             img.and_then(|i| i.digest.as_deref()),
         );
         let mut body = spec.create_body(&ctx, name, anon);
+        if !self.opts.extra_labels.is_empty() {
+            let labels = body.labels.get_or_insert_with(Default::default);
+            for (k, v) in &self.opts.extra_labels {
+                labels.insert(k.clone(), v.clone());
+            }
+        }
         if let Some(r) = self.desired.run_from.get(service) {
             body.image = Some(r.clone());
         }

@@ -113,6 +113,7 @@ pub fn apply(global: &Global, a: &ApplyArgs) -> Result<i32> {
                 opts: ApplyOptions {
                     wait_timeout: a.wait_timeout,
                     cleanup_failed: a.cleanup_failed,
+                    extra_labels: Default::default(),
                 },
             };
             applier.apply(&planned.plan, &planned.observed).await?

@@ -38,6 +38,8 @@ pub const LABEL_VOLUME: &str = "com.docker.compose.volume";
 pub const LABEL_SPEC_HASH: &str = "io.composeops.spec-hash";
 pub const LABEL_SPEC: &str = "io.composeops.spec";
 pub const LABEL_DIGEST: &str = "io.composeops.image-digest";
+/// The git revision a container was deployed from (set by the agent).
+pub const LABEL_REVISION: &str = "io.composeops.revision";
 
 /// Service fields composeops applies beyond the typed ones (read from `Service::extra`).
 const APPLIED_EXTRA: &[&str] = &[

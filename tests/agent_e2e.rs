@@ -389,6 +389,11 @@ fn applies_first_revision_then_pushed_commit_then_local_edit() {
     assert_eq!(st["last_result"], "success", "{st}");
     let first = git(&repos.work, &["rev-parse", "HEAD"]);
     assert_eq!(st["revision_applied"], first.as_str(), "{st}");
+    // The container records the revision it was deployed from.
+    assert_eq!(
+        inspect(&web, "{{index .Config.Labels \"io.composeops.revision\"}}").as_deref(),
+        Some(first.as_str())
+    );
 
     let pushed = repos.push(&[("compose.yaml", compose(&name, &image, "2"))], "rev 2");
     let t = Instant::now();

@@ -263,6 +263,12 @@ impl Reconciler for Pipeline {
                 opts: ApplyOptions {
                     wait_timeout: self.opts.wait_timeout,
                     cleanup_failed: false,
+                    // The git revision each container was deployed from.
+                    extra_labels: opts
+                        .revision
+                        .iter()
+                        .map(|r| (crate::spec::LABEL_REVISION.to_string(), r.clone()))
+                        .collect(),
                 },
             };
             let report = applier
