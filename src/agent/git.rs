@@ -41,19 +41,7 @@ pub fn toplevel(dir: &Path) -> Option<PathBuf> {
 /// different desired state from the commit, and /status says so).
 pub fn revision(dir: &Path) -> Option<String> {
     let head = git(dir, &["rev-parse", "HEAD"]).ok()?;
-    let dirty = git(
-        dir,
-        &[
-            "status",
-            "--porcelain",
-            "--untracked-files=normal",
-            "--",
-            ".",
-        ],
-    )
-    .map(|s| !s.is_empty())
-    .unwrap_or(false);
-    Some(if dirty { format!("{head}+dirty") } else { head })
+    Some(with_dirty(dir, head))
 }
 
 /// The last commit that touched `dir` (with `+dirty` for uncommitted changes in it): what
@@ -64,6 +52,11 @@ pub fn project_revision(dir: &Path) -> Option<String> {
     if last.is_empty() {
         return None;
     }
+    Some(with_dirty(dir, last))
+}
+
+/// `commit`, with `+dirty` when `dir` has uncommitted changes.
+fn with_dirty(dir: &Path, commit: String) -> String {
     let dirty = git(
         dir,
         &[
@@ -76,7 +69,11 @@ pub fn project_revision(dir: &Path) -> Option<String> {
     )
     .map(|s| !s.is_empty())
     .unwrap_or(false);
-    Some(if dirty { format!("{last}+dirty") } else { last })
+    if dirty {
+        format!("{commit}+dirty")
+    } else {
+        commit
+    }
 }
 
 /// What a pull did.
