@@ -7,57 +7,16 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 
+use common::stack::{show, Stack};
 use common::*;
 
-/// A compose project in a temporary directory, with its own state directory and cleanup.
-struct Stack {
-    dir: tempfile::TempDir,
-    state: tempfile::TempDir,
-    name: String,
-    guard: ProjectGuard,
-}
-
 impl Stack {
-    fn new(prefix: &str) -> Stack {
-        let name = unique_project(prefix);
-        Stack {
-            dir: tempfile::tempdir().unwrap(),
-            state: tempfile::tempdir().unwrap(),
-            guard: ProjectGuard::new(name.clone()),
-            name,
-        }
-    }
-
     /// Builds the test app `variant` as `<registry>/app-<project>:1` (removed on drop).
     fn image(&mut self, variant: &str) -> String {
         let tag = format!("{}/app-{}:1", testbed().registry, self.name);
         build_app_image(&tag, variant);
         self.guard.image(tag.clone());
         tag
-    }
-
-    fn write(&self, yaml: &str) {
-        std::fs::write(self.dir.path().join("compose.yaml"), yaml).unwrap();
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_composeops"));
-        c.current_dir(self.dir.path())
-            .env("COMPOSEOPS_STATE_DIR", self.state.path())
-            .env_remove("COMPOSEOPS_TEST_PAUSE_AT")
-            .args(["-p", &self.name]);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().unwrap()
-    }
-
-    /// `apply` that must converge (exit 0).
-    fn apply_ok(&self) -> Output {
-        let out = self.run(&["apply", "--wait-timeout", "30s"]);
-        assert_eq!(out.status.code(), Some(0), "apply failed:\n{}", show(&out));
-        out
     }
 
     /// Exit status of `plan --detailed-exitcode` (0 no changes, 2 changes), and its output.
@@ -97,15 +56,6 @@ impl Stack {
             .output()
             .unwrap()
     }
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// db (healthcheck) <- web (service_healthy) and worker (service_started).

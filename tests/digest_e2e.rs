@@ -5,28 +5,12 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 
+use common::stack::{show, Stack};
 use common::*;
 
-struct Stack {
-    dir: tempfile::TempDir,
-    state: tempfile::TempDir,
-    name: String,
-    guard: ProjectGuard,
-}
-
 impl Stack {
-    fn new(prefix: &str) -> Stack {
-        let name = unique_project(prefix);
-        Stack {
-            dir: tempfile::tempdir().unwrap(),
-            state: tempfile::tempdir().unwrap(),
-            guard: ProjectGuard::new(name.clone()),
-            name,
-        }
-    }
-
     /// Builds `variant` as `<registry>/<app>-<project>:1`, pushes it, returns (tag, digest).
     fn push(&mut self, app: &str, variant: &str) -> (String, String) {
         let tag = format!("{}/{app}-{}:1", testbed().registry, self.name);
@@ -34,28 +18,6 @@ impl Stack {
         self.guard.image(tag.clone());
         let digest = push_image(&tag);
         (tag, digest)
-    }
-
-    fn write(&self, yaml: &str) {
-        std::fs::write(self.dir.path().join("compose.yaml"), yaml).unwrap();
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_composeops"));
-        c.current_dir(self.dir.path())
-            .env("COMPOSEOPS_STATE_DIR", self.state.path())
-            .env_remove("COMPOSEOPS_TEST_PAUSE_AT")
-            .args(["-p", &self.name]);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().unwrap()
-    }
-
-    fn apply_ok(&self) {
-        let out = self.run(&["apply", "--wait-timeout", "30s"]);
-        assert_eq!(out.status.code(), Some(0), "apply failed:\n{}", show(&out));
     }
 
     /// The registry digest the container of `service` runs, from its image's RepoDigests.
@@ -85,15 +47,6 @@ impl Stack {
         .trim()
         .to_string()
     }
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn two_services(a: &str, b: &str) -> String {

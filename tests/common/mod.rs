@@ -5,6 +5,8 @@
 //! which prepares the bed and exports the environment variables read here.
 #![allow(dead_code)]
 
+pub mod stack;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;

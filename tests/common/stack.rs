@@ -1,0 +1,61 @@
+//! A compose project for end-to-end tests of `plan`/`apply`: a temporary directory, its own
+//! state directory, a unique project name, and cleanup of everything it made (ProjectGuard).
+//! Test files add the helpers they alone need with their own `impl Stack` blocks.
+
+use std::process::{Command, Output};
+
+use super::{unique_project, ProjectGuard};
+
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub state: tempfile::TempDir,
+    pub name: String,
+    pub guard: ProjectGuard,
+}
+
+impl Stack {
+    pub fn new(prefix: &str) -> Stack {
+        let name = unique_project(prefix);
+        Stack {
+            dir: tempfile::tempdir().unwrap(),
+            state: tempfile::tempdir().unwrap(),
+            guard: ProjectGuard::new(name.clone()),
+            name,
+        }
+    }
+
+    pub fn write(&self, yaml: &str) {
+        std::fs::write(self.dir.path().join("compose.yaml"), yaml).unwrap();
+    }
+
+    /// `composeops -p NAME` in the project directory, with the stack's state directory.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_composeops"));
+        c.current_dir(self.dir.path())
+            .env("COMPOSEOPS_STATE_DIR", self.state.path())
+            .env_remove("COMPOSEOPS_TEST_PAUSE_AT")
+            .args(["-p", &self.name]);
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// `apply` that must converge (exit 0).
+    pub fn apply_ok(&self) -> Output {
+        let out = self.run(&["apply", "--wait-timeout", "30s"]);
+        assert_eq!(out.status.code(), Some(0), "apply failed:\n{}", show(&out));
+        out
+    }
+}
+
+/// A command's status, stdout and stderr, for assertion messages.
+pub fn show(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
