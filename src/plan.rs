@@ -480,16 +480,15 @@ fn running_digest(
     if let Some(d) = c.labels.get(crate::spec::LABEL_DIGEST) {
         return d.clone();
     }
-    let repo = reference.split('@').next().unwrap_or(reference);
-    let repo = match repo.rfind(':') {
-        Some(i) if !repo[i..].contains('/') => &repo[..i],
-        _ => repo,
-    };
-    image
-        .and_then(|i| {
+    // RepoDigests name the repository in Docker's familiar form (`nginx`, `host:port/app`).
+    let repo = crate::resolve::ImageRef::parse(reference)
+        .ok()
+        .map(|r| r.familiar_repository());
+    repo.zip(image)
+        .and_then(|(repo, i)| {
             i.repo_digests.iter().find_map(|r| {
                 let (name, digest) = r.rsplit_once('@')?;
-                (name == repo || name.ends_with(&format!("/{repo}"))).then(|| digest.to_string())
+                (name == repo).then(|| digest.to_string())
             })
         })
         .unwrap_or_else(|| c.image_id.clone())

@@ -124,16 +124,13 @@ pub async fn desired_images(
                 if let Some(i) = img {
                     local.insert(i.id.clone(), i);
                 }
-                if let Some(written) = tag_as.get(reference) {
-                    let (repo, tag) = match written.rfind(':') {
-                        Some(i) if !written[i..].contains('/') => {
-                            (&written[..i], &written[i + 1..])
-                        }
-                        _ => (written.as_str(), "latest"),
-                    };
+                let written = tag_as
+                    .get(reference)
+                    .and_then(|w| crate::resolve::ImageRef::parse(w).ok().map(|r| (w, r)));
+                if let Some((written, r)) = written {
                     let opts = bollard::query_parameters::TagImageOptionsBuilder::default()
-                        .repo(repo)
-                        .tag(tag)
+                        .repo(&r.familiar_repository())
+                        .tag(r.tag.as_deref().unwrap_or("latest"))
                         .build();
                     if let Err(e) = engine.call().tag_image(reference, Some(opts)).await {
                         warnings.push(format!("cannot tag {reference} as {written}: {e}"));
