@@ -683,16 +683,7 @@ mod tests {
     use super::*;
     use crate::observe::ObservedImage;
 
-    fn project(yaml: &str) -> Project {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("compose.yaml"), yaml).unwrap();
-        let opts = crate::load::LoadOptions {
-            cwd: dir.path().to_path_buf(),
-            project_name: Some("p".into()),
-            ..Default::default()
-        };
-        crate::load::load(&opts).unwrap().project
-    }
+    use crate::load::test_project as project;
 
     fn desired(yaml: &str) -> Desired {
         let project = project(yaml);

@@ -1189,16 +1189,7 @@ impl CreateContext {
 mod tests {
     use super::*;
 
-    fn project(yaml: &str) -> Project {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("compose.yaml"), yaml).unwrap();
-        let opts = crate::load::LoadOptions {
-            cwd: dir.path().to_path_buf(),
-            project_name: Some("p".into()),
-            ..Default::default()
-        };
-        crate::load::load(&opts).unwrap().project
-    }
+    use crate::load::test_project as project;
 
     #[test]
     fn spec_is_stable_and_hash_versioned() {

@@ -903,3 +903,17 @@ fn locate(e: LoadError, sources: &[SourceFile]) -> LoadError {
         None => e,
     }
 }
+
+/// Loads `yaml` as project `p` from a temporary directory: a fixture for unit tests of the
+/// later pipeline stages.
+#[cfg(test)]
+pub(crate) fn test_project(yaml: &str) -> Project {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("compose.yaml"), yaml).unwrap();
+    let opts = LoadOptions {
+        cwd: dir.path().to_path_buf(),
+        project_name: Some("p".into()),
+        ..Default::default()
+    };
+    load(&opts).unwrap().project
+}
