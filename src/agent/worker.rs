@@ -10,7 +10,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::events::{self, Event};
 use super::metrics::Metrics;
-use super::reconciler::{ErrorKind, ProjectSource, Reconciler, RunOptions, ServiceResult};
+use super::reconciler::{
+    ErrorKind, ProjectSource, ReconcileError, Reconciler, RunOptions, ServiceResult,
+};
 use super::state::{FailedDesired, ProjectMemory};
 use super::Shared;
 
@@ -195,15 +197,17 @@ async fn run_once<R: Reconciler>(
     tracing::info!(project = %src.id, reasons = %reasons, revision = revision.as_deref().unwrap_or("-"), "reconcile start");
     let m = &shared.metrics;
     let label = Metrics::project(&src.id);
-    let (end, result) = match rec.desired(src, &opts).await {
-        Err(e) => {
-            if e.kind == ErrorKind::Registry {
-                m.registry_errors.get_or_create(&label).inc();
-            }
-            tracing::error!(project = %src.id, kind = ?e.kind, error = %e.message, "cannot build desired state");
-            shared.update(src, |s| s.last_error = Some(e.message.clone()));
-            (RunEnd::Failed, "error")
+    // A failed step: counted (registry errors), logged and shown in /status.
+    let failed = |e: &ReconcileError, what: &str| {
+        if e.kind == ErrorKind::Registry {
+            m.registry_errors.get_or_create(&label).inc();
         }
+        tracing::error!(project = %src.id, kind = ?e.kind, error = %e.message, "{what}");
+        shared.update(src, |s| s.last_error = Some(e.message.clone()));
+        (RunEnd::Failed, "error")
+    };
+    let (end, result) = match rec.desired(src, &opts).await {
+        Err(e) => failed(&e, "cannot build desired state"),
         Ok((desired, prepared)) => {
             shared.update(src, |s| s.project = Some(desired.project_name.clone()));
             let remembered = memory
@@ -254,14 +258,7 @@ async fn run_once<R: Reconciler>(
                     tracing::warn!(project = %src.id, "forced: applying a desired state that was rolled back before");
                 }
                 match rec.converge(src, prepared, &opts).await {
-                    Err(e) => {
-                        if e.kind == ErrorKind::Registry {
-                            m.registry_errors.get_or_create(&label).inc();
-                        }
-                        tracing::error!(project = %src.id, kind = ?e.kind, error = %e.message, "apply failed");
-                        shared.update(src, |s| s.last_error = Some(e.message.clone()));
-                        (RunEnd::Failed, "error")
-                    }
+                    Err(e) => failed(&e, "apply failed"),
                     Ok(c) => {
                         let plan = c.plan.join("; ");
                         for s in &c.services {
