@@ -1,13 +1,28 @@
-//! `converge`: the pipeline from a loaded project to a plan (and, in the CLI, to apply):
-//! recover an interrupted run, make images present, observe, plan.
+//! `converge`: the one pipeline from a loaded project to a converged engine, shared by
+//! `composeops plan`, `composeops apply` and the agent:
+//!
+//! ```text
+//! resolve (registry | lock | local) ─┐
+//!                                    ├─▶ desired images ─▶ plan ─▶ apply
+//! recover (journal) ─▶ observe ──────┘
+//! ```
+//!
+//! Callers differ only in what they ask for ([`PlanRequest`]): `plan` never pulls and recovers
+//! only when no apply runs; `apply` and the agent hold the project lock, pull as the pull
+//! policy says and then apply. The agent adds its memory of registry digests
+//! ([`DigestCache`]) so that a file event never deploys an image update ahead of its image
+//! schedule; everything else it decides with the same code as the CLI.
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use anyhow::Result;
 use indexmap::IndexMap;
 
-use crate::apply::recover;
+use crate::apply::{recover, Applier, ApplyOptions, Outcome, Report, ServiceOutcome};
 use crate::engine::Engine;
+use crate::error::{Error, ErrorKind, Result};
 use crate::journal::{Journal, ProjectLock};
 use crate::model::Project;
 use crate::observe::{observe, Observed};
@@ -20,148 +35,336 @@ use crate::resolve::{registry_image, ResolveOptions, ResolvedImage, Resolver};
 pub enum ImageSource {
     /// The local images only (`--offline`): what Compose does.
     Local,
-    /// Each tag resolved to its registry digest now (one HEAD per distinct image); pulled and
-    /// run by that digest, so what was planned is what runs even if the tag moves meanwhile.
+    /// Each tag resolved to its registry digest (one HEAD per distinct image, unless the
+    /// [`DigestCache`] already holds it); pulled and run by that digest, so what was planned
+    /// is what runs even if the tag moves meanwhile. A registry that cannot answer is a
+    /// warning: the local image is used, as Compose would.
     Registry,
     /// The digests pinned in composeops.lock (`--locked`); no registry request.
     Locked,
 }
 
+/// Registry digests found by earlier runs, keyed by (scope, reference as written). The CLI
+/// starts each run with an empty one; the agent keeps one for its lifetime, scoped by project.
+/// Cheap to clone: clones share the same entries.
+#[derive(Debug, Clone, Default)]
+pub struct DigestCache {
+    entries: Arc<Mutex<DigestEntries>>,
+}
+
+/// (scope, reference) -> the digest found, and when.
+type DigestEntries = HashMap<(String, String), (ResolvedImage, Instant)>;
+
+impl DigestCache {
+    fn get(&self, scope: &str, reference: &str) -> Option<(ResolvedImage, Instant)> {
+        let e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        e.get(&(scope.to_string(), reference.to_string())).cloned()
+    }
+
+    fn put(&self, scope: &str, r: &ResolvedImage) {
+        let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        e.insert(
+            (scope.to_string(), r.reference.clone()),
+            (r.clone(), Instant::now()),
+        );
+    }
+}
+
+/// How the registry digests of a run are found.
+#[derive(Debug, Clone, Default)]
+pub struct DigestUse {
+    pub cache: DigestCache,
+    /// Cache key prefix (the agent's project id; empty for the CLI).
+    pub scope: String,
+    /// Ask the registry even for references in the cache (image check, forced sync).
+    pub refresh: bool,
+    /// A cached digest younger than this is reused even when `refresh` is set, so wake-ups
+    /// that arrive together cost one lookup per reference.
+    pub fresh_for: Duration,
+}
+
+/// What a caller asks of [`plan`].
+#[derive(Debug, Clone)]
+pub struct PlanRequest {
+    pub source: ImageSource,
+    pub pull: PullMode,
+    pub prune: bool,
+    /// The caller holds the project lock (apply, agent): an interrupted run is recovered first.
+    /// Otherwise (`plan`) recovery runs only if the lock is free, so a plan never undoes a
+    /// running apply's work.
+    pub lock_held: bool,
+    pub digests: DigestUse,
+}
+
+/// A plan and everything apply needs to execute it.
 pub struct Planned {
     pub desired: Desired,
     pub observed: Observed,
     pub plan: Plan,
+    /// The registry (or lock) digest each service resolved to; services that use a local or
+    /// built image are absent.
+    pub digests: IndexMap<String, ResolvedImage>,
 }
 
-/// Plans `project`. `lock_held`: the caller (apply) holds the project lock; otherwise (plan)
-/// recovery runs only if the lock is free, so a plan never undoes a running apply's work.
-pub async fn plan_project(
+/// Connects to the engine (`-H`/DOCKER_HOST, else the local socket).
+pub async fn connect(host: Option<&str>) -> Result<Engine> {
+    Engine::connect(host)
+        .await
+        .map_err(Error::of(ErrorKind::EngineUnavailable))
+}
+
+/// Takes the project's lock, waiting up to `timeout` for another run to finish.
+pub async fn lock(state_dir: &Path, project: &str, timeout: Duration) -> Result<ProjectLock> {
+    let (dir, name) = (state_dir.to_path_buf(), project.to_string());
+    tokio::task::spawn_blocking(move || ProjectLock::acquire(&dir, &name, timeout))
+        .await
+        .map_err(Error::of(ErrorKind::Conflict))?
+        .map_err(Error::of(ErrorKind::Conflict))
+}
+
+/// Plans `project`: resolves digests beside recovery and observation, makes the desired
+/// images present (pulling only with [`PullMode::Policy`]), and plans. Changes nothing on the
+/// engine but images and the recovery of an interrupted run.
+pub async fn plan(
     engine: &Engine,
-    project: Project,
     state_dir: &Path,
-    opts: PlanOptions,
-    mode: PullMode,
-    lock_held: bool,
-    source: ImageSource,
+    project: Project,
+    req: &PlanRequest,
 ) -> Result<Planned> {
-    let journal = Journal::new(state_dir, &project.name);
     let mut warnings = Vec::new();
     // Registry lookups start first and run beside the engine requests: building the registry
-    // client (its TLS root store) costs more CPU than the whole no-op reconcile, and a second
+    // client (its TLS root store) costs more CPU than a whole no-op reconcile, and a second
     // worker thread hides it behind recovery and observation.
-    let resolving = (source == ImageSource::Registry).then(|| {
-        let p = project.clone();
+    let resolving = (req.source == ImageSource::Registry).then(|| {
+        let (p, digests) = (project.clone(), req.digests.clone());
         tokio::spawn(async move {
             let mut w = Vec::new();
-            let found = registry_digests(&p, &mut w).await;
+            let found = registry_digests(&p, &digests, &mut w).await;
             (found, w)
         })
     });
-    if lock_held {
-        recover(engine, &journal).await?;
-    } else if journal.path().exists() {
-        match ProjectLock::try_acquire(state_dir, &project.name)? {
-            Some(_lock) => {
-                recover(engine, &journal).await?;
-            }
-            None => warnings.push(format!(
-                "an apply of {} is running: this plan shows the engine mid-update",
-                project.name
-            )),
-        }
-    }
+    recover_interrupted(
+        engine,
+        state_dir,
+        &project.name,
+        req.lock_held,
+        &mut warnings,
+    )
+    .await?;
     // While the registry answers, observe (the desired images are not known yet, so observe
     // inspects the running ones itself).
     let early = match &resolving {
-        Some(_) => Some(observe(engine, &project.name, &Default::default()).await?),
+        Some(_) => Some(observe_project(engine, &project.name, &BTreeSet::new()).await?),
         None => None,
     };
-    let pinned = match (source, resolving) {
-        // --locked: digests from composeops.lock, no registry request (issue 4's lock module).
+    let pinned = match (req.source, resolving) {
         (ImageSource::Locked, _) => {
-            let lock = crate::lock::read_for_locked(&project)?;
-            Some(crate::lock::locked_images(&project, &lock)?)
+            let lock = crate::lock::read_for_locked(&project)
+                .map_err(Error::of(ErrorKind::InvalidInput))?;
+            Some(
+                crate::lock::locked_images(&project, &lock)
+                    .map_err(Error::of(ErrorKind::InvalidInput))?,
+            )
         }
         (ImageSource::Registry, Some(task)) => {
-            let (found, w) = task.await?;
+            let (found, w) = task.await.map_err(Error::of(ErrorKind::Engine))?;
             warnings.extend(w);
             crate::apply::pause_at("resolved").await;
             Some(found)
         }
         _ => None,
     };
-    let crate::pull::Images {
-        images,
-        run_from,
-        local,
-    } = match desired_images(engine, &project, mode, pinned.as_ref(), &mut warnings).await {
-        Ok(i) => i,
-        // What the registry lookups found is often why the pull failed: say both.
-        Err(e) if !warnings.is_empty() => {
-            anyhow::bail!("{e:#}\n{}", warnings.join("\n"))
-        }
-        Err(e) => return Err(e),
-    };
+    let images =
+        match desired_images(engine, &project, req.pull, pinned.as_ref(), &mut warnings).await {
+            Ok(i) => i,
+            // What the registry lookups found is often why the pull failed: say both.
+            Err(e) if !warnings.is_empty() => {
+                let m = format!("{e}\n{}", warnings.join("\n"));
+                return Err(Error::new(e.kind(), m));
+            }
+            Err(e) => return Err(e),
+        };
     let mut observed = match early {
         Some(o) => o,
         None => {
-            let mut known: std::collections::BTreeSet<String> = local.keys().cloned().collect();
-            known.extend(images.values().filter_map(|i| i.digest.clone()));
-            observe(engine, &project.name, &known).await?
+            let mut known: BTreeSet<String> = images.local.keys().cloned().collect();
+            known.extend(images.images.values().filter_map(|i| i.digest.clone()));
+            observe_project(engine, &project.name, &known).await?
         }
     };
-    for (id, img) in local {
+    for (id, img) in images.local {
         observed.images.entry(id).or_insert(img);
     }
     let desired = Desired {
         project,
-        images,
-        run_from,
+        images: images.images,
+        run_from: images.run_from,
     };
-    let mut plan = plan::plan(&desired, &observed, opts);
+    let mut plan = plan::plan(&desired, &observed, PlanOptions { prune: req.prune });
     warnings.extend(plan.warnings);
     plan.warnings = warnings;
     Ok(Planned {
         desired,
         observed,
         plan,
+        digests: pinned.unwrap_or_default(),
     })
 }
 
-/// Resolves every registry image of the project to its current digest. An image that cannot
-/// be resolved (registry down, unknown tag, no credentials) is a warning, not an error: the
-/// service then uses the local image as Compose would, and a missing image still fails in
-/// [`desired_images`] before anything changes.
+async fn observe_project(
+    engine: &Engine,
+    name: &str,
+    known: &BTreeSet<String>,
+) -> Result<Observed> {
+    observe(engine, name, known)
+        .await
+        .map_err(Error::of(ErrorKind::EngineUnavailable))
+}
+
+/// Finishes or undoes a run that was killed mid-recreate (its journal is in `state_dir`).
+async fn recover_interrupted(
+    engine: &Engine,
+    state_dir: &Path,
+    project: &str,
+    lock_held: bool,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let journal = Journal::new(state_dir, project);
+    let _lock = if lock_held {
+        None
+    } else if journal.path().exists() {
+        match ProjectLock::try_acquire(state_dir, project)
+            .map_err(Error::of(ErrorKind::Conflict))?
+        {
+            Some(l) => Some(l),
+            None => {
+                warnings.push(format!(
+                    "an apply of {project} is running: this plan shows the engine mid-update"
+                ));
+                return Ok(());
+            }
+        }
+    } else {
+        return Ok(());
+    };
+    recover(engine, &journal)
+        .await
+        .map(|_| ())
+        .map_err(Error::of(ErrorKind::Engine))
+}
+
+/// Executes `planned` (the caller holds the project lock). A plan without changes makes no
+/// engine request. Service failures are outcomes in the report, not errors.
+pub async fn apply(
+    engine: &Engine,
+    state_dir: &Path,
+    planned: &Planned,
+    opts: ApplyOptions,
+) -> Result<Report> {
+    if !planned.plan.has_changes() {
+        return Ok(unchanged_report(&planned.plan, engine.calls()));
+    }
+    let journal = Journal::new(state_dir, &planned.desired.project.name);
+    let applier = Applier {
+        engine,
+        desired: &planned.desired,
+        journal: &journal,
+        opts,
+    };
+    applier
+        .apply(&planned.plan, &planned.observed)
+        .await
+        .map_err(Error::of(ErrorKind::Engine))
+}
+
+/// The report of a plan with nothing to do: every service unchanged.
+pub fn unchanged_report(plan: &Plan, api_calls: usize) -> Report {
+    Report {
+        project: plan.project.clone(),
+        services: plan
+            .services
+            .iter()
+            .map(|s| ServiceOutcome {
+                service: s.service.clone(),
+                outcome: Outcome::Unchanged,
+                message: None,
+                logs: vec![],
+                health_log: vec![],
+            })
+            .collect(),
+        api_calls,
+    }
+}
+
+/// Resolves every registry image of the project to its digest. An image that cannot be
+/// resolved (registry down, unknown tag, no credentials) is a warning, not an error: the
+/// service keeps the digest an earlier run found (agent), else uses the local image as Compose
+/// would, and a missing image still fails in [`desired_images`] before anything changes.
 pub async fn registry_digests(
     project: &Project,
+    digests: &DigestUse,
     warnings: &mut Vec<String>,
 ) -> IndexMap<String, ResolvedImage> {
-    let mut wanted: IndexMap<String, String> = project
-        .services
-        .iter()
-        .filter_map(|(n, s)| registry_image(s).map(|i| (n.clone(), i.to_string())))
-        .collect();
+    let mut out = IndexMap::new();
+    let mut wanted: IndexMap<String, String> = IndexMap::new();
+    for (name, svc) in &project.services {
+        let Some(image) = registry_image(svc) else {
+            continue;
+        };
+        match digests.cache.get(&digests.scope, image) {
+            Some((r, at)) if !digests.refresh || at.elapsed() < digests.fresh_for => {
+                out.insert(name.clone(), r);
+            }
+            _ => {
+                wanted.insert(name.clone(), image.to_string());
+            }
+        }
+    }
     let resolver = Resolver::new(ResolveOptions::default());
     // The resolver remembers each lookup of this run, so retrying without the failed images
     // sends no request twice.
-    loop {
+    while !wanted.is_empty() {
         match resolver.resolve_named(&wanted).await {
-            Ok(found) => return found,
+            Ok(found) => {
+                for (svc, r) in found {
+                    digests.cache.put(&digests.scope, &r);
+                    out.insert(svc, r);
+                }
+                break;
+            }
             Err(e) => {
                 let before = wanted.len();
                 for err in e.errors {
-                    warnings.push(format!("{err}; using the local image"));
-                    for s in &err.services {
+                    let failed: Vec<String> = if err.services.is_empty() {
+                        let f = wanted.iter().filter(|(_, i)| **i == err.image);
+                        f.map(|(s, _)| s.clone()).collect()
+                    } else {
+                        err.services.clone()
+                    };
+                    let earlier = digests.cache.get(&digests.scope, &err.image);
+                    match earlier {
+                        Some((r, _)) => {
+                            warnings.push(format!("{err}; keeping the digest found earlier"));
+                            for s in &failed {
+                                out.insert(s.clone(), r.clone());
+                            }
+                        }
+                        None => warnings.push(format!("{err}; using the local image")),
+                    }
+                    for s in &failed {
                         wanted.shift_remove(s);
                     }
-                    if err.services.is_empty() {
-                        wanted.retain(|_, i| *i != err.image);
-                    }
                 }
-                if wanted.is_empty() || wanted.len() == before {
-                    return IndexMap::new();
+                if wanted.len() == before {
+                    break;
                 }
             }
         }
     }
+    // In the project's service order.
+    project
+        .services
+        .keys()
+        .filter_map(|s| out.shift_remove(s).map(|r| (s.clone(), r)))
+        .collect()
 }

@@ -55,7 +55,9 @@ impl ProjectLock {
                 );
             }
             if !told {
-                eprintln!("waiting for another composeops run on project {project} to finish…");
+                crate::progress::line(format!(
+                    "waiting for another composeops run on project {project} to finish…"
+                ));
                 told = true;
             }
             std::thread::sleep(Duration::from_millis(200));

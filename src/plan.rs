@@ -143,6 +143,69 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// One line per action, in apply order (`create network p_default`,
+    /// `recreate web (changed: environment)`): what logs, notifications and the agent's
+    /// /status show. Empty when there is nothing to do.
+    pub fn actions(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for n in &self.networks {
+            out.push(format!("create network {}", n.name));
+        }
+        for v in &self.volumes {
+            out.push(format!("create volume {}", v.name));
+        }
+        for o in self.orphans.iter().filter(|o| o.remove) {
+            out.push(format!("remove orphan {}", o.name));
+        }
+        for s in self
+            .services
+            .iter()
+            .filter(|s| s.action != ServiceAction::Unchanged)
+        {
+            let why = if s.reasons.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", s.reasons.join("; "))
+            };
+            out.push(format!("{} {}{why}", s.action.as_str(), s.service));
+        }
+        out
+    }
+
+    /// How many services the plan would change.
+    pub fn services_to_change(&self) -> usize {
+        self.services
+            .iter()
+            .filter(|s| s.action != ServiceAction::Unchanged)
+            .count()
+    }
+}
+
+impl std::fmt::Display for Plan {
+    /// [`Plan::actions`], one per line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for a in self.actions() {
+            writeln!(f, "{a}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ServiceAction {
+    /// The name used in JSON and in [`Plan::actions`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceAction::Create => "create",
+            ServiceAction::Recreate => "recreate",
+            ServiceAction::Start => "start",
+            ServiceAction::ScaleUp => "scale-up",
+            ServiceAction::ScaleDown => "scale-down",
+            ServiceAction::Unchanged => "unchanged",
+        }
+    }
+}
+
 /// Services ordered so that each comes after what it depends on (stable: file order otherwise).
 pub fn apply_order(project: &Project) -> Vec<String> {
     let mut order = Vec::new();

@@ -6,13 +6,14 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Result};
+use anyhow::bail;
 use bollard::query_parameters::CreateImageOptionsBuilder;
 use futures_util::StreamExt;
 
 use indexmap::IndexMap;
 
 use crate::engine::Engine;
+use crate::error::{Error, ErrorKind, Result};
 use crate::model::Project;
 use crate::observe::{inspect_images, ObservedImage};
 use crate::plan::DesiredImage;
@@ -39,7 +40,8 @@ pub struct Images {
 
 /// Images of every service: reference plus local image id, or, with `locked` (from
 /// `composeops.lock`), the locked registry digest, pulled by digest. Errors (before anything
-/// changes) when an image is missing and cannot or may not be pulled.
+/// changes) when an image is missing and cannot be pulled (the registry's failure) or may not
+/// be (invalid input: its pull_policy forbids it).
 pub async fn desired_images(
     engine: &Engine,
     project: &Project,
@@ -78,7 +80,10 @@ pub async fn desired_images(
         }
         e.1.push(name.clone());
     }
-    let present = inspect_images(engine, refs.keys().cloned().collect()).await?;
+    let engine_err = Error::of::<anyhow::Error>(ErrorKind::EngineUnavailable);
+    let present = inspect_images(engine, refs.keys().cloned().collect())
+        .await
+        .map_err(&engine_err)?;
     let mut local: BTreeMap<String, ObservedImage> = BTreeMap::new();
     let mut ids: BTreeMap<String, Option<String>> = BTreeMap::new();
     for (r, i) in present {
@@ -94,12 +99,12 @@ pub async fn desired_images(
             (_, "always") => true,
             (_, "never") | (_, "build") => {
                 if have.is_none() {
-                    bail!(
+                    return Err(Error::InvalidInput(format!(
                         "image {reference} (service {}) is not present locally and pull_policy is {policy}: \
                          {}",
                         services.join(", "),
                         if policy == "build" { "build it first (composeops does not build)" } else { "pull it first" }
-                    );
+                    )));
                 }
                 false
             }
@@ -117,7 +122,8 @@ pub async fn desired_images(
         match pull(engine, reference).await {
             Ok(()) => {
                 let img = inspect_images(engine, vec![reference.clone()])
-                    .await?
+                    .await
+                    .map_err(&engine_err)?
                     .pop()
                     .and_then(|x| x.1);
                 ids.insert(reference.clone(), img.as_ref().map(|i| i.id.clone()));
@@ -142,10 +148,12 @@ pub async fn desired_images(
                     "cannot pull {reference} ({e:#}); using the local image"
                 ));
             }
-            Err(e) => bail!(
-                "cannot pull image {reference} for service {}: {e:#}",
-                services.join(", ")
-            ),
+            Err(e) => {
+                return Err(Error::RegistryUnavailable(format!(
+                    "cannot pull image {reference} for service {}: {e:#}",
+                    services.join(", ")
+                )))
+            }
         }
     }
     let images = project
@@ -168,8 +176,8 @@ pub async fn desired_images(
 }
 
 /// Pulls `reference`, printing progress on stderr.
-async fn pull(engine: &Engine, reference: &str) -> Result<()> {
-    eprintln!("pulling {reference}");
+async fn pull(engine: &Engine, reference: &str) -> anyhow::Result<()> {
+    crate::progress::line(format!("pulling {reference}"));
     let opts = CreateImageOptionsBuilder::default()
         .from_image(reference)
         .build();
@@ -179,7 +187,7 @@ async fn pull(engine: &Engine, reference: &str) -> Result<()> {
         Ok(r) => crate::resolve::credentials::pull_credentials(&r, None)
             .await
             .unwrap_or_else(|e| {
-                eprintln!("warning: {e}; pulling {reference} without credentials");
+                crate::progress::warn(format!("{e}; pulling {reference} without credentials"));
                 None
             }),
         Err(_) => None,
@@ -203,7 +211,7 @@ async fn pull(engine: &Engine, reference: &str) -> Result<()> {
             _ => continue,
         };
         if line != last && !line.contains("Downloading") && !line.contains("Extracting") {
-            eprintln!("{line}");
+            crate::progress::line(&line);
             last = line;
         }
     }

@@ -1027,3 +1027,137 @@ fn idle_rss_and_cpu_with_two_projects() {
         (t1 - t0) as f64 / hz / secs * 100.0
     );
 }
+
+/// `apply --json`'s plan as action lines and its outcomes, with the project name replaced by
+/// `P`, so two projects' runs compare.
+fn cli_run(
+    dir: &Path,
+    state: &Path,
+    project: &str,
+) -> (i32, Vec<String>, Vec<(String, String)>, String) {
+    let out = composeops()
+        .current_dir(dir)
+        .args(["apply", "--json", "--wait-timeout", "20s", "--state-dir"])
+        .arg(state)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("apply --json: {e}\n{err}"));
+    let plan: composeops::plan::Plan = serde_json::from_value(v["plan"].clone()).unwrap();
+    let lines = plan
+        .actions()
+        .iter()
+        .map(|l| l.replace(project, "P"))
+        .collect();
+    let outcomes = v["report"]["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let o = s["outcome"].as_str().unwrap().to_string();
+            (s["service"].as_str().unwrap().to_string(), o)
+        })
+        .collect();
+    (out.status.code().unwrap_or(-1), lines, outcomes, err)
+}
+
+/// The agent's last plan lines and outcomes in the CLI's words (created/updated: applied).
+fn agent_run(status: &serde_json::Value, project: &str) -> (Vec<String>, Vec<(String, String)>) {
+    let lines = status["last_plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().replace(project, "P"))
+        .collect();
+    let outcomes = status["last_outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let o = match s["result"].as_str().unwrap() {
+                "created" | "updated" => "applied",
+                "rolled_back" => "rolled-back",
+                other => other,
+            };
+            (s["service"].as_str().unwrap().to_string(), o.to_string())
+        })
+        .collect();
+    (lines, outcomes)
+}
+
+/// The CLI and the agent reach their decisions through the same pipeline: the same scenarios
+/// (first deploy, a changed environment value, nothing to do, a release that fails) give the
+/// same plans and outcomes. The images' registry does not answer throughout: both warn and
+/// use the local image, so a plain config change still converges.
+#[test]
+fn cli_and_agent_make_the_same_plans_and_outcomes_with_the_registry_down() {
+    let base = unique_project("same");
+    let (pc, pa) = (format!("{base}c"), format!("{base}a"));
+    let mut guard = ProjectGuard::new(pc.clone());
+    let _guard_a = ProjectGuard::new(pa.clone());
+    // Images under a registry that refuses connections (port 9): lookups fail, pulls too.
+    let good = format!("127.0.0.1:9/{base}/app:1");
+    let broken = format!("127.0.0.1:9/{base}/app:broken");
+    build_app_image(&good, "v1");
+    build_app_image(&broken, "broken");
+    guard.image(good.clone()).image(broken.clone());
+    let tmp = tempfile::tempdir().unwrap();
+    let (cli_dir, agent_dir) = (tmp.path().join("cli"), tmp.path().join("agent"));
+    let state = tmp.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let stack = |name: &str, image: &str, rev: &str| {
+        format!(
+            "name: {name}\nservices:\n  db:\n    image: {good}\n    command: [\"sleep\", \"3600\"]\n  \
+             web:\n    image: {image}\n    depends_on: [db]\n    environment:\n      REV: \"{rev}\"\n"
+        )
+    };
+    let scenarios = [
+        ("first deploy", good.as_str(), "one"),
+        ("changed environment", good.as_str(), "two"),
+        ("nothing to do", good.as_str(), "two"),
+        ("failing release", broken.as_str(), "three"),
+    ];
+    write(&cli_dir.join("compose.yaml"), &stack(&pc, &good, "one"));
+    write(&agent_dir.join("compose.yaml"), &stack(&pa, &good, "one"));
+    let agent = Agent::start(&agent_dir, &state.join("agent"), &["--wait-timeout", "20s"]);
+    for (i, (what, image, rev)) in scenarios.iter().enumerate() {
+        write(&cli_dir.join("compose.yaml"), &stack(&pc, image, rev));
+        let (code, cli_lines, cli_outcomes, err) = cli_run(&cli_dir, &state.join("cli"), &pc);
+        assert!(err.contains("using the local image"), "{what}: {err}");
+        if i > 0 {
+            // A file event wakes the agent.
+            write(&agent_dir.join("compose.yaml"), &stack(&pa, image, rev));
+        }
+        let st = agent.wait_runs("agent", i as u64 + 1, Duration::from_secs(60));
+        let (agent_lines, agent_outcomes) = agent_run(&st, &pa);
+        assert_eq!(
+            agent_lines,
+            cli_lines,
+            "{what}: plans differ\n{}",
+            agent.log()
+        );
+        assert_eq!(
+            agent_outcomes,
+            cli_outcomes,
+            "{what}: outcomes differ\n{}",
+            agent.log()
+        );
+        let expected_code = if *image == broken { 2 } else { 0 };
+        assert_eq!(code, expected_code, "{what}: {err}");
+        let expected_result = if *image == broken {
+            "rolled_back"
+        } else {
+            "success"
+        };
+        assert_eq!(st["last_result"], expected_result, "{what}: {st}");
+    }
+    assert!(
+        agent.log().contains("using the local image"),
+        "{}",
+        agent.log()
+    );
+    // After the failed release both run the previous revision.
+    assert_eq!(rev_of(&format!("{pc}-web-1")).as_deref(), Some("two"));
+    assert_eq!(rev_of(&format!("{pa}-web-1")).as_deref(), Some("two"));
+}

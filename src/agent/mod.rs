@@ -499,42 +499,32 @@ mod tests {
 
     impl Reconciler for Scripted {
         type Prepared = bool;
-        fn desired<'a>(
+        fn plan<'a>(
             &'a self,
             p: &'a ProjectSource,
             _o: &'a RunOptions,
         ) -> futures_util::future::BoxFuture<'a, reconciler::Result<(DesiredState, bool)>> {
             async move {
                 let text = std::fs::read_to_string(p.dir.join("compose.yaml"))
-                    .map_err(|e| ReconcileError::new(ErrorKind::Load, e.to_string()))?;
+                    .map_err(|e| ReconcileError::new(ErrorKind::InvalidInput, e.to_string()))?;
+                // "deployed" marks the engine as running the desired state (an operator's apply).
+                let deployed = p.dir.join("deployed").exists();
                 let st = DesiredState {
                     project_name: p.id.clone(),
                     revision: None,
                     digests: Default::default(),
                     fingerprint: fingerprint(&[text.as_bytes()]),
+                    pending: if deployed {
+                        vec![]
+                    } else {
+                        vec!["recreate web".to_string()]
+                    },
                 };
                 Ok((st, p.dir.join("fail").exists()))
             }
             .boxed()
         }
-        fn pending<'a>(
-            &'a self,
-            p: &'a ProjectSource,
-            _fail: &'a bool,
-            _o: &'a RunOptions,
-        ) -> futures_util::future::BoxFuture<'a, reconciler::Result<Vec<String>>> {
-            // "deployed" marks the engine as running the desired state (an operator's apply).
-            let deployed = p.dir.join("deployed").exists();
-            async move {
-                Ok(if deployed {
-                    vec![]
-                } else {
-                    vec!["recreate web".to_string()]
-                })
-            }
-            .boxed()
-        }
-        fn converge<'a>(
+        fn apply<'a>(
             &'a self,
             _p: &'a ProjectSource,
             fail: bool,

@@ -1,7 +1,8 @@
 //! The one seam between the agent's loop and the pipeline. The loop owns scheduling, retries,
-//! memory and reporting; a [`Reconciler`] owns load -> resolve -> observe -> plan -> apply.
-//! It is split in two so the loop can compare the desired state with the one it remembers as
-//! rolled back *before* anything on the engine changes.
+//! memory and reporting; a [`Reconciler`] owns load -> resolve -> observe -> plan -> apply
+//! (the library's `converge`, the same code as `composeops apply`). It is split in two so the
+//! loop can compare the desired state with the one it remembers as rolled back *before*
+//! anything on the engine changes.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -45,6 +46,9 @@ pub struct DesiredState {
     /// Hash of the project's revision + loaded project + digests: what "the same desired
     /// state" means.
     pub fingerprint: String,
+    /// What apply would do, one line per action (`recreate web (…)`); empty when the engine
+    /// already runs the desired state.
+    pub pending: Vec<String>,
 }
 
 /// Per-service result of an apply.
@@ -95,15 +99,8 @@ pub struct ReconcileError {
     pub message: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorKind {
-    /// The compose files are invalid: retried when they change, and on backoff.
-    Load,
-    Registry,
-    Engine,
-    Other,
-}
+/// The library's error kinds: the agent decides by them (metrics count registry failures).
+pub use crate::error::ErrorKind;
 
 impl ReconcileError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
@@ -111,6 +108,12 @@ impl ReconcileError {
             kind,
             message: message.into(),
         }
+    }
+}
+
+impl From<crate::error::Error> for ReconcileError {
+    fn from(e: crate::error::Error) -> Self {
+        ReconcileError::new(e.kind(), e.message())
     }
 }
 
@@ -122,29 +125,23 @@ impl std::fmt::Display for ReconcileError {
 
 pub type Result<T> = std::result::Result<T, ReconcileError>;
 
-/// load -> resolve (desired), then observe -> plan -> apply (converge).
+/// plan (load -> resolve -> observe -> plan), then apply.
 pub trait Reconciler: Send + Sync + 'static {
-    /// Whatever converge needs from desired (the loaded project and its digests).
+    /// What apply needs from plan (the plan, and the project lock held until apply ends).
     type Prepared: Send + 'static;
 
-    fn desired<'a>(
+    /// Loads the project and plans it under the project lock. Changes nothing on the engine
+    /// but images (pulled as the pull policy says) and the recovery of an interrupted run, so
+    /// the loop can still decide not to apply (a desired state remembered as rolled back).
+    fn plan<'a>(
         &'a self,
         project: &'a ProjectSource,
         opts: &'a RunOptions,
     ) -> BoxFuture<'a, Result<(DesiredState, Self::Prepared)>>;
 
-    /// What converge would do (observe + plan, no change): one line per action, empty when
-    /// the engine already runs the desired state. Used for a desired state remembered as rolled
-    /// back: if an operator has since applied it by hand, the memory is dropped.
-    fn pending<'a>(
-        &'a self,
-        project: &'a ProjectSource,
-        prepared: &'a Self::Prepared,
-        opts: &'a RunOptions,
-    ) -> BoxFuture<'a, Result<Vec<String>>>;
-
-    /// Applies. Must leave the project consistent when it returns (every step finished).
-    fn converge<'a>(
+    /// Applies what [`Reconciler::plan`] prepared. Must leave the project consistent when it
+    /// returns (every step finished).
+    fn apply<'a>(
         &'a self,
         project: &'a ProjectSource,
         prepared: Self::Prepared,

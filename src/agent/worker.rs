@@ -11,7 +11,8 @@ use tokio::sync::{mpsc, watch};
 use super::events::{self, Event};
 use super::metrics::Metrics;
 use super::reconciler::{
-    ErrorKind, ProjectSource, ReconcileError, Reconciler, RunOptions, ServiceResult,
+    Converged, DesiredState, ErrorKind, ProjectSource, ReconcileError, Reconciler, RunOptions,
+    ServiceOutcome, ServiceResult,
 };
 use super::state::{FailedDesired, ProjectMemory};
 use super::Shared;
@@ -76,6 +77,10 @@ pub struct ProjectStatus {
     pub retry_in_seconds: Option<u64>,
     /// The desired state that was rolled back and will not be retried until it changes.
     pub rolled_back_state: Option<FailedDesired>,
+    /// What the last apply did, one line per action (the same lines as `composeops apply`'s
+    /// plan), and each service's outcome.
+    pub last_plan: Vec<String>,
+    pub last_outcomes: Vec<ServiceOutcome>,
 }
 
 pub fn now_rfc3339() -> String {
@@ -165,6 +170,8 @@ pub async fn run_worker<R: Reconciler>(
     tracing::debug!(project = %src.id, "worker stopped");
 }
 
+/// One run: plan, then apply unless the desired state is remembered as rolled back; records
+/// the result in memory, metrics and /status.
 async fn run_once<R: Reconciler>(
     src: &ProjectSource,
     rec: &R,
@@ -195,143 +202,29 @@ async fn run_once<R: Reconciler>(
     });
     let reasons = wake.reasons.join(",");
     tracing::info!(project = %src.id, reasons = %reasons, revision = revision.as_deref().unwrap_or("-"), "reconcile start");
-    let m = &shared.metrics;
-    let label = Metrics::project(&src.id);
-    // A failed step: counted (registry errors), logged and shown in /status.
-    let failed = |e: &ReconcileError, what: &str| {
-        if e.kind == ErrorKind::Registry {
-            m.registry_errors.get_or_create(&label).inc();
-        }
-        tracing::error!(project = %src.id, kind = ?e.kind, error = %e.message, "{what}");
-        shared.update(src, |s| s.last_error = Some(e.message.clone()));
-        (RunEnd::Failed, "error")
+    let run = Run {
+        src,
+        shared,
+        label: Metrics::project(&src.id),
     };
-    let (end, result) = match rec.desired(src, &opts).await {
-        Err(e) => failed(&e, "cannot build desired state"),
+    let (end, result) = match rec.plan(src, &opts).await {
+        Err(e) => run.failed(&e, "cannot plan"),
         Ok((desired, prepared)) => {
             shared.update(src, |s| s.project = Some(desired.project_name.clone()));
             let remembered = memory
                 .failed
                 .as_ref()
-                .filter(|f| f.fingerprint == desired.fingerprint);
-            let pending = if remembered.is_some() && !wake.force {
-                Some(rec.pending(src, &prepared, &opts).await)
+                .is_some_and(|f| f.fingerprint == desired.fingerprint);
+            if remembered && !wake.force {
+                drop(prepared);
+                run.remembered_rollback(memory, &desired)
             } else {
-                None
-            };
-            if matches!(&pending, Some(Ok(p)) if p.is_empty()) {
-                // Someone (`composeops apply`) deployed it after all: nothing left to refuse.
-                tracing::info!(project = %src.id, "the desired state that was rolled back now runs; forgetting the rollback");
-                memory.failed = None;
-                memory.applied_revision = desired.revision.clone();
-                m.last_success.get_or_create(&label).set(unix_now());
-                m.out_of_date.get_or_create(&label).set(0);
-                shared.update(src, |s| {
-                    s.last_error = None;
-                    s.pending_changes.clear();
-                    s.last_success = Some(now_rfc3339());
-                    s.revision_applied = desired.revision.clone();
-                });
-                (RunEnd::Success, "success")
-            } else if let Some(pending) = pending {
-                tracing::warn!(
-                    project = %src.id,
-                    revision = desired.revision.as_deref().unwrap_or("-"),
-                    "desired state was rolled back before; not retrying until it changes \
-                     (or a signed POST /sync?force=1)"
-                );
-                if let Ok(p) = pending {
-                    let services = p
-                        .iter()
-                        .filter(|l| {
-                            !["create network ", "create volume ", "remove orphan "]
-                                .iter()
-                                .any(|x| l.starts_with(x))
-                        })
-                        .count();
-                    m.out_of_date.get_or_create(&label).set(services as i64);
-                    shared.update(src, |s| s.pending_changes = p);
-                }
-                (RunEnd::Skipped, "skipped_rolled_back")
-            } else {
-                if remembered.is_some() {
+                if remembered {
                     tracing::warn!(project = %src.id, "forced: applying a desired state that was rolled back before");
                 }
-                match rec.converge(src, prepared, &opts).await {
-                    Err(e) => failed(&e, "apply failed"),
-                    Ok(c) => {
-                        let plan = c.plan.join("; ");
-                        for s in &c.services {
-                            tracing::info!(project = %src.id, revision = desired.revision.as_deref().unwrap_or("-"),
-                                service = %s.service, outcome = ?s.result, detail = %s.detail, "service outcome");
-                        }
-                        let out_of_date = c
-                            .services
-                            .iter()
-                            .filter(|s| {
-                                matches!(
-                                    s.result,
-                                    ServiceResult::RolledBack | ServiceResult::Failed
-                                )
-                            })
-                            .count();
-                        m.out_of_date.get_or_create(&label).set(out_of_date as i64);
-                        let event = |name: &'static str| Event {
-                            event: name,
-                            project: desired.project_name.clone(),
-                            revision: desired.revision.clone(),
-                            plan: c.plan.clone(),
-                            services: c.services.clone(),
-                            time: now_rfc3339(),
-                        };
-                        if c.rolled_back() {
-                            let reason = c
-                                .services
-                                .iter()
-                                .filter(|s| {
-                                    matches!(
-                                        s.result,
-                                        ServiceResult::RolledBack | ServiceResult::Failed
-                                    )
-                                })
-                                .map(|s| format!("{}: {}", s.service, s.detail))
-                                .collect::<Vec<_>>()
-                                .join("; ");
-                            tracing::error!(project = %src.id, revision = desired.revision.as_deref().unwrap_or("-"),
-                                plan = %plan, reason = %reason, "apply rolled back; this desired state will not be retried");
-                            memory.failed = Some(FailedDesired {
-                                fingerprint: desired.fingerprint.clone(),
-                                revision: desired.revision.clone(),
-                                at: now_rfc3339(),
-                                reason: reason.clone(),
-                            });
-                            m.rollbacks.get_or_create(&label).inc();
-                            events::send(shared.settings.notify_url.as_deref(), event("rollback"));
-                            shared.update(src, |s| {
-                                s.last_error = Some(reason.clone());
-                                s.pending_changes = c.plan.clone();
-                            });
-                            (RunEnd::RolledBack, "rolled_back")
-                        } else {
-                            if c.plan.is_empty() {
-                                tracing::info!(project = %src.id, revision = desired.revision.as_deref().unwrap_or("-"), "in sync");
-                            } else {
-                                tracing::info!(project = %src.id, revision = desired.revision.as_deref().unwrap_or("-"),
-                                    plan = %plan, "applied");
-                                events::send(shared.settings.notify_url.as_deref(), event("apply"));
-                            }
-                            memory.failed = None;
-                            memory.applied_revision = desired.revision.clone();
-                            m.last_success.get_or_create(&label).set(unix_now());
-                            shared.update(src, |s| {
-                                s.last_error = None;
-                                s.pending_changes.clear();
-                                s.last_success = Some(now_rfc3339());
-                                s.revision_applied = desired.revision.clone();
-                            });
-                            (RunEnd::Success, "success")
-                        }
-                    }
+                match rec.apply(src, prepared, &opts).await {
+                    Err(e) => run.failed(&e, "apply failed"),
+                    Ok(c) => run.applied(memory, &desired, &c),
                 }
             }
         }
@@ -340,10 +233,11 @@ async fn run_once<R: Reconciler>(
         tracing::error!(project = %src.id, error = %e, "cannot save project state");
     }
     let secs = started.elapsed().as_secs_f64();
+    let m = &shared.metrics;
     m.reconciles
         .get_or_create(&Metrics::result(&src.id, result))
         .inc();
-    m.duration.get_or_create(&label).observe(secs);
+    m.duration.get_or_create(&run.label).observe(secs);
     shared.update(src, |s| {
         s.running = false;
         s.runs += 1;
@@ -353,6 +247,147 @@ async fn run_once<R: Reconciler>(
     });
     tracing::info!(project = %src.id, result, seconds = secs, "reconcile end");
     end
+}
+
+/// What one run records, wherever it ends.
+struct Run<'a> {
+    src: &'a ProjectSource,
+    shared: &'a Shared,
+    label: super::metrics::ProjectLabel,
+}
+
+impl Run<'_> {
+    /// A failed step: counted (registry errors), logged and shown in /status.
+    fn failed(&self, e: &ReconcileError, what: &str) -> (RunEnd, &'static str) {
+        if e.kind == ErrorKind::RegistryUnavailable {
+            self.shared
+                .metrics
+                .registry_errors
+                .get_or_create(&self.label)
+                .inc();
+        }
+        tracing::error!(project = %self.src.id, kind = ?e.kind, error = %e.message, "{what}");
+        self.shared
+            .update(self.src, |s| s.last_error = Some(e.message.clone()));
+        (RunEnd::Failed, "error")
+    }
+
+    /// The engine runs the desired state: remember it and clear the error.
+    fn succeeded(&self, memory: &mut ProjectMemory, desired: &DesiredState) {
+        memory.failed = None;
+        memory.applied_revision = desired.revision.clone();
+        let m = &self.shared.metrics;
+        m.last_success.get_or_create(&self.label).set(unix_now());
+        self.shared.update(self.src, |s| {
+            s.last_error = None;
+            s.pending_changes.clear();
+            s.last_success = Some(now_rfc3339());
+            s.revision_applied = desired.revision.clone();
+        });
+    }
+
+    /// A desired state that was rolled back before is not applied again until it changes (or
+    /// a forced sync), unless someone (`composeops apply`) has deployed it meanwhile.
+    fn remembered_rollback(
+        &self,
+        memory: &mut ProjectMemory,
+        desired: &DesiredState,
+    ) -> (RunEnd, &'static str) {
+        let id = &self.src.id;
+        let out_of_date = self.shared.metrics.out_of_date.get_or_create(&self.label);
+        if desired.pending.is_empty() {
+            tracing::info!(project = %id, "the desired state that was rolled back now runs; forgetting the rollback");
+            self.succeeded(memory, desired);
+            out_of_date.set(0);
+            return (RunEnd::Success, "success");
+        }
+        tracing::warn!(
+            project = %id,
+            revision = desired.revision.as_deref().unwrap_or("-"),
+            "desired state was rolled back before; not retrying until it changes \
+             (or a signed POST /sync?force=1)"
+        );
+        let services = desired
+            .pending
+            .iter()
+            .filter(|l| {
+                !["create network ", "create volume ", "remove orphan "]
+                    .iter()
+                    .any(|x| l.starts_with(x))
+            })
+            .count();
+        out_of_date.set(services as i64);
+        self.shared
+            .update(self.src, |s| s.pending_changes = desired.pending.clone());
+        (RunEnd::Skipped, "skipped_rolled_back")
+    }
+
+    /// Records what apply did: success, or a rollback remembered so it is not retried.
+    fn applied(
+        &self,
+        memory: &mut ProjectMemory,
+        desired: &DesiredState,
+        c: &Converged,
+    ) -> (RunEnd, &'static str) {
+        let (id, rev) = (&self.src.id, desired.revision.as_deref().unwrap_or("-"));
+        let plan = c.plan.join("; ");
+        for s in &c.services {
+            tracing::info!(project = %id, revision = rev, service = %s.service,
+                outcome = ?s.result, detail = %s.detail, "service outcome");
+        }
+        let failed: Vec<&ServiceOutcome> = c
+            .services
+            .iter()
+            .filter(|s| matches!(s.result, ServiceResult::RolledBack | ServiceResult::Failed))
+            .collect();
+        let m = &self.shared.metrics;
+        m.out_of_date
+            .get_or_create(&self.label)
+            .set(failed.len() as i64);
+        let event = |name: &'static str| Event {
+            event: name,
+            project: desired.project_name.clone(),
+            revision: desired.revision.clone(),
+            plan: c.plan.clone(),
+            services: c.services.clone(),
+            time: now_rfc3339(),
+        };
+        let notify = self.shared.settings.notify_url.as_deref();
+        self.shared.update(self.src, |s| {
+            s.last_plan = c.plan.clone();
+            s.last_outcomes = c.services.clone();
+        });
+        if failed.is_empty() {
+            if c.plan.is_empty() {
+                tracing::info!(project = %id, revision = rev, "in sync");
+            } else {
+                tracing::info!(project = %id, revision = rev, plan = %plan, "applied");
+                events::send(notify, event("apply"));
+            }
+            self.succeeded(memory, desired);
+            return (RunEnd::Success, "success");
+        }
+        let reason = failed
+            .iter()
+            .map(|s| format!("{}: {}", s.service, s.detail))
+            .collect::<Vec<_>>()
+            .join("; ");
+        tracing::error!(project = %id, revision = rev, plan = %plan, reason = %reason,
+            "apply rolled back; this desired state will not be retried");
+        memory.failed = Some(FailedDesired {
+            fingerprint: desired.fingerprint.clone(),
+            revision: desired.revision.clone(),
+            at: now_rfc3339(),
+            reason: reason.clone(),
+        });
+        m.rollbacks.get_or_create(&self.label).inc();
+        events::send(notify, event("rollback"));
+        self.shared.update(self.src, |s| {
+            s.last_error = Some(reason);
+            s.pending_changes = c.plan.clone();
+        });
+        (RunEnd::RolledBack, "rolled_back")
+    }
 }
 
 #[cfg(test)]

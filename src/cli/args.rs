@@ -1,12 +1,12 @@
-//! Command-line interface: Compose's global options, one subcommand per pipeline entry point.
-//! This layer parses and prints; everything it calls is in the library.
+//! The command line's types (clap derive) and nothing else: the commands live in one file
+//! each beside this one, the logic in the library.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use composeops::load::{self, LoadOptions};
+use composeops::agent::{AgentConfig, LogFormat};
+use composeops::load::LoadOptions;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -65,7 +65,7 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Keep PATH's compose projects converged: watch files, pull git, check images, serve
     /// /healthz, /metrics, /status and a signed POST /sync.
-    Agent(crate::agent_cli::AgentArgs),
+    Agent(AgentArgs),
 }
 
 const PLAN_EXIT_HELP: &str = "Exit status: 0 success (with --detailed-exitcode: no changes), \
@@ -193,199 +193,70 @@ impl Global {
     }
 }
 
-pub fn run() -> i32 {
-    let cli = Cli::parse();
-    // The agent sets up its own logging (info level, --log-format).
-    if let Command::Agent(a) = &cli.command {
-        return crate::agent_cli::agent(&cli.global, a);
-    }
-    init_tracing();
-    let result = match &cli.command {
-        Command::Config(a) => config(&cli.global, a),
-        Command::Lock(a) => lock(&cli.global, a),
-        Command::Agent(_) => unreachable!("handled above"),
-        Command::Plan(a) => crate::converge_cli::plan(&cli.global, a),
-        Command::Apply(a) => crate::converge_cli::apply(&cli.global, a),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            1
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// A git checkout holding one compose project, or a root whose subdirectories each hold one.
+    pub path: Option<PathBuf>,
+    /// TOML file with the same settings (flags win). Schema: schemas/agent-config.schema.json.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Fetch and fast-forward the checkout from its upstream this often (never merges or resets).
+    #[arg(long, value_name = "DURATION")]
+    pub git_pull: Option<String>,
+    /// Look for new image digests: a 5-field cron expression ("0 4 * * *") or a duration (1h).
+    #[arg(long, value_name = "CRON|DURATION")]
+    pub check_images: Option<String>,
+    /// Deploy only the digests pinned in composeops.lock.
+    #[arg(long)]
+    pub locked: bool,
+    /// Serve /healthz, /metrics, /status, POST /sync on PORT (127.0.0.1) or ADDR:PORT.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Remove containers of services no longer in the compose files (never volumes).
+    #[arg(long)]
+    pub prune: bool,
+    /// POST a JSON event here (http://) after each apply and each rollback.
+    #[arg(long, value_name = "URL")]
+    pub notify_url: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Lock file, journal and rolled-back states (default: $STATE_DIRECTORY, else as `apply`).
+    #[arg(long, value_name = "DIR", env = "COMPOSEOPS_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Quiet time after file events before reconciling (default 2s).
+    #[arg(long, value_name = "DURATION")]
+    pub debounce: Option<String>,
+    /// First retry delay after a failed reconcile, doubled per failure (default 5s).
+    #[arg(long, value_name = "DURATION")]
+    pub retry_initial: Option<String>,
+    /// Longest retry delay (default 5m).
+    #[arg(long, value_name = "DURATION")]
+    pub retry_max: Option<String>,
+    /// How long a new container has to become healthy before it is rolled back (default 60s).
+    #[arg(long, value_name = "DURATION")]
+    pub wait_timeout: Option<String>,
+    /// Print the JSON Schema of the config file and exit.
+    #[arg(long)]
+    pub print_config_schema: bool,
+}
+
+impl AgentArgs {
+    pub(crate) fn as_config(&self) -> AgentConfig {
+        AgentConfig {
+            path: self.path.clone(),
+            git_pull: self.git_pull.clone(),
+            check_images: self.check_images.clone(),
+            locked: self.locked.then_some(true),
+            listen: self.listen.clone(),
+            prune: self.prune.then_some(true),
+            notify_url: self.notify_url.clone(),
+            log_format: self.log_format,
+            state_dir: self.state_dir.clone(),
+            debounce: self.debounce.clone(),
+            retry_initial: self.retry_initial.clone(),
+            retry_max: self.retry_max.clone(),
+            wait_timeout: self.wait_timeout.clone(),
         }
     }
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("COMPOSEOPS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
-pub(crate) fn load(
-    global: &Global,
-    path: Option<&PathBuf>,
-) -> anyhow::Result<composeops::model::Project> {
-    let loaded = load::load(&global.load_options(path))?;
-    for w in &loaded.warnings {
-        eprintln!("warning: {w}");
-    }
-    Ok(loaded.project)
-}
-
-fn config(global: &Global, a: &ConfigArgs) -> anyhow::Result<i32> {
-    let project = load(global, a.path.as_ref())?;
-    let mut out = std::io::stdout().lock();
-    if a.services {
-        for name in project.services.keys() {
-            writeln!(out, "{name}")?;
-        }
-        return Ok(0);
-    }
-    if a.images {
-        for svc in project.services.values() {
-            if let Some(i) = &svc.image {
-                writeln!(out, "{i}")?;
-            }
-        }
-        return Ok(0);
-    }
-    let mut json = project.to_json();
-    escape_dollars(&mut json);
-    match a.format {
-        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?,
-        Format::Yaml => write!(out, "{}", serde_yaml::to_string(&json)?)?,
-    }
-    Ok(0)
-}
-
-/// `config` prints a literal `$` as `$$`, as Compose does, so its output loads back unchanged.
-fn escape_dollars(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::String(s) if s.contains('$') => *s = s.replace('$', "$$"),
-        serde_json::Value::Array(a) => a.iter_mut().for_each(escape_dollars),
-        serde_json::Value::Object(o) => o.values_mut().for_each(escape_dollars),
-        _ => {}
-    }
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
-}
-
-fn short(digest: &str) -> &str {
-    let hex = digest.split_once(':').map(|(_, h)| h).unwrap_or(digest);
-    &hex[..hex.len().min(12)]
-}
-
-fn lock(global: &Global, a: &LockArgs) -> anyhow::Result<i32> {
-    use composeops::lock::{self as lk, Lockfile, Update};
-    use composeops::resolve::{Platform, ResolveOptions};
-
-    let project = load(global, None)?;
-    let mut opts = ResolveOptions::default();
-    if let Some(p) = &a.platform {
-        opts.platform = p.parse::<Platform>().map_err(anyhow::Error::msg)?;
-    }
-    let path = lk::lock_path(&project);
-    let previous = Lockfile::read(&path)?;
-    let rt = runtime()?;
-    let mut out = std::io::stdout().lock();
-
-    if a.check {
-        let Some(lock) = previous else {
-            return Err(lk::LockError::Missing { path }.into());
-        };
-        let report = rt.block_on(lk::check(&project, &lock, &opts))?;
-        if a.json {
-            let v = serde_json::json!({
-                "path": path,
-                "ok": report.problems.is_empty(),
-                "problems": report.problems,
-                "unused": report.unused,
-                "registry": report.stats,
-            });
-            writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
-        } else if report.problems.is_empty() {
-            writeln!(
-                out,
-                "{} is up to date ({} images)",
-                path.display(),
-                lock.images.len()
-            )?;
-        } else {
-            writeln!(out, "{} is out of date:", path.display())?;
-            for p in &report.problems {
-                writeln!(out, "  {p}")?;
-            }
-            writeln!(
-                out,
-                "run `composeops lock --update` (or `--update SERVICE...`) and commit the file"
-            )?;
-        }
-        for u in &report.unused {
-            eprintln!("note: {u} is locked but no service uses it");
-        }
-        return Ok(if report.problems.is_empty() { 0 } else { 1 });
-    }
-
-    let update = match &a.update {
-        None => Update::Missing,
-        Some(v) if v.is_empty() => Update::All,
-        Some(v) => Update::Services(v.clone()),
-    };
-    let outcome = rt.block_on(lk::lock(&project, previous.as_ref(), &update, &opts))?;
-    let unchanged = previous.as_ref() == Some(&outcome.lock);
-    if !unchanged {
-        outcome.lock.write(&path)?;
-    }
-    if a.json {
-        let v = serde_json::json!({
-            "path": path,
-            "written": !unchanged,
-            "changes": outcome.changes,
-            "removed": outcome.removed,
-            "registry": outcome.stats,
-            "lock": outcome.lock,
-        });
-        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
-        return Ok(0);
-    }
-    for c in &outcome.changes {
-        let who = c.services.join(", ");
-        match &c.old {
-            None => writeln!(out, "+ {} {} ({who})", c.reference, short(&c.new))?,
-            Some(o) => writeln!(
-                out,
-                "~ {} {} -> {} ({who})",
-                c.reference,
-                short(o),
-                short(&c.new)
-            )?,
-        }
-    }
-    for r in &outcome.removed {
-        writeln!(out, "- {r}")?;
-    }
-    if unchanged {
-        writeln!(
-            out,
-            "{} is up to date ({} images)",
-            path.display(),
-            outcome.lock.images.len()
-        )?;
-    } else {
-        writeln!(
-            out,
-            "wrote {} ({} images)",
-            path.display(),
-            outcome.lock.images.len()
-        )?;
-    }
-    Ok(0)
 }

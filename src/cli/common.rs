@@ -1,0 +1,130 @@
+//! What every command shares: the async runtime, logging, loading the project.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use composeops::agent::LogFormat;
+use composeops::progress;
+
+use super::args::Global;
+
+/// The one runtime of every command. Two workers: registry lookups run beside the engine
+/// requests (see `converge::plan`), and the agent's HTTP listener beside its workers.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Who reads stderr.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Logs {
+    /// A person at a terminal (plan, apply, lock, config): progress lines as bare text, other
+    /// records from warning up (COMPOSEOPS_LOG overrides).
+    Cli,
+    /// The agent's journal (systemd): every record from info up, progress included, in the
+    /// chosen format; JSON lines only with `--log-format json`.
+    Agent(LogFormat),
+}
+
+/// The one tracing set-up of the binary.
+pub(crate) fn init_tracing(logs: Logs) {
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let default = match logs {
+        Logs::Cli => "warn",
+        Logs::Agent(_) => "info",
+    };
+    let filter =
+        EnvFilter::try_from_env("COMPOSEOPS_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // A macro, not a value: each subscriber stack below types its layer differently.
+    macro_rules! base {
+        () => {
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(ansi)
+        };
+    }
+    let _ = match logs {
+        Logs::Agent(LogFormat::Json) => tracing_subscriber::registry()
+            .with(base!().json().flatten_event(true).with_filter(filter))
+            .try_init(),
+        Logs::Agent(LogFormat::Text) => tracing_subscriber::registry()
+            .with(base!().with_filter(filter))
+            .try_init(),
+        Logs::Cli => {
+            // Progress is shown as the bare message, as `docker compose` shows its steps; the
+            // log layer leaves that target to it so nothing prints twice.
+            let progress_only = Targets::new().with_target(progress::TARGET, LevelFilter::INFO);
+            let bare = tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .without_time()
+                .with_level(false)
+                .with_target(false)
+                .event_format(BareMessage);
+            let filter = filter.add_directive(
+                format!("{}=off", progress::TARGET)
+                    .parse()
+                    .expect("static directive"),
+            );
+            tracing_subscriber::registry()
+                .with(bare.with_filter(progress_only))
+                .with(base!().with_filter(filter))
+                .try_init()
+        }
+    };
+}
+
+/// Formats an event as its message alone (`[web] creating p-web-1`).
+struct BareMessage;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for BareMessage
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        struct Message<'w, 'a>(&'w mut tracing_subscriber::fmt::format::Writer<'a>);
+        impl tracing::field::Visit for Message<'_, '_> {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                if f.name() == "message" {
+                    let _ = write!(self.0, "{v:?}");
+                }
+            }
+        }
+        event.record(&mut Message(&mut writer));
+        writeln!(writer)
+    }
+}
+
+/// Loads the project the global options select; warnings go to stderr.
+pub(crate) fn load(global: &Global, path: Option<&PathBuf>) -> Result<composeops::model::Project> {
+    let loaded = composeops::load::load(&global.load_options(path))?;
+    warn_all(&loaded.warnings);
+    Ok(loaded.project)
+}
+
+/// Prints warnings as the CLI always has: `warning: …` lines on stderr.
+pub(crate) fn warn_all(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+}
+
+/// `--state-dir`, else the default (shared with the agent).
+pub(crate) fn state_dir(dir: Option<&PathBuf>) -> PathBuf {
+    dir.cloned()
+        .unwrap_or_else(composeops::journal::default_state_dir)
+}
