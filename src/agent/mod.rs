@@ -41,7 +41,8 @@ use worker::{ProjectStatus, Wake};
 /// Messages to the supervisor.
 #[derive(Debug)]
 pub enum Control {
-    /// Paths changed under PATH (debounced).
+    /// Paths changed under PATH (debounced); only the projects that read one of them are
+    /// woken (see `watch::wakes`).
     Files(Vec<PathBuf>),
     /// Signed `POST /sync` (`force`: also re-apply a remembered rolled-back state).
     Sync { force: bool },

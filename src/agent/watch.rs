@@ -1,6 +1,6 @@
 //! File events under PATH (debounced), with `.git` and read-only access ignored, passed to the
 //! supervisor as changed paths; and the filter the supervisor applies to them: a project is
-//! woken only by a change to what it reads ([`ProjectInputs`]).
+//! woken only by a change to what it reads (`ProjectInputs`).
 //!
 //! Why a filter: stacks commonly bind-mount `./data` inside their own directory. Waking on
 //! every event there reconciles the project each time its container writes, and each run
@@ -62,7 +62,7 @@ pub fn start(
 
 /// What a project reads, worked out from one successful load.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ProjectInputs {
+pub(crate) struct ProjectInputs {
     /// Files whose change can change the project: compose files (with discovery candidates,
     /// `include`s, `extends`), env files, `configs`/`secrets` `file:` sources, Dockerfiles,
     /// the lockfile. Present or not: creating one counts.
@@ -74,7 +74,7 @@ pub struct ProjectInputs {
 }
 
 /// The inputs of a loaded project (pure: no file is read).
-pub fn project_inputs(loaded: &Loaded) -> ProjectInputs {
+pub(crate) fn project_inputs(loaded: &Loaded) -> ProjectInputs {
     let p = &loaded.project;
     let mut files = loaded.files_read.clone();
     files.extend(p.config_files.iter().cloned());
@@ -119,7 +119,7 @@ pub fn project_inputs(loaded: &Loaded) -> ProjectInputs {
 /// wakes only with `fallback`, used while the project does not load: its inputs are then
 /// unknown, and the change may be the fix (so the last good load's bind mounts are still
 /// left out, but everything else wakes).
-pub fn wakes(root: &Path, inputs: &ProjectInputs, fallback: bool, path: &Path) -> bool {
+pub(crate) fn wakes(root: &Path, inputs: &ProjectInputs, fallback: bool, path: &Path) -> bool {
     if ignored(root, path) {
         return false;
     }
@@ -134,7 +134,7 @@ pub fn wakes(root: &Path, inputs: &ProjectInputs, fallback: bool, path: &Path) -
 
 /// The load options the agent uses for a project directory (the same as the pipeline's, so
 /// the watcher sees the files the reconciler reads).
-pub fn load_options(dir: &Path) -> LoadOptions {
+pub(crate) fn load_options(dir: &Path) -> LoadOptions {
     let mut lo = LoadOptions::from_process();
     lo.cwd = dir.to_path_buf();
     // These name one project; each of the agent's projects has its own.
@@ -150,7 +150,7 @@ pub fn load_options(dir: &Path) -> LoadOptions {
 /// file events), and a load costs a few milliseconds. A project is loaded again only when
 /// its inputs may have changed: after one of them woke it, or while it fails to load.
 #[derive(Default)]
-pub struct InputCache {
+pub(crate) struct InputCache {
     by_id: BTreeMap<String, Entry>,
 }
 
@@ -164,7 +164,7 @@ struct Entry {
 
 impl InputCache {
     /// The changed `paths` of project `id` (directory `dir`) that should wake it.
-    pub async fn waking(
+    pub(crate) async fn waking(
         &mut self,
         root: &Path,
         id: &str,
@@ -199,7 +199,7 @@ impl InputCache {
     }
 
     /// Forgets the projects `keep` says no longer exist.
-    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+    pub(crate) fn retain(&mut self, keep: impl Fn(&str) -> bool) {
         self.by_id.retain(|id, _| keep(id));
     }
 }
