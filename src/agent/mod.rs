@@ -41,7 +41,8 @@ use worker::{ProjectStatus, Wake};
 /// Messages to the supervisor.
 #[derive(Debug)]
 pub enum Control {
-    /// Paths changed under PATH (debounced).
+    /// Paths changed under PATH (debounced); only the projects that read one of them are
+    /// woken (see `watch::wakes`).
     Files(Vec<PathBuf>),
     /// Signed `POST /sync` (`force`: also re-apply a remembered rolled-back state).
     Sync { force: bool },
@@ -177,6 +178,39 @@ fn project_of<'a>(
     projects
         .get_key_value(name.as_ref())
         .map(|(k, _)| k.as_str())
+}
+
+/// Routes changed paths: the projects to wake (those whose inputs changed, see
+/// [`watch::wakes`]), and whether PATH must be rescanned (a path outside every known project
+/// may be a new project's compose file; a project directory itself may have been renamed or
+/// deleted).
+async fn route_files(
+    root: &Path,
+    workers: &BTreeMap<String, Worker>,
+    inputs: &mut watch::InputCache,
+    paths: &[PathBuf],
+) -> (Vec<String>, bool) {
+    let mut by_project: BTreeMap<&str, Vec<&Path>> = BTreeMap::new();
+    let mut rescan = false;
+    for p in paths {
+        match project_of(root, workers, p) {
+            Some(id) => by_project.entry(id).or_default().push(p),
+            None => rescan = true,
+        }
+        rescan |= workers.values().any(|w| w.src.dir == *p);
+    }
+    let mut hit = Vec::new();
+    for (id, changed) in by_project {
+        let Some(w) = workers.get(id) else { continue };
+        let waking = inputs.waking(root, id, &w.src.dir, &changed).await;
+        if waking.is_empty() {
+            tracing::trace!(project = %id, n = changed.len(), "file events outside the project's inputs");
+        } else {
+            tracing::debug!(project = %id, paths = ?waking, "inputs changed");
+            hit.push(id.to_string());
+        }
+    }
+    (hit, rescan)
 }
 
 struct Worker {
@@ -335,6 +369,7 @@ pub async fn run<R: Reconciler>(settings: Settings, reconciler: Arc<R>) -> Resul
     sd(&[sd_notify::NotifyState::Ready]);
     tracing::info!(projects = workers.len(), path = %settings.path.display(), "agent ready");
 
+    let mut inputs = watch::InputCache::default();
     let wake_all = |workers: &BTreeMap<String, Worker>, wake: Wake| {
         for w in workers.values() {
             let _ = w.tx.send(wake.clone());
@@ -363,16 +398,10 @@ pub async fn run<R: Reconciler>(settings: Settings, reconciler: Arc<R>) -> Resul
             }
             Some(msg) = control_rx.recv() => match msg {
                 Control::Files(paths) => {
-                    let mut hit: Vec<String> = Vec::new();
-                    let mut unknown = false;
-                    for p in &paths {
-                        match project_of(&settings.path, &workers, p) {
-                            Some(id) => if !hit.iter().any(|h| h == id) { hit.push(id.to_string()) },
-                            None => unknown = true,
-                        }
-                    }
-                    if unknown {
+                    let (hit, rescan) = route_files(&settings.path, &workers, &mut inputs, &paths).await;
+                    if rescan {
                         spawn_new(&mut workers, &Wake::because("file"));
+                        inputs.retain(|id| workers.contains_key(id));
                     }
                     tracing::debug!(?hit, n = paths.len(), "file events");
                     for id in hit {

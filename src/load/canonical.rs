@@ -2,6 +2,7 @@
 //! Go-formatted, `env_file` folded into `environment`, implicit defaults made explicit. The
 //! result has the shape `docker compose config --format json` prints.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
@@ -16,6 +17,9 @@ pub struct Context<'a> {
     pub project_name: &'a str,
     pub working_dir: &'a Path,
     pub environment: &'a IndexMap<String, String>,
+    /// Services' `env_file` paths (absolute), tried or read: recorded because they are folded
+    /// into `environment` here, so the loaded project no longer names them.
+    pub env_files: RefCell<Vec<PathBuf>>,
 }
 
 type Obj = Map<String, Value>;
@@ -456,6 +460,7 @@ fn canonicalise_environment(svc: &mut Obj, path: &str, cx: &Context) -> Result<(
                 _ => return Err(err(&p, "must be a path or a mapping with `path`")),
             };
             let abs = PathBuf::from(absolute(cx.working_dir, &file));
+            cx.env_files.borrow_mut().push(abs.clone());
             let content = match std::fs::read_to_string(&abs) {
                 Ok(c) => c,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,

@@ -14,6 +14,8 @@ pub mod merge;
 pub mod schema;
 pub mod yaml;
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
@@ -70,6 +72,12 @@ impl LoadOptions {
 pub struct Loaded {
     pub project: Project,
     pub warnings: Vec<String>,
+    /// Every file the load read or looked for, absolute: compose files with their `include`s
+    /// and `extends`, the candidates of file discovery, env files (`.env`, `--env-file`,
+    /// `include` env files, services' `env_file`), present or not. A change to any of them can
+    /// change the project; the agent's file watcher wakes a project on these (and not on, say,
+    /// a data directory its containers write to).
+    pub files_read: BTreeSet<PathBuf>,
 }
 
 pub fn load(opts: &LoadOptions) -> Result<Loaded> {
@@ -77,12 +85,14 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     // COMPOSE_FILE may come from the shell or from a .env beside the project; read the shell's
     // first, then the working directory's .env for discovery-related variables.
     let mut discovery_env = opts.environ.clone();
+    let mut files_read = BTreeSet::new();
     if opts.env_files.is_empty() {
         let dot = opts
             .project_directory
             .as_ref()
             .map(|d| cwd.join(d))
             .unwrap_or(cwd.clone());
+        files_read.insert(absolute_dir(&dot.join(".env")));
         if let Ok(c) = std::fs::read_to_string(dot.join(".env")) {
             if let Ok(vars) = dotenv::parse(&c, &opts.environ) {
                 for (k, v) in vars {
@@ -93,7 +103,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
             }
         }
     }
-    let files = config_files(opts, &cwd, &discovery_env)?;
+    let files = config_files(opts, &cwd, &discovery_env, &mut files_read)?;
     let working_dir = match &opts.project_directory {
         Some(d) => absolute_dir(&cwd.join(d)),
         None => files[0]
@@ -101,7 +111,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
             .map(Path::to_path_buf)
             .unwrap_or(cwd.clone()),
     };
-    let environment = project_environment(opts, &cwd, &working_dir)?;
+    let environment = project_environment(opts, &cwd, &working_dir, &mut files_read)?;
 
     let mut warnings = Vec::new();
     let mut sources: Vec<SourceFile> = Vec::new();
@@ -111,6 +121,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
             env: &environment,
             unset: Vec::new(),
             sources: &mut sources,
+            env_files: &mut files_read,
         };
         let value = ld.load_file(f, &working_dir, &mut Vec::new())?;
         for u in ld.unset {
@@ -154,8 +165,11 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
         project_name: &name,
         working_dir: &working_dir,
         environment: &environment,
+        env_files: RefCell::new(Vec::new()),
     };
     canonical::canonicalise_project(obj, &cx).map_err(|e| locate(e, &sources))?;
+    files_read.extend(cx.env_files.into_inner());
+    files_read.extend(sources.iter().map(|s| s.path.clone()));
     let mut project = schema::to_project(json).map_err(|e| locate(e, &sources))?;
     project.working_dir = working_dir;
     project.config_files = files;
@@ -164,7 +178,11 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     if opts.files.is_empty() && sources.is_empty() {
         warnings.push("no compose file found".into());
     }
-    Ok(Loaded { project, warnings })
+    Ok(Loaded {
+        project,
+        warnings,
+        files_read,
+    })
 }
 
 /// The absolute form of a directory (no symlink resolution).
@@ -178,11 +196,13 @@ fn absolute_dir(p: &Path) -> PathBuf {
 }
 
 /// The compose files to load: `-f`, else `COMPOSE_FILE`, else discovery upwards from `cwd`
-/// (plus the override file beside the one found).
+/// (plus the override file beside the one found). Discovery records in `looked_for` every
+/// name it tried: creating `compose.override.yaml` later changes the project.
 fn config_files(
     opts: &LoadOptions,
     cwd: &Path,
     env: &IndexMap<String, String>,
+    looked_for: &mut BTreeSet<PathBuf>,
 ) -> Result<Vec<PathBuf>> {
     let mut explicit: Vec<PathBuf> = opts.files.clone();
     if explicit.is_empty() {
@@ -232,6 +252,12 @@ fn config_files(
         .unwrap_or(cwd.into());
     let mut dir = Some(absolute_dir(&start));
     while let Some(d) = dir {
+        looked_for.extend(
+            COMPOSE_FILE_NAMES
+                .iter()
+                .chain(&OVERRIDE_FILE_NAMES)
+                .map(|n| d.join(n)),
+        );
         if let Some(found) = COMPOSE_FILE_NAMES
             .iter()
             .map(|n| d.join(n))
@@ -257,11 +283,12 @@ fn config_files(
 }
 
 /// The interpolation environment: env files (`--env-file`, later wins; else `.env` in the
-/// project directory), with the shell environment on top.
+/// project directory), with the shell environment on top. Each env file tried goes to `read`.
 fn project_environment(
     opts: &LoadOptions,
     cwd: &Path,
     working_dir: &Path,
+    read: &mut BTreeSet<PathBuf>,
 ) -> Result<IndexMap<String, String>> {
     // `--env-file` wins; else COMPOSE_ENV_FILES (comma-separated); else `.env`.
     let from_var: Vec<PathBuf> = opts
@@ -283,6 +310,7 @@ fn project_environment(
     };
     let mut env = IndexMap::new();
     for (f, required) in files {
+        read.insert(absolute_dir(&f));
         let content = match std::fs::read_to_string(&f) {
             Ok(c) => c,
             Err(_) if !required => continue,
@@ -317,6 +345,8 @@ struct FileLoader<'a> {
     env: &'a IndexMap<String, String>,
     unset: Vec<String>,
     sources: &'a mut Vec<SourceFile>,
+    /// The env files of `include` entries, tried or read.
+    env_files: &'a mut BTreeSet<PathBuf>,
 }
 
 impl FileLoader<'_> {
@@ -431,6 +461,7 @@ impl FileLoader<'_> {
                     .collect()
             };
             for (f, required) in env_paths {
+                self.env_files.insert(f.clone());
                 match std::fs::read_to_string(&f) {
                     Ok(c) => {
                         let vars = dotenv::parse(&c, self.env).map_err(|e| {
@@ -460,6 +491,7 @@ impl FileLoader<'_> {
                     env: &env,
                     unset: Vec::new(),
                     sources: self.sources,
+                    env_files: self.env_files,
                 };
                 let v = sub.load_file(f, &dir, chain)?;
                 self.unset.extend(sub.unset);
