@@ -23,7 +23,6 @@ use crate::apply::{ApplyOptions, Outcome};
 use crate::converge::{self, DigestCache, DigestUse, ImageSource, PlanRequest, Planned};
 use crate::engine::Engine;
 use crate::journal::ProjectLock;
-use crate::load::LoadOptions;
 use crate::plan::ServiceAction;
 use crate::pull::PullMode;
 
@@ -61,17 +60,12 @@ impl Pipeline {
     }
 }
 
-/// Loads the project in `src.dir`. COMPOSE_PROJECT_NAME and COMPOSE_FILE of the agent's own
-/// environment name one project; each of the agent's projects has its own (its .env may
-/// still set them).
+/// Loads the project in `src.dir` with the same options the file watcher uses, so it wakes on
+/// exactly the files read here.
 async fn load(src: &ProjectSource) -> Result<crate::model::Project> {
     let dir = src.dir.clone();
     let loaded = tokio::task::spawn_blocking(move || {
-        let mut lo = LoadOptions::from_process();
-        lo.cwd = dir;
-        lo.environ.shift_remove("COMPOSE_PROJECT_NAME");
-        lo.environ.shift_remove("COMPOSE_FILE");
-        crate::load::load(&lo)
+        crate::load::load(&super::watch::load_options(&dir))
     })
     .await
     .map_err(|e| ReconcileError::new(ErrorKind::InvalidInput, e.to_string()))?
