@@ -113,13 +113,27 @@ pub async fn connect(host: Option<&str>) -> Result<Engine> {
         .map_err(Error::of(ErrorKind::EngineUnavailable))
 }
 
-/// Takes the project's lock, waiting up to `timeout` for another run to finish.
-pub async fn lock(state_dir: &Path, project: &str, timeout: Duration) -> Result<ProjectLock> {
+/// Takes the project's locks on this engine, waiting up to `timeout` for another run to
+/// finish, then recovers what a killed run under another state directory left mid-update.
+pub async fn lock(
+    engine: &Engine,
+    state_dir: &Path,
+    project: &str,
+    timeout: Duration,
+) -> Result<ProjectLock> {
     let (dir, name) = (state_dir.to_path_buf(), project.to_string());
-    tokio::task::spawn_blocking(move || ProjectLock::acquire(&dir, &name, timeout))
-        .await
-        .map_err(Error::of(ErrorKind::Conflict))?
-        .map_err(Error::of(ErrorKind::Conflict))
+    let endpoint = engine.endpoint().to_string();
+    let lock =
+        tokio::task::spawn_blocking(move || ProjectLock::acquire(&dir, &endpoint, &name, timeout))
+            .await
+            .map_err(Error::of(ErrorKind::Conflict))?
+            .map_err(Error::of(ErrorKind::Conflict))?;
+    if let Some(j) = &lock.other_journal {
+        recover(engine, j)
+            .await
+            .map_err(Error::of(ErrorKind::Engine))?;
+    }
+    Ok(lock)
 }
 
 /// Plans `project`: resolves digests beside recovery and observation, makes the desired
@@ -233,7 +247,7 @@ async fn recover_interrupted(
     let _lock = if lock_held {
         None
     } else if journal.path().exists() {
-        match ProjectLock::try_acquire(state_dir, project)
+        match ProjectLock::try_acquire(state_dir, engine.endpoint(), project)
             .map_err(Error::of(ErrorKind::Conflict))?
         {
             Some(l) => Some(l),

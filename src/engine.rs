@@ -13,6 +13,7 @@ use bollard::Docker;
 pub struct Engine {
     pub docker: Docker,
     calls: AtomicUsize,
+    endpoint: String,
 }
 
 impl Engine {
@@ -55,10 +56,12 @@ impl Engine {
             Docker::connect_with_host(&addr)
         }
         .with_context(|| format!("cannot use Docker host {host:?}"))?;
+        let endpoint = endpoint_of(&addr);
         if server.is_some() {
             return Ok(Engine {
                 docker,
                 calls: AtomicUsize::new(1),
+                endpoint,
             });
         }
         let docker = docker.with_timeout(Duration::from_secs(300));
@@ -69,7 +72,14 @@ impl Engine {
         Ok(Engine {
             docker,
             calls: AtomicUsize::new(1),
+            endpoint,
         })
+    }
+
+    /// Names the engine for the per-engine project lock: the address, with a unix socket's
+    /// path resolved (`/var/run` is a link to `/run` on most systems).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
     }
 
     /// Counts one API request and returns the client to make it with.
@@ -81,6 +91,16 @@ impl Engine {
     /// Requests made so far (including version negotiation).
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::Relaxed)
+    }
+}
+
+fn endpoint_of(addr: &str) -> String {
+    match addr.strip_prefix("unix://") {
+        Some(p) => match std::fs::canonicalize(p) {
+            Ok(real) => format!("unix://{}", real.display()),
+            Err(_) => addr.to_string(),
+        },
+        None => addr.trim_end_matches('/').to_string(),
     }
 }
 

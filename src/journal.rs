@@ -31,25 +31,96 @@ pub fn default_state_dir() -> PathBuf {
     home.join(".local/state/composeops")
 }
 
-/// An exclusive lock on `<state>/<project>.lock`, held until dropped.
+/// The locks of one project, held until dropped:
+/// - one per engine and project in a directory every user of the machine shares
+///   ([`engine_lock_dir`]), so two runs with different state directories (the systemd agent's
+///   `/var/lib/composeops` and an operator's own) never both change the project;
+/// - one in the state directory, which guards its journal (two engines' runs may share a
+///   state directory).
+///
+/// The engine lock file remembers the state directory of the last run that held it. A run
+/// killed mid-update under another state directory left its journal there: the next holder
+/// sees it in [`ProjectLock::other_journal`] and recovers it, rather than fighting its
+/// transitional containers.
 #[derive(Debug)]
 pub struct ProjectLock {
-    _file: File,
+    _engine: File,
+    _state: File,
+    /// The journal of the previous holder, when it is in another state directory and still
+    /// holds an entry.
+    pub other_journal: Option<Journal>,
+}
+
+/// Where the per-engine locks live: `/run/lock/composeops` (Debian's world-writable lock
+/// directory) when there is one, else `<tmp>/composeops-locks`; `COMPOSEOPS_LOCK_DIR`
+/// overrides both. Created world-writable with the sticky bit, as /tmp is, so root's agent and
+/// a user's manual apply find each other's locks.
+pub fn engine_lock_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("COMPOSEOPS_LOCK_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    let run_lock = Path::new("/run/lock");
+    if run_lock.is_dir() {
+        return run_lock.join("composeops");
+    }
+    std::env::temp_dir().join("composeops-locks")
+}
+
+/// `<project>@<12 hex of sha256(engine)>.lock`: one file per engine and project.
+fn engine_lock_path(engine: &str, project: &str) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let h = hex::encode(Sha256::digest(engine.as_bytes()));
+    engine_lock_dir().join(format!("{project}@{}.lock", &h[..12]))
+}
+
+fn open_lock(path: &Path, shared: bool) -> Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut o = OpenOptions::new();
+    o.create(true).truncate(false).read(true).write(true);
+    if shared {
+        o.mode(0o666);
+    }
+    let file = o
+        .open(path)
+        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+    if shared {
+        // The umask may have narrowed the mode; other users must still be able to lock it.
+        let _ = file.set_permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    Ok(file)
+}
+
+/// Locks `file` if free; `None` when another process holds it.
+fn try_lock(file: &File, path: &Path) -> Result<bool> {
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(TryLockError::WouldBlock) => Ok(false),
+        Err(TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
 }
 
 impl ProjectLock {
-    /// Waits up to `timeout` for the lock (another apply of the same project holds it).
-    pub fn acquire(dir: &Path, project: &str, timeout: Duration) -> Result<ProjectLock> {
+    /// Waits up to `timeout` for the locks (another run of the same project holds them).
+    /// `engine` names the engine (see `Engine::endpoint`).
+    pub fn acquire(
+        dir: &Path,
+        engine: &str,
+        project: &str,
+        timeout: Duration,
+    ) -> Result<ProjectLock> {
         let start = Instant::now();
         let mut told = false;
         loop {
-            if let Some(l) = Self::try_acquire(dir, project)? {
+            if let Some(l) = Self::try_acquire(dir, engine, project)? {
                 return Ok(l);
             }
             if start.elapsed() >= timeout {
                 bail!(
-                    "another composeops run holds the lock of project {project:?} ({}); waited {:?}. \
-                     Try again later or raise --lock-timeout.",
+                    "another composeops run holds the lock of project {project:?} ({} or {}); \
+                     waited {:?}. Try again later or raise --lock-timeout.",
+                    engine_lock_path(engine, project).display(),
                     dir.join(format!("{project}.lock")).display(),
                     timeout
                 );
@@ -64,28 +135,52 @@ impl ProjectLock {
         }
     }
 
-    /// The lock if free now, `None` if another process holds it.
-    pub fn try_acquire(dir: &Path, project: &str) -> Result<Option<ProjectLock>> {
+    /// The locks if both are free now, `None` if another process holds either.
+    pub fn try_acquire(dir: &Path, engine: &str, project: &str) -> Result<Option<ProjectLock>> {
+        use std::io::{Read, Seek};
+        use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(dir).with_context(|| {
             format!(
                 "cannot create the state directory {} (set --state-dir)",
                 dir.display()
             )
         })?;
-        let path = dir.join(format!("{project}.lock"));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("cannot open lock file {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(ProjectLock { _file: file })),
-            Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Error(e)) => {
-                Err(e).with_context(|| format!("cannot lock {}", path.display()))
-            }
+        let shared_dir = engine_lock_dir();
+        if !shared_dir.is_dir() {
+            std::fs::create_dir_all(&shared_dir).with_context(|| {
+                format!(
+                    "cannot create the lock directory {} (set COMPOSEOPS_LOCK_DIR)",
+                    shared_dir.display()
+                )
+            })?;
+            let _ = std::fs::set_permissions(&shared_dir, std::fs::Permissions::from_mode(0o1777));
         }
+        // Always the engine lock first, then the state directory's: one order, no deadlock.
+        let engine_path = engine_lock_path(engine, project);
+        let mut engine_file = open_lock(&engine_path, true)?;
+        if !try_lock(&engine_file, &engine_path)? {
+            return Ok(None);
+        }
+        let state_path = dir.join(format!("{project}.lock"));
+        let state_file = open_lock(&state_path, false)?;
+        if !try_lock(&state_file, &state_path)? {
+            return Ok(None);
+        }
+        let mut previous = String::new();
+        let _ = engine_file.read_to_string(&mut previous);
+        let previous = PathBuf::from(previous.trim());
+        let here = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let other_journal = (!previous.as_os_str().is_empty() && previous != here)
+            .then(|| Journal::new(&previous, project))
+            .filter(|j| j.path().exists());
+        engine_file.set_len(0)?;
+        engine_file.rewind()?;
+        engine_file.write_all(here.as_os_str().as_encoded_bytes())?;
+        Ok(Some(ProjectLock {
+            _engine: engine_file,
+            _state: state_file,
+            other_journal,
+        }))
     }
 }
 
@@ -200,13 +295,33 @@ mod tests {
             phase: Phase::Creating,
         };
         j.write(&e).unwrap();
-        assert_eq!(j.read().unwrap(), Some(e));
+        assert_eq!(j.read().unwrap(), Some(e.clone()));
         j.clear().unwrap();
         assert_eq!(j.read().unwrap(), None);
-        let l = ProjectLock::try_acquire(dir.path(), "p").unwrap();
+        let engine = format!("unix:///test/{}", dir.path().display());
+        let l = ProjectLock::try_acquire(dir.path(), &engine, "p").unwrap();
         assert!(l.is_some());
-        assert!(ProjectLock::try_acquire(dir.path(), "p").unwrap().is_none());
+        assert!(ProjectLock::try_acquire(dir.path(), &engine, "p")
+            .unwrap()
+            .is_none());
+        // Another state directory, same engine and project: still held.
+        let other = tempfile::tempdir().unwrap();
+        assert!(ProjectLock::try_acquire(other.path(), &engine, "p")
+            .unwrap()
+            .is_none());
         drop(l);
-        assert!(ProjectLock::try_acquire(dir.path(), "p").unwrap().is_some());
+        // The journal a killed holder left in its state directory is handed to the next one.
+        j.write(&e).unwrap();
+        let l = ProjectLock::try_acquire(other.path(), &engine, "p")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            l.other_journal.as_ref().map(|j| j.path().to_path_buf()),
+            Some(std::fs::canonicalize(dir.path()).unwrap().join("p.journal"))
+        );
+        drop(l);
+        assert!(ProjectLock::try_acquire(dir.path(), &engine, "p")
+            .unwrap()
+            .is_some());
     }
 }

@@ -64,12 +64,11 @@ impl Pipeline {
 /// exactly the files read here.
 async fn load(src: &ProjectSource) -> Result<crate::model::Project> {
     let dir = src.dir.clone();
-    let loaded = tokio::task::spawn_blocking(move || {
-        crate::load::load(&super::watch::load_options(&dir))
-    })
-    .await
-    .map_err(|e| ReconcileError::new(ErrorKind::InvalidInput, e.to_string()))?
-    .map_err(|e| ReconcileError::new(ErrorKind::InvalidInput, format!("{e:#}")))?;
+    let loaded =
+        tokio::task::spawn_blocking(move || crate::load::load(&super::watch::load_options(&dir)))
+            .await
+            .map_err(|e| ReconcileError::new(ErrorKind::InvalidInput, e.to_string()))?
+            .map_err(|e| ReconcileError::new(ErrorKind::InvalidInput, format!("{e:#}")))?;
     for w in &loaded.warnings {
         tracing::warn!(project = %src.id, "{w}");
     }
@@ -86,9 +85,14 @@ impl Reconciler for Pipeline {
     ) -> BoxFuture<'a, Result<(DesiredState, Prepared)>> {
         async move {
             let project = load(src).await?;
-            let lock =
-                converge::lock(&self.opts.state_dir, &project.name, self.opts.lock_timeout).await?;
             let engine = converge::connect(self.opts.host.as_deref()).await?;
+            let lock = converge::lock(
+                &engine,
+                &self.opts.state_dir,
+                &project.name,
+                self.opts.lock_timeout,
+            )
+            .await?;
             let req = PlanRequest {
                 source: if opts.locked {
                     ImageSource::Locked

@@ -1,0 +1,127 @@
+//! Two runs on one project, each with its own state directory (the systemd agent's and an
+//! operator's manual apply): the per-engine project lock lets only one change it, and a run
+//! killed mid-update under one state directory is recovered by the next run under another.
+//! Real engine and registry; run with scripts/test.sh.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+use common::stack::{show, Stack};
+use common::*;
+
+fn compose(image: &str, greeting: &str) -> String {
+    format!(
+        r#"services:
+  web:
+    image: {image}
+    environment:
+      GREETING: "{greeting}"
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/"]
+      interval: 1s
+      retries: 3
+  worker:
+    image: {image}
+"#
+    )
+}
+
+/// Container name -> id of the project, all states.
+fn containers(project: &str) -> BTreeMap<String, String> {
+    let filter = format!("label=com.docker.compose.project={project}");
+    docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &filter,
+        "--format",
+        "{{.Names}} {{.ID}}",
+    ])
+    .lines()
+    .filter_map(|l| {
+        l.split_once(' ')
+            .map(|(n, i)| (n.to_string(), i.to_string()))
+    })
+    .collect()
+}
+
+#[test]
+fn runs_with_different_state_directories_never_both_change_a_project() {
+    let mut s = Stack::new("two-states");
+    let image = format!("{}/app-{}:1", testbed().registry, s.name);
+    build_app_image(&image, "v1");
+    s.guard.image(image.clone());
+    let other_state = tempfile::tempdir().unwrap();
+    let other = other_state.path().to_str().unwrap().to_string();
+    s.write(&compose(&image, "one"));
+    s.apply_ok();
+
+    // An apply under the stack's own state directory, paused while its new container starts.
+    s.write(&compose(&image, "two"));
+    let mut first = s
+        .cmd()
+        .args(["apply", "--wait-timeout", "30s"])
+        .env("COMPOSEOPS_TEST_PAUSE_AT", "health-wait")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    for line in BufReader::new(first.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("test pause at") {
+            break;
+        }
+    }
+    assert!(seen.contains("test pause at health-wait"), "{seen}");
+    let mid_update = containers(&s.name);
+
+    // A second apply under another state directory must not touch it.
+    let second = s.run(&["apply", "--state-dir", &other, "--lock-timeout", "1s"]);
+    assert_eq!(second.status.code(), Some(1), "{}", show(&second));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("holds the lock"),
+        "{}",
+        show(&second)
+    );
+    assert_eq!(
+        containers(&s.name),
+        mid_update,
+        "the second apply changed the project"
+    );
+
+    // Killed mid-update: the next run, under the other state directory, finds the journal the
+    // first one left and finishes its work instead of fighting its containers.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let third = s.run(&["apply", "--state-dir", &other, "--wait-timeout", "30s"]);
+    assert_eq!(third.status.code(), Some(0), "{}", show(&third));
+    assert!(
+        String::from_utf8_lossy(&third.stderr).contains("recovering an interrupted apply"),
+        "{}",
+        show(&third)
+    );
+    let names: Vec<String> = containers(&s.name).into_keys().collect();
+    assert_eq!(
+        names,
+        [format!("{}-web-1", s.name), format!("{}-worker-1", s.name)],
+        "one container per service, no transitional leftovers"
+    );
+    assert!(!s.state.path().join(format!("{}.journal", s.name)).exists());
+    for state in [s.state.path().to_str().unwrap(), other.as_str()] {
+        let plan = s.run(&["plan", "--detailed-exitcode", "--state-dir", state]);
+        assert_eq!(plan.status.code(), Some(0), "{}", show(&plan));
+    }
+    let env = docker(&[
+        "inspect",
+        "-f",
+        "{{range .Config.Env}}{{println .}}{{end}}",
+        &format!("{}-web-1", s.name),
+    ]);
+    assert!(env.contains("GREETING=two"), "{env}");
+}
