@@ -1,7 +1,7 @@
 //! `pull`: make each service's image present locally (honouring `pull_policy`) and fill
 //! [`DesiredImage::digest`] with the local image id.
 //!
-//! Registry digests (issue 4, `resolve`) can later replace the local id in the same field; plan
+//! A registry digest (from `resolve` or the lock) replaces the local id in the same field; plan
 //! accepts either. An unreachable registry for an image that is present is only a warning.
 
 use std::collections::BTreeMap;
