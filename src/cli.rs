@@ -65,7 +65,7 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Keep PATH's compose projects converged: watch files, pull git, check images, serve
     /// /healthz, /metrics, /status and a signed POST /sync.
-    Agent(crate::agent_cli::AgentArgs),
+    Agent(Box<crate::agent_cli::AgentArgs>),
 }
 
 const PLAN_EXIT_HELP: &str = "Exit status: 0 success (with --detailed-exitcode: no changes), \
