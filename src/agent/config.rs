@@ -76,6 +76,16 @@ pub struct AgentConfig {
     /// before it is rolled back (default `60s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_timeout: Option<String>,
+    /// Most HTTP connections open at once (default 64). Never more than a quarter of the
+    /// process's open-file limit, so the agent keeps descriptors for its own work. When all
+    /// are open, the one idle the longest is closed to admit a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_max_connections: Option<usize>,
+    /// Close an HTTP connection that has not sent a complete request header within this time,
+    /// for its first request and between kept-alive ones; a request not handled within it
+    /// gets 408 (default `10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_idle_timeout: Option<String>,
 }
 
 impl AgentConfig {
@@ -117,7 +127,9 @@ impl AgentConfig {
             debounce,
             retry_initial,
             retry_max,
-            wait_timeout
+            wait_timeout,
+            http_max_connections,
+            http_idle_timeout
         );
         self
     }
@@ -157,6 +169,9 @@ impl AgentConfig {
         if let Some(u) = &self.notify_url {
             super::events::parse_http_url(u).with_context(|| format!("notify-url = {u:?}"))?;
         }
+        if self.http_max_connections == Some(0) {
+            bail!("http-max-connections = 0: give at least 1 (default 64)");
+        }
         let state_dir = self.state_dir.clone().unwrap_or_else(|| {
             std::env::var_os("STATE_DIRECTORY")
                 .map(|s| {
@@ -192,6 +207,13 @@ impl AgentConfig {
                 Some(Duration::from_secs(60)),
             )?
             .unwrap(),
+            http_max_connections: self.http_max_connections.unwrap_or(64),
+            http_idle_timeout: dur(
+                "http-idle-timeout",
+                &self.http_idle_timeout,
+                Some(Duration::from_secs(10)),
+            )?
+            .unwrap(),
         })
     }
 }
@@ -224,6 +246,9 @@ pub struct Settings {
     pub retry_initial: Duration,
     pub retry_max: Duration,
     pub wait_timeout: Duration,
+    /// Configured cap; the listener lowers it to a quarter of the open-file limit.
+    pub http_max_connections: usize,
+    pub http_idle_timeout: Duration,
 }
 
 /// The JSON Schema of the config file, as checked in under `schemas/agent-config.schema.json`.
@@ -299,5 +324,45 @@ mod tests {
         };
         let e = c.resolve().unwrap_err().to_string();
         assert!(e.contains("git-pull"), "{e}");
+        let c = AgentConfig {
+            path: Some(dir.path().to_path_buf()),
+            http_idle_timeout: Some("0s".into()),
+            ..Default::default()
+        };
+        let e = c.resolve().unwrap_err().to_string();
+        assert!(e.contains("http-idle-timeout"), "{e}");
+    }
+
+    #[test]
+    fn http_limits_default_and_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = AgentConfig::from_toml("http-max-connections = 8\nhttp-idle-timeout = \"2s\"\n")
+            .unwrap();
+        let s = AgentConfig {
+            path: Some(dir.path().to_path_buf()),
+            ..c
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(s.http_max_connections, 8);
+        assert_eq!(s.http_idle_timeout, Duration::from_secs(2));
+        let d = AgentConfig {
+            path: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(d.http_max_connections, 64);
+        assert_eq!(d.http_idle_timeout, Duration::from_secs(10));
+        let zero = AgentConfig {
+            path: Some(dir.path().to_path_buf()),
+            http_max_connections: Some(0),
+            ..Default::default()
+        };
+        assert!(zero
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("http-max-connections"));
     }
 }

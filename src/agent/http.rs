@@ -1,6 +1,13 @@
 //! The agent's listener: health, metrics, status, and the signed `POST /sync` webhook.
+//! [`serve`] owns the connections (timeouts, cap), [`webhook`] decides who may sync, [`replay`]
+//! remembers what was already accepted.
 
-use std::sync::Arc;
+pub mod replay;
+pub mod serve;
+pub mod webhook;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -8,15 +15,12 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hmac::{Hmac, Mac};
 use serde::Deserialize;
-use sha2::Sha256;
 use tokio::sync::mpsc;
 
 use super::{Control, Shared};
-
-/// GitHub's signature header: `sha256=<hex HMAC-SHA256 of the raw body>`.
-pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
+use replay::{Admit, Deliveries};
+pub use webhook::{sign, sign_timestamped, verify_signature, Refusal, SIGNATURE_HEADER};
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -24,6 +28,23 @@ pub struct HttpState {
     pub control: mpsc::UnboundedSender<Control>,
     /// From COMPOSEOPS_WEBHOOK_SECRET; `None` refuses `POST /sync`.
     pub secret: Option<Arc<Vec<u8>>>,
+    /// Deliveries already accepted (see [`replay`]).
+    pub deliveries: Arc<Mutex<Deliveries>>,
+}
+
+impl HttpState {
+    pub fn new(
+        shared: Arc<Shared>,
+        control: mpsc::UnboundedSender<Control>,
+        secret: Option<Arc<Vec<u8>>>,
+    ) -> HttpState {
+        HttpState {
+            shared,
+            control,
+            secret,
+            deliveries: Arc::new(Mutex::new(Deliveries::default())),
+        }
+    }
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -67,88 +88,74 @@ struct SyncQuery {
     force: Option<String>,
 }
 
-/// Constant-time check of `sha256=<hex>` against the HMAC of `body`.
-pub fn verify_signature(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
-    let Some(hex_sig) = header.and_then(|h| h.trim().strip_prefix("sha256=")) else {
-        return false;
-    };
-    let Ok(sig) = hex::decode(hex_sig) else {
-        return false;
-    };
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
-        return false;
-    };
-    mac.update(body);
-    mac.verify_slice(&sig).is_ok()
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// `sha256=<hex>` for `body` (for clients and tests).
-pub fn sign(secret: &[u8], body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+fn refuse(code: StatusCode, msg: &str) -> Response {
+    (code, Json(serde_json::json!({ "error": msg }))).into_response()
 }
 
+/// `POST /sync[?force=1]`: pull (if the agent pulls) and reconcile every project now.
+///
+/// Needs COMPOSEOPS_WEBHOOK_SECRET and one of two signatures (HMAC-SHA256, hex, `sha256=` prefix):
+/// - `X-Hub-Signature-256` over the raw body: what GitHub, Gitea and Gogs send;
+/// - `X-Composeops-Signature-256` over `<X-Composeops-Timestamp>.<raw body>`, with
+///   `X-Composeops-Timestamp` the unix seconds at signing, the header's exact text. Refused
+///   (403) when more than 5 minutes from this host's clock; a timestamp header with only the
+///   body signature is refused (401), since the timestamp would be unsigned.
+///
+/// Replays are refused (409). The delivery id, the first of `X-Composeops-Delivery`,
+/// `X-GitHub-Delivery`, `X-Gitea-Delivery`, `X-Gogs-Delivery`, `X-Gitlab-Event-UUID`, is accepted
+/// once; so is a timestamped signature. Senders do not sign their delivery id, so for the
+/// body-only scheme this stops verbatim replays; the timestamped scheme stops every replay.
+/// Accepted deliveries are remembered for 24 h or the last 1024, whichever ends first.
 async fn sync(
     State(st): State<HttpState>,
     Query(q): Query<SyncQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let err = |code: StatusCode, msg: &str| {
-        (code, Json(serde_json::json!({ "error": msg }))).into_response()
-    };
     let Some(secret) = &st.secret else {
-        return err(
+        return refuse(
             StatusCode::FORBIDDEN,
             "POST /sync is disabled: start the agent with COMPOSEOPS_WEBHOOK_SECRET set",
         );
     };
-    let sig = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-    if !verify_signature(secret, &body, sig) {
-        tracing::warn!("POST /sync refused: missing or wrong X-Hub-Signature-256");
-        return err(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong X-Hub-Signature-256 (sha256=<hex HMAC-SHA256 of the body>)",
-        );
-    }
+    let verified = webhook::verify(secret, &headers, &body, unix_now()).and_then(|v| {
+        let mut memory = st.deliveries.lock().unwrap();
+        match memory.admit(&v.replay_keys, Instant::now()) {
+            Admit::New => Ok(v),
+            Admit::Replayed(_) => Err(Refusal::Replayed(
+                v.delivery
+                    .clone()
+                    .unwrap_or_else(|| "with this signature".into()),
+            )),
+            Admit::Full => Err(Refusal::TooMany(replay::CAPACITY)),
+        }
+    });
+    let v = match verified {
+        Ok(v) => v,
+        Err(r) => {
+            tracing::warn!(reason = %r, "POST /sync refused");
+            return refuse(r.status(), &r.to_string());
+        }
+    };
     let force = matches!(q.force.as_deref(), Some("1" | "true" | "yes"));
-    tracing::info!(force, "POST /sync accepted");
+    tracing::info!(
+        force,
+        delivery = v.delivery.as_deref(),
+        "POST /sync accepted"
+    );
     if st.control.send(Control::Sync { force }).is_err() {
-        return err(StatusCode::SERVICE_UNAVAILABLE, "agent is shutting down");
+        st.deliveries.lock().unwrap().forget(&v.replay_keys);
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "agent is shutting down");
     }
     (
         StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "queued": true, "force": force })),
+        Json(serde_json::json!({ "queued": true, "force": force, "delivery": v.delivery })),
     )
         .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signatures() {
-        // GitHub's documented example: secret "It's a Secret to Everybody", body "Hello, World!".
-        let s = sign(b"It's a Secret to Everybody", b"Hello, World!");
-        assert_eq!(
-            s,
-            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
-        );
-        assert!(verify_signature(
-            b"It's a Secret to Everybody",
-            b"Hello, World!",
-            Some(&s)
-        ));
-        assert!(!verify_signature(b"other", b"Hello, World!", Some(&s)));
-        assert!(!verify_signature(
-            b"It's a Secret to Everybody",
-            b"Hello",
-            Some(&s)
-        ));
-        assert!(!verify_signature(b"k", b"", None));
-        assert!(!verify_signature(b"k", b"", Some("sha256=zz")));
-        assert!(!verify_signature(b"k", b"", Some("sha1=00")));
-    }
 }

@@ -259,23 +259,34 @@ pub async fn run<R: Reconciler>(settings: Settings, reconciler: Arc<R>) -> Resul
         if secret.is_none() {
             tracing::warn!("COMPOSEOPS_WEBHOOK_SECRET is not set: POST /sync is refused");
         }
-        let app = http::router(http::HttpState {
-            shared: shared.clone(),
-            control: control_tx.clone(),
+        let app = http::router(http::HttpState::new(
+            shared.clone(),
+            control_tx.clone(),
             secret,
-        });
-        tracing::info!(addr = %local, "listening");
-        let mut stop = http_stop_rx.clone();
-        server = Some(tokio::spawn(async move {
-            let r = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "HTTP listener failed");
-            }
-        }));
+        ));
+        let nofile = http::serve::open_file_limit();
+        let limits = http::serve::Limits {
+            max_connections: http::serve::effective_max_connections(
+                settings.http_max_connections,
+                nofile,
+            ),
+            idle_timeout: settings.http_idle_timeout,
+        };
+        if limits.max_connections < settings.http_max_connections {
+            tracing::info!(
+                max_connections = limits.max_connections,
+                open_file_limit = nofile,
+                "HTTP connections capped at a quarter of the open-file limit"
+            );
+        }
+        tracing::info!(addr = %local, max_connections = limits.max_connections,
+            idle_timeout = ?limits.idle_timeout, "listening");
+        server = Some(tokio::spawn(http::serve::serve(
+            listener,
+            app,
+            limits,
+            http_stop_rx.clone(),
+        )));
     }
 
     // File events.

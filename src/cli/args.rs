@@ -65,7 +65,7 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Keep PATH's compose projects converged: watch files, pull git, check images, serve
     /// /healthz, /metrics, /status and a signed POST /sync.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
 }
 
 const PLAN_EXIT_HELP: &str = "Exit status: 0 success (with --detailed-exitcode: no changes), \
@@ -236,6 +236,12 @@ pub struct AgentArgs {
     /// How long a new container has to become healthy before it is rolled back (default 60s).
     #[arg(long, value_name = "DURATION")]
     pub wait_timeout: Option<String>,
+    /// Most HTTP connections open at once (default 64, at most a quarter of the open-file limit).
+    #[arg(long, value_name = "N")]
+    pub http_max_connections: Option<usize>,
+    /// Close HTTP connections that send no complete request header within this (default 10s).
+    #[arg(long, value_name = "DURATION")]
+    pub http_idle_timeout: Option<String>,
     /// Print the JSON Schema of the config file and exit.
     #[arg(long)]
     pub print_config_schema: bool,
@@ -257,6 +263,8 @@ impl AgentArgs {
             retry_initial: self.retry_initial.clone(),
             retry_max: self.retry_max.clone(),
             wait_timeout: self.wait_timeout.clone(),
+            http_max_connections: self.http_max_connections,
+            http_idle_timeout: self.http_idle_timeout.clone(),
         }
     }
 }
