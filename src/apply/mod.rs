@@ -8,6 +8,8 @@
 //! finishes or undoes the recreate of a run that was killed.
 
 mod exec;
+#[cfg(test)]
+mod fake;
 mod ops;
 mod ready;
 mod recover;

@@ -33,8 +33,10 @@ impl View {
         let at_temp = ops.inspect(&e.temp_name).await?;
         let new = match &e.new_id {
             Some(id) => ops.inspect(id).await?,
+            // Killed before the id was recorded: the new container, if any, has the temp name.
             None => at_temp.clone(),
-        };
+        }
+        .filter(|c| Some(&c.id) != e.old_id.as_ref());
         let at_final = ops.inspect(&e.final_name).await?;
         Ok(View {
             old,
