@@ -688,3 +688,117 @@ fn locked_apply_runs_the_locked_digest() {
     let out = s.run(&["plan", "--locked", "--detailed-exitcode"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
 }
+
+/// A small deterministic PRNG (64-bit LCG, Knuth's MMIX constants): reproducible kill delays
+/// without a crate.
+struct Lcg(u64);
+
+impl Lcg {
+    fn new(seed: u64) -> Lcg {
+        Lcg(seed
+            .wrapping_mul(2862933555777941757)
+            .wrapping_add(3037000493))
+    }
+
+    /// Uniform-ish in `0..bound`.
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        // The high bits, xorshift-mixed: successive seeds must not give evenly spaced delays.
+        let x = self.0 ^ (self.0 >> 29);
+        (x >> 33) % bound.max(1)
+    }
+}
+
+/// SIGKILL an update at a random instant of its run, 20 times: each next `apply` must recover
+/// and converge, leaving one running container per service under its own name.
+#[test]
+fn random_sigkill_during_apply_is_recovered() {
+    use std::time::{Duration, Instant};
+    let mut s = Stack::new("apply-random-kill");
+    let image = s.image("v1");
+    s.write(&three_services(&image, "even"));
+    s.apply_ok();
+    // The update window: how long an update that recreates web takes, unkilled.
+    s.write(&three_services(&image, "odd"));
+    let t = Instant::now();
+    s.apply_ok();
+    let window = t.elapsed().as_millis() as u64;
+    let mut recovered = 0;
+    let mut last_lines = Vec::new();
+    for i in 0..20u64 {
+        let env = if i % 2 == 0 { "even" } else { "odd" };
+        s.write(&three_services(&image, env));
+        let delay = Lcg::new(i).below(window);
+        let err_file = s.state.path().join(format!("killed-{i}.stderr"));
+        let mut child = s
+            .cmd()
+            .args(["apply", "--wait-timeout", "30s"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&err_file).unwrap())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        let _ = child.kill(); // SIGKILL (an error only when it already exited)
+        child.wait().unwrap();
+        let killed_err = std::fs::read_to_string(&err_file).unwrap_or_default();
+        last_lines.push(format!(
+            "{i}: {delay} ms: {}",
+            killed_err.lines().last().unwrap_or("(nothing)")
+        ));
+
+        let out = s.run(&["apply", "--wait-timeout", "30s"]);
+        let ctx = format!(
+            "iteration {i}, killed after {delay} ms of {window}; killed run said:\n\
+             {killed_err}\nnext apply: {}",
+            show(&out)
+        );
+        assert_eq!(out.status.code(), Some(0), "{ctx}");
+        if String::from_utf8_lossy(&out.stderr).contains("recovering an interrupted apply") {
+            recovered += 1;
+        }
+        let ps = docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", s.name),
+            "--format",
+            "{{.Names}} {{.State}}",
+        ]);
+        let mut have: Vec<&str> = ps.lines().collect();
+        have.sort();
+        let want: Vec<String> = ["db", "web", "worker"]
+            .iter()
+            .map(|x| format!("{}-{x}-1 running", s.name))
+            .collect();
+        assert_eq!(
+            have, want,
+            "one running container per service, no leftovers; {ctx}"
+        );
+        assert!(
+            !ps.contains("-composeops-new") && !ps.contains("-composeops-old"),
+            "{ctx}"
+        );
+        let web = format!("{}-web-1", s.name);
+        assert!(s
+            .inspect(&web, "{{range .Config.Env}}{{println .}}{{end}}")
+            .contains(&format!("GREETING={env}")));
+        let (code, plan) = s.plan();
+        assert_eq!(
+            code, 0,
+            "plan after recovery must be empty; {ctx}\nplan: {plan}"
+        );
+    }
+    eprintln!(
+        "update window {window} ms; {recovered} of 20 kills needed recovery:\n{}",
+        last_lines.join("\n")
+    );
+    // Most kills land inside the recreate (the health wait is most of the window).
+    assert!(
+        recovered >= 5,
+        "only {recovered} of 20 kills hit a recreate:\n{}",
+        last_lines.join("\n")
+    );
+}

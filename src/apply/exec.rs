@@ -1,0 +1,73 @@
+//! Doing: runs one [`Step`] through [`ContainerOps`] and the journal. No decisions here: what
+//! a failure means is the caller's [`super::step::OnError`].
+
+use anyhow::{Context, Result};
+
+use super::ops::ContainerOps;
+use super::step::Step;
+use crate::journal::{Entry, Journal};
+
+/// Runs `step`. `entry` is the recreate in flight: `Journal` steps record it at their phase.
+/// `Create` and `WaitReady` need the service's spec and the wait options: the recreate runs
+/// those itself.
+pub(crate) async fn run(
+    ops: &impl ContainerOps,
+    journal: &Journal,
+    entry: &mut Entry,
+    step: &Step,
+) -> Result<()> {
+    match step {
+        Step::Journal(phase) => {
+            entry.phase = *phase;
+            journal.write(entry)
+        }
+        Step::ClearJournal => journal.clear(),
+        Step::Stop { container, grace } => ops
+            .stop(container, *grace)
+            .await
+            .with_context(|| format!("cannot stop {container}")),
+        Step::Rename { container, to } => ops
+            .rename(container, to)
+            .await
+            .with_context(|| format!("cannot rename {container} to {to}")),
+        Step::Start(c) => ops
+            .start(c)
+            .await
+            .with_context(|| format!("cannot start {c}")),
+        Step::Remove(c) => ops
+            .remove(c)
+            .await
+            .with_context(|| format!("cannot remove {c}")),
+        Step::Create(_) | Step::WaitReady(_) => {
+            anyhow::bail!("internal error: `{step}` is run by the recreate, not the executor")
+        }
+    }
+}
+
+/// Runs `steps` in order, stopping at the first error.
+pub(crate) async fn run_all(
+    ops: &impl ContainerOps,
+    journal: &Journal,
+    entry: &mut Entry,
+    steps: &[Step],
+) -> Result<()> {
+    for s in steps {
+        tracing::debug!(step = %s, "apply step");
+        run(ops, journal, entry, s).await?;
+    }
+    Ok(())
+}
+
+/// Runs `steps` in order, ignoring errors (cleanup after a failure already reported).
+pub(crate) async fn run_best_effort(
+    ops: &impl ContainerOps,
+    journal: &Journal,
+    entry: &mut Entry,
+    steps: &[Step],
+) {
+    for s in steps {
+        if let Err(e) = run(ops, journal, entry, s).await {
+            tracing::debug!(step = %s, error = %format!("{e:#}"), "best-effort step failed");
+        }
+    }
+}

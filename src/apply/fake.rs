@@ -1,0 +1,218 @@
+//! An in-memory engine for unit tests of the recreate, rollback and recovery logic. It only
+//! speeds those tests up: the same code runs against the real engine in tests/apply_e2e.rs.
+//!
+//! `crash_at(n)` makes the n-th call never return, so that a test can drop the apply future
+//! there: the state left behind is what a SIGKILL at that instant leaves.
+
+use std::sync::Mutex;
+
+use anyhow::{bail, Result};
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, NetworkCreateRequest, VolumeCreateRequest,
+};
+
+use super::ops::{ContainerInfo, ContainerOps};
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FakeContainer {
+    pub id: String,
+    pub name: String,
+    pub running: bool,
+    pub exit_code: Option<i64>,
+    /// What starting it does: run healthy, or exit 1 at once.
+    pub starts_ok: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    containers: Vec<FakeContainer>,
+    next_id: u64,
+    calls: usize,
+    crash_at: Option<usize>,
+    new_fail: bool,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Fake {
+    s: Mutex<State>,
+    crashed: tokio::sync::Notify,
+}
+
+/// A 64-hex id whose short form (12 characters) is `n` in hex, zero-padded.
+pub(crate) fn id(n: u64) -> String {
+    format!("{n:012x}{}", "f".repeat(52))
+}
+
+impl Fake {
+    /// Adds a container made outside the run (it starts fine); returns its id.
+    pub(crate) fn add(&self, name: &str, running: bool) -> String {
+        let mut s = self.s.lock().unwrap();
+        s.next_id += 1;
+        let c = FakeContainer {
+            id: id(0xa00 + s.next_id),
+            name: name.into(),
+            running,
+            exit_code: (!running).then_some(0),
+            starts_ok: true,
+        };
+        s.containers.push(c.clone());
+        c.id
+    }
+
+    /// Containers created from now on exit with code 1 when started.
+    pub(crate) fn new_containers_fail(&self) {
+        self.s.lock().unwrap().new_fail = true;
+    }
+
+    /// The `n`-th call from now (1-based) never returns.
+    pub(crate) fn crash_at(&self, n: usize) {
+        let mut s = self.s.lock().unwrap();
+        s.crash_at = Some(s.calls + n);
+    }
+
+    pub(crate) fn no_crash(&self) {
+        self.s.lock().unwrap().crash_at = None;
+    }
+
+    pub(crate) fn containers(&self) -> Vec<FakeContainer> {
+        self.s.lock().unwrap().containers.clone()
+    }
+
+    async fn tick(&self) {
+        let crash = {
+            let mut s = self.s.lock().unwrap();
+            s.calls += 1;
+            s.crash_at == Some(s.calls)
+        };
+        if crash {
+            self.crashed.notify_one();
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Resolves once a call has hung at the crash point.
+    pub(crate) async fn crashed(&self) {
+        self.crashed.notified().await
+    }
+
+    fn with<T>(&self, key: &str, f: impl FnOnce(&mut FakeContainer) -> T) -> Result<T> {
+        let mut s = self.s.lock().unwrap();
+        match s
+            .containers
+            .iter_mut()
+            .find(|c| c.id == key || c.name == key)
+        {
+            Some(c) => Ok(f(c)),
+            None => bail!("No such container: {key}"),
+        }
+    }
+}
+
+impl ContainerOps for Fake {
+    async fn create(&self, name: &str, _body: ContainerCreateBody) -> Result<String> {
+        self.tick().await;
+        let mut s = self.s.lock().unwrap();
+        if s.containers.iter().any(|c| c.name == name) {
+            bail!("Conflict: the container name {name} is already in use");
+        }
+        s.next_id += 1;
+        let c = FakeContainer {
+            id: id(0xb00 + s.next_id),
+            name: name.into(),
+            running: false,
+            exit_code: None,
+            starts_ok: !s.new_fail,
+        };
+        s.containers.push(c.clone());
+        Ok(c.id)
+    }
+
+    async fn connect(&self, _network: &str, id: &str, _ep: EndpointSettings) -> Result<()> {
+        self.tick().await;
+        self.with(id, |_| ())
+    }
+
+    async fn start(&self, id: &str) -> Result<()> {
+        self.tick().await;
+        self.with(id, |c| {
+            c.running = c.starts_ok;
+            c.exit_code = (!c.starts_ok).then_some(1);
+        })
+    }
+
+    async fn stop(&self, id: &str, _grace_secs: i64) -> Result<()> {
+        self.tick().await;
+        let _ = self.with(id, |c| {
+            if c.running {
+                c.running = false;
+                c.exit_code = Some(0);
+            }
+        });
+        Ok(())
+    }
+
+    async fn restart(&self, id: &str) -> Result<()> {
+        self.tick().await;
+        self.with(id, |c| c.running = c.starts_ok)
+    }
+
+    async fn rename(&self, id: &str, name: &str) -> Result<()> {
+        self.tick().await;
+        let target = self.with(id, |c| c.id.clone())?;
+        let mut s = self.s.lock().unwrap();
+        if s.containers
+            .iter()
+            .any(|c| c.name == name && c.id != target)
+        {
+            bail!("Conflict: the container name {name} is already in use");
+        }
+        let c = s.containers.iter_mut().find(|c| c.id == target).unwrap();
+        c.name = name.into();
+        Ok(())
+    }
+
+    async fn remove(&self, id: &str) -> Result<()> {
+        self.tick().await;
+        let mut s = self.s.lock().unwrap();
+        s.containers.retain(|c| c.id != id && c.name != id);
+        Ok(())
+    }
+
+    async fn inspect(&self, id_or_name: &str) -> Result<Option<ContainerInfo>> {
+        self.tick().await;
+        Ok(self.with(id_or_name, |c| info(c)).ok())
+    }
+
+    async fn logs_tail(&self, _id: &str, _lines: usize) -> Vec<String> {
+        self.tick().await;
+        vec!["fake app: exiting with 1".into()]
+    }
+
+    async fn create_network(&self, _req: NetworkCreateRequest) -> Result<()> {
+        self.tick().await;
+        Ok(())
+    }
+
+    async fn create_volume(&self, _req: VolumeCreateRequest) -> Result<()> {
+        self.tick().await;
+        Ok(())
+    }
+
+    fn calls(&self) -> usize {
+        self.s.lock().unwrap().calls
+    }
+}
+
+/// A running fake container is healthy; a stopped one has exited.
+pub(crate) fn info(c: &FakeContainer) -> ContainerInfo {
+    ContainerInfo {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        running: c.running,
+        status: if c.running { "running" } else { "exited" }.into(),
+        exit_code: c.exit_code,
+        health: c.running.then(|| "healthy".into()),
+        health_log: vec![],
+        one_shot: false,
+    }
+}

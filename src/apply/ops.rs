@@ -1,0 +1,198 @@
+//! The engine calls `apply` makes, as a trait: [`ContainerOps`], implemented for [`Engine`]
+//! with bollard. The trait lets the recreate, rollback and recovery logic run against an
+//! in-memory engine in unit tests; the end-to-end tests prove the same logic on the real one.
+//!
+//! Each method has the idempotent meaning apply needs (start of a running container, stop of a
+//! stopped or missing one, removal of a missing one all succeed), so callers hold no
+//! engine-error matching of their own.
+
+use anyhow::Result;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, NetworkConnectRequest,
+    NetworkCreateRequest, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+
+use crate::engine::{is_conflict, is_not_found, is_not_modified, Engine};
+
+/// What apply reads about one container: where it is, whether it runs, and how it is doing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContainerInfo {
+    pub id: String,
+    /// Without the engine's leading `/`.
+    pub name: String,
+    pub running: bool,
+    /// created | running | restarting | exited | dead …
+    pub status: String,
+    pub exit_code: Option<i64>,
+    /// starting | healthy | unhealthy; `None` without a healthcheck.
+    pub health: Option<String>,
+    /// The last three health-check results, `exit N: output`.
+    pub health_log: Vec<String>,
+    /// Restart policy `no` (or none): an exit 0 means the job is done.
+    pub one_shot: bool,
+}
+
+/// The container, network and volume calls of `apply`.
+///
+/// Async fns in a public trait: callers use it with [`Engine`] (or a test fake), whose futures
+/// are `Send`, so the missing `Send` bound on the trait's futures costs nothing.
+#[allow(async_fn_in_trait)]
+pub trait ContainerOps {
+    /// Creates (does not start) container `name`; returns its id.
+    async fn create(&self, name: &str, body: ContainerCreateBody) -> Result<String>;
+    async fn connect(&self, network: &str, id: &str, endpoint: EndpointSettings) -> Result<()>;
+    /// Starts `id`; already running is success.
+    async fn start(&self, id: &str) -> Result<()>;
+    /// Stops `id` within `grace_secs`; already stopped or missing is success.
+    async fn stop(&self, id: &str, grace_secs: i64) -> Result<()>;
+    async fn restart(&self, id: &str) -> Result<()>;
+    async fn rename(&self, id: &str, name: &str) -> Result<()>;
+    /// Force-removes `id` (with its anonymous volumes kept); missing is success.
+    async fn remove(&self, id: &str) -> Result<()>;
+    /// The container with this id or name, `None` when there is none.
+    async fn inspect(&self, id_or_name: &str) -> Result<Option<ContainerInfo>>;
+    /// Up to `lines` last lines of stdout and stderr; empty when they cannot be read.
+    async fn logs_tail(&self, id: &str, lines: usize) -> Vec<String>;
+    /// Creates a network; one that already exists is success.
+    async fn create_network(&self, req: NetworkCreateRequest) -> Result<()>;
+    async fn create_volume(&self, req: VolumeCreateRequest) -> Result<()>;
+    /// Engine requests made so far (reported by `apply --json`).
+    fn calls(&self) -> usize;
+}
+
+impl ContainerOps for Engine {
+    async fn create(&self, name: &str, body: ContainerCreateBody) -> Result<String> {
+        let opts = CreateContainerOptionsBuilder::default().name(name).build();
+        Ok(self.call().create_container(Some(opts), body).await?.id)
+    }
+
+    async fn connect(&self, network: &str, id: &str, endpoint: EndpointSettings) -> Result<()> {
+        let req = NetworkConnectRequest {
+            container: id.to_string(),
+            endpoint_config: Some(endpoint),
+        };
+        Ok(self.call().connect_network(network, req).await?)
+    }
+
+    async fn start(&self, id: &str) -> Result<()> {
+        match self.call().start_container(id, None).await {
+            Err(e) if !is_not_modified(&e) => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn stop(&self, id: &str, grace_secs: i64) -> Result<()> {
+        let opts = StopContainerOptionsBuilder::default()
+            .t(grace_secs as i32)
+            .build();
+        match self.call().stop_container(id, Some(opts)).await {
+            Err(e) if !is_not_modified(&e) && !is_not_found(&e) => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn restart(&self, id: &str) -> Result<()> {
+        Ok(self.call().restart_container(id, None).await?)
+    }
+
+    async fn rename(&self, id: &str, name: &str) -> Result<()> {
+        let opts = RenameContainerOptionsBuilder::default().name(name).build();
+        Ok(self.call().rename_container(id, opts).await?)
+    }
+
+    async fn remove(&self, id: &str) -> Result<()> {
+        let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+        match self.call().remove_container(id, Some(opts)).await {
+            Err(e) if !is_not_found(&e) => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn inspect(&self, id_or_name: &str) -> Result<Option<ContainerInfo>> {
+        match self.call().inspect_container(id_or_name, None).await {
+            Ok(c) => Ok(Some(info(c))),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn logs_tail(&self, id: &str, lines: usize) -> Vec<String> {
+        let opts = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&lines.to_string())
+            .build();
+        let mut out = Vec::new();
+        let mut s = self.call().logs(id, Some(opts));
+        while let Some(Ok(chunk)) = s.next().await {
+            out.extend(chunk.to_string().lines().map(str::to_string));
+        }
+        out
+    }
+
+    async fn create_network(&self, req: NetworkCreateRequest) -> Result<()> {
+        match self.call().create_network(req).await {
+            Err(e) if !is_conflict(&e) => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn create_volume(&self, req: VolumeCreateRequest) -> Result<()> {
+        self.call().create_volume(req).await?;
+        Ok(())
+    }
+
+    fn calls(&self) -> usize {
+        Engine::calls(self)
+    }
+}
+
+/// The parts of an inspect response apply decides on.
+fn info(c: ContainerInspectResponse) -> ContainerInfo {
+    let st = c.state.unwrap_or_default();
+    let health = st.health.as_ref();
+    let health_log = health
+        .and_then(|h| h.log.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .rev()
+        .take(3)
+        .rev()
+        .map(|l| {
+            format!(
+                "exit {}: {}",
+                l.exit_code.unwrap_or(-1),
+                l.output.unwrap_or_default().trim()
+            )
+        })
+        .collect();
+    let one_shot = c
+        .host_config
+        .as_ref()
+        .and_then(|h| h.restart_policy.as_ref())
+        .and_then(|r| r.name)
+        .map(|n| n.to_string())
+        .is_none_or(|n| n.is_empty() || n == "no");
+    ContainerInfo {
+        id: c.id.unwrap_or_default(),
+        name: c
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
+        running: st.running.unwrap_or(false),
+        status: st.status.map(|s| s.to_string()).unwrap_or_default(),
+        exit_code: st.exit_code,
+        health: health
+            .and_then(|h| h.status)
+            .map(|s| s.to_string())
+            .filter(|s| !s.is_empty() && s != "none"),
+        health_log,
+        one_shot,
+    }
+}

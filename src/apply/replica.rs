@@ -1,0 +1,132 @@
+//! The replica changes that are not a recreate: create a missing one, start a stopped one,
+//! remove a surplus one; and the create request every new container is made with.
+
+use anyhow::{Context, Result};
+
+use super::ops::ContainerOps;
+use super::ready::NotReady;
+use super::recreate::Failure;
+use super::report::Outcome;
+use super::{progress, Applier};
+use crate::plan::ReplicaPlan;
+use crate::spec::{CreateContext, Spec};
+
+impl<E: ContainerOps> Applier<'_, E> {
+    /// Creates (not starts) a container for replica `number` of `service` named `name`, and
+    /// connects it to the networks after the first.
+    pub(crate) async fn create(
+        &self,
+        service: &str,
+        spec: &Spec,
+        number: u32,
+        name: &str,
+        anon: &[(String, String)],
+    ) -> Result<String> {
+        let img = self.desired.images.get(service);
+        let image_id = img.and_then(|i| i.digest.clone()).unwrap_or_default();
+        let ctx = CreateContext::new(
+            &self.desired.project,
+            service,
+            spec,
+            number,
+            &image_id,
+            img.and_then(|i| i.digest.as_deref()),
+        );
+        let mut body = spec.create_body(&ctx, name, anon);
+        if !self.opts.extra_labels.is_empty() {
+            let labels = body.labels.get_or_insert_with(Default::default);
+            for (k, v) in &self.opts.extra_labels {
+                labels.insert(k.clone(), v.clone());
+            }
+        }
+        if let Some(r) = self.desired.run_from.get(service) {
+            body.image = Some(r.clone());
+        }
+        let id = self
+            .engine
+            .create(name, body)
+            .await
+            .with_context(|| format!("cannot create container {name}"))?;
+        for (net, ep) in spec.extra_networks(name) {
+            self.engine
+                .connect(&net, &id, ep)
+                .await
+                .with_context(|| format!("cannot connect {name} to network {net}"))?;
+        }
+        Ok(id)
+    }
+
+    pub(crate) async fn start_existing(
+        &self,
+        service: &str,
+        r: &ReplicaPlan,
+    ) -> Result<Outcome, Failure> {
+        progress(service, format!("starting {}", r.name));
+        let id = r.container_id.clone().unwrap_or_else(|| r.name.clone());
+        let failed = |nr| (Outcome::Failed, nr);
+        self.engine
+            .start(&id)
+            .await
+            .with_context(|| format!("cannot start {id}"))
+            .map_err(|e| failed(NotReady::from_error(e)))?;
+        self.wait_ready(&id, false).await.map_err(failed)?;
+        Ok(Outcome::Applied)
+    }
+
+    /// A replica with nothing to roll back to: a failure leaves it stopped (or removed with
+    /// `--cleanup-failed`).
+    pub(crate) async fn create_replica(
+        &self,
+        service: &str,
+        spec: &Spec,
+        r: &ReplicaPlan,
+    ) -> Result<Outcome, Failure> {
+        progress(service, format!("creating {}", r.name));
+        let failed = |e| (Outcome::Failed, NotReady::from_error(e));
+        let id = self
+            .create(service, spec, r.number, &r.name, &[])
+            .await
+            .map_err(failed)?;
+        self.engine
+            .start(&id)
+            .await
+            .with_context(|| format!("cannot start {id}"))
+            .map_err(failed)?;
+        progress(service, format!("waiting for {} to be ready", r.name));
+        if let Err(nr) = self.wait_ready(&id, false).await {
+            let _ = self.engine.stop(&id, 1).await;
+            if self.opts.cleanup_failed {
+                let _ = self.engine.remove(&id).await;
+            }
+            return Err((Outcome::Failed, nr));
+        }
+        Ok(Outcome::Applied)
+    }
+
+    /// Stops and removes a surplus replica (scale down). An engine error here is an error of
+    /// the run, as before any service-level outcome.
+    pub(crate) async fn remove_replica(
+        &self,
+        service: &str,
+        spec: &Spec,
+        r: &ReplicaPlan,
+    ) -> Result<()> {
+        progress(
+            service,
+            format!("removing {} ({})", r.name, r.reasons.join(", ")),
+        );
+        let id = r.container_id.as_deref().unwrap_or(&r.name);
+        self.stop_and_remove(id, spec.stop_grace_period).await
+    }
+
+    pub(crate) async fn stop_and_remove(&self, id: &str, grace: Option<i64>) -> Result<()> {
+        self.engine
+            .stop(id, grace.unwrap_or(10))
+            .await
+            .with_context(|| format!("cannot stop {id}"))?;
+        self.engine
+            .remove(id)
+            .await
+            .with_context(|| format!("cannot remove {id}"))
+    }
+}

@@ -1,0 +1,410 @@
+//! Unit tests of deciding (recreate, rollback and recovery steps) and of doing them on the
+//! in-memory [`Fake`], with a crash at every engine call of a recreate. The end-to-end proof
+//! on the real engine is in tests/apply_e2e.rs (`random_sigkill_during_apply_is_recovered`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::fake::{self, Fake};
+use super::ops::ContainerInfo;
+use super::recover::recover_with;
+use super::recreate::{self, Failure};
+use super::report::Outcome;
+use super::rollback::{self, View};
+use super::step::lines;
+use super::{Applier, ApplyOptions};
+use crate::journal::{Entry, Journal, Phase};
+use crate::observe::Observed;
+use crate::plan::{Desired, ReplicaAction, ReplicaPlan};
+use crate::spec::Spec;
+
+const FINAL: &str = "p-web-1";
+const TEMP: &str = "p-web-1-composeops-new";
+const ASIDE: &str = "p-web-1-composeops-old";
+const FAILED: &str = "p-web-1-composeops-failed";
+
+fn old_id() -> String {
+    "a".repeat(64)
+}
+
+fn new_id() -> String {
+    "b".repeat(64)
+}
+
+fn entry(phase: Phase, new_recorded: bool) -> Entry {
+    let mut e = recreate::entry("web", FINAL, &old_id());
+    e.phase = phase;
+    e.new_id = new_recorded.then(new_id);
+    e
+}
+
+/// Where a container of the journal entry is, as the engine reports it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum At {
+    Gone,
+    Final(bool),
+    Temp(bool),
+    Aside(bool),
+    Failed(bool),
+}
+
+impl At {
+    fn place(self) -> Option<(&'static str, bool)> {
+        match self {
+            At::Gone => None,
+            At::Final(r) => Some((FINAL, r)),
+            At::Temp(r) => Some((TEMP, r)),
+            At::Aside(r) => Some((ASIDE, r)),
+            At::Failed(r) => Some((FAILED, r)),
+        }
+    }
+}
+
+fn container(id: String, at: At) -> Option<ContainerInfo> {
+    let (name, running) = at.place()?;
+    Some(ContainerInfo {
+        id,
+        name: name.into(),
+        running,
+        status: if running { "running" } else { "exited" }.into(),
+        ..Default::default()
+    })
+}
+
+/// The view `View::read` would build for these two containers.
+fn view(e: &Entry, old: At, new: At) -> View {
+    let old = container(old_id(), old);
+    let new = container(new_id(), new);
+    let named = |n: &str| {
+        [&old, &new]
+            .into_iter()
+            .flatten()
+            .find(|c| c.name == n)
+            .cloned()
+    };
+    View {
+        new: match e.new_id {
+            Some(_) => new.clone(),
+            None => named(TEMP),
+        },
+        at_temp: named(TEMP),
+        at_final: named(FINAL),
+        old,
+    }
+}
+
+#[test]
+fn recovery_steps_for_each_phase_and_engine_state() {
+    use At::*;
+    use Phase::*;
+    let (o, n) = ("aaaaaaaaaaaa", "bbbbbbbbbbbb");
+    let back = |pre: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = pre.iter().map(|s| s.to_string()).collect();
+        v.push(format!("rename {o} -> {FINAL}"));
+        v.push(format!("start {o}"));
+        v
+    };
+    #[rustfmt::skip]
+    let table: Vec<(Phase, bool, At, At, Vec<String>)> = vec![
+        // Killed before or during create: the old container never stopped.
+        (Creating, false, Final(true), Gone, vec![]),
+        (Creating, false, Final(true), Temp(false), vec![format!("remove {n}")]),
+        (Creating, false, Gone, Temp(false), vec![format!("rename {n} -> {FINAL}"), format!("start {n}")]),
+        // Killed during the swap: every point between stop, rename aside, rename, start.
+        (Swapping, true, Final(true), Temp(false), vec![format!("remove {n}")]),
+        (Swapping, true, Final(false), Temp(false), vec![format!("remove {n}"), format!("start {o}")]),
+        (Swapping, true, Aside(false), Temp(false), back(&[&format!("remove {n}")])),
+        (Swapping, true, Aside(false), Final(false), back(&[&format!("remove {n}")])),
+        (Swapping, true, Aside(false), Gone, back(&[])),
+        // Killed while waiting for the new container: undo.
+        (Waiting, true, Aside(false), Final(true), back(&[&format!("remove {n}")])),
+        (Waiting, true, Aside(false), Final(false), back(&[&format!("remove {n}")])),
+        (Waiting, true, Gone, Final(true), vec![]),
+        (Waiting, true, Gone, Final(false), vec![format!("start {n}")]),
+        // Killed during a rollback: finish it (the new container goes).
+        (RollingBack, true, Aside(false), Final(false), back(&[&format!("remove {n}")])),
+        (RollingBack, true, Aside(false), Failed(false), back(&[&format!("remove {n}")])),
+        (RollingBack, true, Final(false), Failed(false), vec![format!("remove {n}"), format!("start {o}")]),
+        (RollingBack, true, Final(true), Gone, vec![]),
+        // Committed: the old container goes, the new one stays.
+        (Committed, true, Aside(false), Final(true), vec![format!("remove {o}")]),
+        (Committed, true, Gone, Final(true), vec![]),
+        (Committed, true, Gone, Final(false), vec![format!("start {n}")]),
+        // ... unless the new one vanished: the old one is better than nothing.
+        (Committed, true, Aside(false), Gone, back(&[])),
+    ];
+    for (phase, recorded, old, new, want) in table {
+        let e = entry(phase, recorded);
+        let got = lines(&rollback::recovery(&e, &view(&e, old, new)));
+        assert_eq!(got, want, "{phase:?}, old {old:?}, new {new:?}");
+    }
+}
+
+/// Every phase x every place of the old and of the new container: recovery on the fake leaves
+/// exactly one container, running under the final name: the new one for a committed recreate
+/// (when it is there), else the old one. Nothing is left under a transitional name.
+#[tokio::test]
+async fn recovery_always_leaves_one_running_container_under_the_final_name() {
+    use At::*;
+    let places = [
+        Gone,
+        Final(true),
+        Final(false),
+        Temp(true),
+        Temp(false),
+        Aside(true),
+        Aside(false),
+        Failed(false),
+    ];
+    let mut cases = 0;
+    for phase in [
+        Phase::Creating,
+        Phase::Swapping,
+        Phase::Waiting,
+        Phase::Committed,
+        Phase::RollingBack,
+    ] {
+        for old in places {
+            for new in places {
+                let same_place = old.place().map(|p| p.0) == new.place().map(|p| p.0);
+                if old == Gone || same_place && new != Gone {
+                    continue;
+                }
+                for recorded in [true, false] {
+                    // Without a recorded id the new container can only be under the temp name.
+                    if !recorded && (phase != Phase::Creating || !matches!(new, Gone | Temp(_))) {
+                        continue;
+                    }
+                    check_recovery(phase, recorded, old, new).await;
+                    cases += 1;
+                }
+            }
+        }
+    }
+    assert!(cases > 100, "{cases} cases");
+}
+
+async fn check_recovery(phase: Phase, recorded: bool, old: At, new: At) {
+    let what = format!("{phase:?}, new id recorded: {recorded}, old {old:?}, new {new:?}");
+    let fake = Fake::default();
+    let (oname, orun) = old.place().unwrap();
+    let old_id = fake.add(oname, orun);
+    let new_id = new.place().map(|(n, r)| fake.add(n, r));
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::new(dir.path(), "p");
+    let mut e = recreate::entry("web", FINAL, &old_id);
+    e.phase = phase;
+    // A recorded id of a container that is gone since.
+    e.new_id = recorded.then(|| new_id.clone().unwrap_or_else(|| fake::id(0xdead)));
+    journal.write(&e).unwrap();
+    let recovered = recover_with(&fake, &journal).await;
+    assert!(
+        recovered.unwrap_or_else(|e| panic!("{what}: {e:#}")),
+        "{what}"
+    );
+    assert_eq!(journal.read().unwrap(), None, "{what}");
+    let keep_new = phase == Phase::Committed && new_id.is_some();
+    let want = if keep_new { new_id.unwrap() } else { old_id };
+    assert_one_running(&fake, &want, &what);
+}
+
+fn assert_one_running(fake: &Fake, want_id: &str, what: &str) {
+    let cs = fake.containers();
+    assert_eq!(cs.len(), 1, "{what}: {cs:#?}");
+    assert_eq!(cs[0].id, want_id, "{what}: {cs:#?}");
+    assert_eq!(cs[0].name, FINAL, "{what}");
+    assert!(cs[0].running, "{what}");
+}
+
+#[test]
+fn recreate_steps_journal_before_each_destructive_step() {
+    let e = recreate::entry("web", FINAL, &old_id());
+    let o = "aaaaaaaaaaaa";
+    let want = [
+        format!("remove {FAILED}"),
+        "journal creating".into(),
+        format!("create {TEMP}"),
+        "journal swapping".into(),
+        format!("stop {o} (5s)"),
+        format!("rename {o} -> {ASIDE}"),
+        format!("rename {TEMP} -> {FINAL}"),
+        "journal waiting".into(),
+        format!("start {FINAL}"),
+        format!("wait for {FINAL} to be ready"),
+    ];
+    let steps = recreate::steps(&e, Some(5));
+    assert_eq!(lines(steps.iter().map(|s| &s.0)), want);
+    let commit = recreate::commit(&e);
+    assert_eq!(
+        lines(commit.iter().map(|s| &s.0)),
+        ["journal committed", &format!("remove {o}"), "journal clear"]
+    );
+}
+
+#[test]
+fn rollback_keeps_the_failed_container_unless_told_to_remove_it() {
+    let e = entry(Phase::Waiting, true);
+    let v = view(&e, At::Aside(false), At::Final(false));
+    let (o, n) = ("aaaaaaaaaaaa", "bbbbbbbbbbbb");
+    let kept = recreate::rollback(&e, &v, false);
+    assert_eq!(
+        lines(kept.iter().map(|s| &s.0)),
+        [
+            "journal rolling-back".to_string(),
+            format!("stop {n} (2s)"),
+            format!("rename {n} -> {FAILED}"),
+            format!("rename {o} -> {FINAL}"),
+            format!("start {o}"),
+            "journal clear".into(),
+        ]
+    );
+    let removed = recreate::rollback(&e, &v, true);
+    assert_eq!(
+        lines(removed.iter().map(|s| &s.0)),
+        [
+            "journal rolling-back".to_string(),
+            format!("remove {n}"),
+            format!("rename {o} -> {FINAL}"),
+            format!("start {o}"),
+            "journal clear".into(),
+        ]
+    );
+}
+
+/// A project `p` with one service, the fake with its running replica, and a journal.
+struct Rig {
+    desired: Desired,
+    fake: Fake,
+    old_id: String,
+    _dir: tempfile::TempDir,
+    journal: Journal,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let project = crate::load::test_project("services:\n  web:\n    image: app:1\n");
+        let fake = Fake::default();
+        let old_id = fake.add(FINAL, true);
+        let dir = tempfile::tempdir().unwrap();
+        Rig {
+            desired: Desired {
+                project,
+                images: BTreeMap::new(),
+                run_from: BTreeMap::new(),
+            },
+            fake,
+            old_id,
+            journal: Journal::new(dir.path(), "p"),
+            _dir: dir,
+        }
+    }
+
+    fn applier(&self, cleanup_failed: bool) -> Applier<'_, Fake> {
+        Applier {
+            engine: &self.fake,
+            desired: &self.desired,
+            journal: &self.journal,
+            opts: ApplyOptions {
+                wait_timeout: Duration::from_secs(5),
+                cleanup_failed,
+                extra_labels: Default::default(),
+            },
+        }
+    }
+
+    /// Recreates the replica; `None` when the fake crashed (the run was "killed").
+    async fn recreate(&self, cleanup_failed: bool) -> Option<Result<Outcome, Failure>> {
+        let r = ReplicaPlan {
+            number: 1,
+            name: FINAL.into(),
+            action: ReplicaAction::Recreate,
+            container_id: Some(self.old_id.clone()),
+            reasons: vec!["changed: environment".into()],
+        };
+        let spec = Spec::from_service(&self.desired.project, "web");
+        let a = self.applier(cleanup_failed);
+        let observed = Observed::default();
+        let run = a.recreate_replica("web", &spec, &r, &observed);
+        tokio::select! {
+            out = run => Some(out),
+            () = self.fake.crashed() => None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn recreate_replaces_the_container_and_clears_the_journal() {
+    let rig = Rig::new();
+    let out = rig.recreate(false).await.expect("no crash");
+    assert_eq!(out.unwrap(), Outcome::Applied);
+    let cs = rig.fake.containers();
+    assert_eq!(cs.len(), 1, "{cs:#?}");
+    assert_ne!(cs[0].id, rig.old_id);
+    assert!(cs[0].running && cs[0].name == FINAL);
+    assert_eq!(rig.journal.read().unwrap(), None);
+}
+
+#[tokio::test]
+async fn failed_new_container_is_rolled_back_and_kept_or_removed() {
+    for cleanup in [false, true] {
+        let rig = Rig::new();
+        rig.fake.new_containers_fail();
+        let out = rig.recreate(cleanup).await.expect("no crash");
+        let (o, nr) = out.unwrap_err();
+        assert_eq!(o, Outcome::RolledBack, "{}", nr.message);
+        assert_eq!(nr.message, "exited with code 1");
+        assert_eq!(nr.logs, ["fake app: exiting with 1"]);
+        assert_eq!(rig.journal.read().unwrap(), None);
+        let cs = rig.fake.containers();
+        let old = cs.iter().find(|c| c.id == rig.old_id).unwrap();
+        assert!(old.running && old.name == FINAL, "{cs:#?}");
+        let failed: Vec<_> = cs.iter().filter(|c| c.id != rig.old_id).collect();
+        if cleanup {
+            assert!(failed.is_empty(), "{cs:#?}");
+        } else {
+            assert_eq!(failed.len(), 1, "{cs:#?}");
+            assert!(failed[0].name == FAILED && !failed[0].running);
+        }
+    }
+}
+
+/// Kills the recreate at each engine call in turn (a successful one, then one that rolls
+/// back), then recovers: one running container under the final name, the new one exactly when
+/// the journal said committed.
+#[tokio::test]
+async fn crash_at_every_call_of_a_recreate_is_recovered() {
+    for new_fails in [false, true] {
+        let mut crashes = 0;
+        for n in 1.. {
+            let rig = Rig::new();
+            if new_fails {
+                rig.fake.new_containers_fail();
+            }
+            rig.fake.crash_at(n);
+            if rig.recreate(false).await.is_some() {
+                break; // ran to the end: every call was a crash point
+            }
+            crashes += 1;
+            rig.fake.no_crash();
+            let phase = rig.journal.read().unwrap().map(|e| e.phase);
+            let what = format!("new fails: {new_fails}, crash at call {n}, journal {phase:?}");
+            recover_with(&rig.fake, &rig.journal).await.unwrap();
+            assert_eq!(rig.journal.read().unwrap(), None, "{what}");
+            let cs = rig.fake.containers();
+            let want = if phase == Some(Phase::Committed) {
+                let new = cs.iter().find(|c| c.id != rig.old_id);
+                new.map(|c| c.id.clone()).unwrap_or_default()
+            } else {
+                rig.old_id.clone()
+            };
+            assert_one_running(&rig.fake, &want, &what);
+        }
+        assert!(crashes >= 8, "only {crashes} crash points");
+    }
+}
+
+#[test]
+fn fake_ids_are_engine_shaped() {
+    assert_eq!(fake::id(0xb01).len(), 64);
+    assert_eq!(super::step::short(&fake::id(0xb01)), "000000000b01");
+}
