@@ -873,6 +873,20 @@ fn rolled_back_revision_is_not_retried_and_next_revision_is_applied() {
                     && e["services"][0]["result"] == "updated"
             })
     });
+    // --log-format json: every line is JSON, apply's progress included.
+    let log = agent.log();
+    let not_json: Vec<&str> = log
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_err())
+        .collect();
+    assert!(
+        not_json.is_empty(),
+        "lines that are not JSON: {not_json:#?}"
+    );
+    assert!(
+        log.contains("\"target\":\"composeops::progress\""),
+        "apply's progress is logged as records: {log}"
+    );
     // JSON logs carry the revision, the plan and each service's outcome.
     let json: Vec<serde_json::Value> = agent
         .log()

@@ -50,15 +50,15 @@ pub struct ApplyOptions {
     pub extra_labels: std::collections::BTreeMap<String, String>,
 }
 
-/// The one place every user-visible line of apply and recovery goes through (stderr today), so
-/// that routing them elsewhere is a change here only.
+/// The one place every user-visible line of apply and recovery goes through: a progress event
+/// (see `crate::progress`), shown as a bare line by the CLI and as a log record by the agent.
 fn emit(line: std::fmt::Arguments<'_>) {
-    eprintln!("{line}");
+    crate::progress::line(line);
 }
 
 /// A progress line about `service`: `[service] msg`.
 pub(crate) fn progress(service: &str, msg: impl std::fmt::Display) {
-    emit(format_args!("[{service}] {msg}"));
+    crate::progress::service(service, msg);
 }
 
 /// Test hook: `COMPOSEOPS_TEST_PAUSE_AT=<step>` sleeps at that step so a test can kill the

@@ -40,9 +40,12 @@ pub(crate) fn run(global: &Global, a: &AgentArgs) -> Result<i32> {
         wait_timeout: settings.wait_timeout,
         lock_timeout: Duration::from_secs(600),
     });
-    let result = common::runtime()?.block_on(agent::run(settings, Arc::new(pipeline)));
-    if let Err(e) = &result {
-        tracing::error!(error = %format!("{e:#}"), "agent stopped");
+    match common::runtime()?.block_on(agent::run(settings, Arc::new(pipeline))) {
+        Ok(()) => Ok(0),
+        // Logged, not printed: with --log-format json, stderr carries JSON lines only.
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "agent stopped");
+            Ok(1)
+        }
     }
-    result.map(|()| 0)
 }
