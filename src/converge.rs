@@ -382,3 +382,90 @@ pub async fn registry_digests(
         .filter_map(|s| out.shift_remove(s).map(|r| (s.clone(), r)))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolve::Source;
+
+    /// An image in a registry that refuses connections (port 9 on loopback): any lookup fails
+    /// at once, so a test sees whether one was made by the warning it leaves.
+    const IMAGE: &str = "127.0.0.1:9/app:1";
+    const D: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+    fn project() -> Project {
+        crate::load::test_project(&format!("services:\n  web:\n    image: {IMAGE}\n"))
+    }
+
+    fn cached(cache: &DigestCache) {
+        cache.put(
+            "p",
+            &ResolvedImage {
+                reference: IMAGE.into(),
+                repository: "127.0.0.1:9/app".into(),
+                tag: Some("1".into()),
+                digest: D.into(),
+                index_digest: None,
+                platform_digest: None,
+                source: Source::Registry,
+            },
+        );
+    }
+
+    fn run(digests: &DigestUse) -> (Option<String>, Vec<String>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut w = Vec::new();
+        let found = rt.block_on(registry_digests(&project(), digests, &mut w));
+        (found.get("web").map(|r| r.digest.clone()), w)
+    }
+
+    #[test]
+    fn registry_down_without_memory_uses_the_local_image() {
+        let (digest, w) = run(&DigestUse::default());
+        assert_eq!(digest, None);
+        assert!(w[0].ends_with("; using the local image"), "{w:?}");
+    }
+
+    #[test]
+    fn registry_down_keeps_the_digest_found_earlier() {
+        let d = DigestUse {
+            scope: "p".into(),
+            refresh: true,
+            ..Default::default()
+        };
+        cached(&d.cache);
+        let (digest, w) = run(&d);
+        assert_eq!(digest.as_deref(), Some(D));
+        assert!(
+            w[0].ends_with("; keeping the digest found earlier"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn cached_digests_are_reused_without_a_lookup() {
+        // Not an image check: the cache answers.
+        let d = DigestUse {
+            scope: "p".into(),
+            ..Default::default()
+        };
+        cached(&d.cache);
+        assert_eq!(run(&d), (Some(D.to_string()), vec![]));
+        // An image check within the TTL: still no lookup.
+        let d = DigestUse {
+            refresh: true,
+            fresh_for: Duration::from_secs(3600),
+            ..d
+        };
+        assert_eq!(run(&d), (Some(D.to_string()), vec![]));
+        // Another project's memory is not this one's.
+        let other = DigestUse {
+            scope: "q".into(),
+            ..d
+        };
+        assert_eq!(run(&other).0, None);
+    }
+}

@@ -86,6 +86,11 @@ pub struct AgentConfig {
     /// gets 408 (default `10s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_idle_timeout: Option<String>,
+    /// An image check (or forced sync) reuses a digest looked up less than this long ago
+    /// instead of asking the registry again (default `0s`: always ask). Many projects that
+    /// share an image, woken together, then cost one lookup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_ttl: Option<String>,
 }
 
 impl AgentConfig {
@@ -129,7 +134,8 @@ impl AgentConfig {
             retry_max,
             wait_timeout,
             http_max_connections,
-            http_idle_timeout
+            http_idle_timeout,
+            registry_ttl
         );
         self
     }
@@ -214,6 +220,7 @@ impl AgentConfig {
                 Some(Duration::from_secs(10)),
             )?
             .unwrap(),
+            registry_ttl: dur("registry-ttl", &self.registry_ttl, Some(Duration::ZERO))?.unwrap(),
         })
     }
 }
@@ -249,6 +256,7 @@ pub struct Settings {
     /// Configured cap; the listener lowers it to a quarter of the open-file limit.
     pub http_max_connections: usize,
     pub http_idle_timeout: Duration,
+    pub registry_ttl: Duration,
 }
 
 /// The JSON Schema of the config file, as checked in under `schemas/agent-config.schema.json`.

@@ -36,6 +36,8 @@ pub struct PipelineOptions {
     pub wait_timeout: Duration,
     /// How long to wait for a `composeops apply` of the same project to finish.
     pub lock_timeout: Duration,
+    /// An image check reuses a digest looked up less than this long ago.
+    pub registry_ttl: Duration,
 }
 
 pub struct Pipeline {
@@ -106,7 +108,7 @@ impl Reconciler for Pipeline {
                     cache: self.digests.clone(),
                     scope: src.id.clone(),
                     refresh: opts.refresh_images,
-                    fresh_for: Duration::ZERO,
+                    fresh_for: self.opts.registry_ttl,
                 },
             };
             let planned = converge::plan(&engine, &self.opts.state_dir, project, &req).await?;

@@ -39,6 +39,7 @@ pub(crate) fn run(global: &Global, a: &AgentArgs) -> Result<i32> {
         state_dir: settings.state_dir.clone(),
         wait_timeout: settings.wait_timeout,
         lock_timeout: Duration::from_secs(600),
+        registry_ttl: settings.registry_ttl,
     });
     match common::runtime()?.block_on(agent::run(settings, Arc::new(pipeline))) {
         Ok(()) => Ok(0),

@@ -242,6 +242,9 @@ pub struct AgentArgs {
     /// Close HTTP connections that send no complete request header within this (default 10s).
     #[arg(long, value_name = "DURATION")]
     pub http_idle_timeout: Option<String>,
+    /// On an image check, reuse a digest looked up less than this long ago (default 0s).
+    #[arg(long, value_name = "DURATION")]
+    pub registry_ttl: Option<String>,
     /// Print the JSON Schema of the config file and exit.
     #[arg(long)]
     pub print_config_schema: bool,
@@ -265,6 +268,7 @@ impl AgentArgs {
             wait_timeout: self.wait_timeout.clone(),
             http_max_connections: self.http_max_connections,
             http_idle_timeout: self.http_idle_timeout.clone(),
+            registry_ttl: self.registry_ttl.clone(),
         }
     }
 }
