@@ -247,49 +247,8 @@ pub async fn run<R: Reconciler>(settings: Settings, reconciler: Arc<R>) -> Resul
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
 
-    // HTTP listener (off unless --listen).
-    let mut server: Option<JoinHandle<()>> = None;
     let (http_stop_tx, http_stop_rx) = tokio_watch::channel(false);
-    if let Some(addr) = settings.listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        let local = listener.local_addr()?;
-        let secret = webhook_secret();
-        if secret.is_none() {
-            tracing::warn!("COMPOSEOPS_WEBHOOK_SECRET is not set: POST /sync is refused");
-        }
-        let app = http::router(http::HttpState::new(
-            shared.clone(),
-            control_tx.clone(),
-            secret,
-        ));
-        let nofile = http::serve::open_file_limit();
-        let limits = http::serve::Limits {
-            max_connections: http::serve::effective_max_connections(
-                settings.http_max_connections,
-                nofile,
-            ),
-            idle_timeout: settings.http_idle_timeout,
-        };
-        if limits.max_connections < settings.http_max_connections {
-            tracing::info!(
-                max_connections = limits.max_connections,
-                open_file_limit = nofile,
-                "HTTP connections capped at a quarter of the open-file limit"
-            );
-        }
-        tracing::info!(addr = %local, max_connections = limits.max_connections,
-            idle_timeout = ?limits.idle_timeout, "listening");
-        server = Some(tokio::spawn(http::serve::serve(
-            listener,
-            app,
-            limits,
-            http_stop_rx.clone(),
-        )));
-    }
-
-    // File events.
+    let server = start_listener(&shared, &control_tx, http_stop_rx).await?;
     let _watcher = match watch::start(&settings.path, settings.debounce, control_tx.clone()) {
         Ok(w) => Some(w),
         Err(e) => {
@@ -297,103 +256,41 @@ pub async fn run<R: Reconciler>(settings: Settings, reconciler: Arc<R>) -> Resul
             None
         }
     };
+    let git_pull = start_git(&shared, &control_tx, &shutdown_rx).await;
 
-    // Git poll: its own task, so a slow fetch never stalls the supervisor.
-    let git_top = tokio::task::spawn_blocking({
-        let p = settings.path.clone();
-        move || git::toplevel(&p)
-    })
-    .await
-    .ok()
-    .flatten();
-    let (pull_tx, pull_rx) = mpsc::unbounded_channel::<Wake>();
-    let git_enabled = match (settings.git_pull, &git_top) {
-        (Some(every), Some(top)) => {
-            tracing::info!(checkout = %top.display(), every = ?every, "git pull enabled");
-            tokio::spawn(git_task(
-                top.clone(),
-                every,
-                shared.clone(),
-                pull_rx,
-                control_tx.clone(),
-                shutdown_rx.clone(),
-            ));
-            true
-        }
-        (Some(_), None) => {
-            tracing::error!(path = %settings.path.display(), "--git-pull: PATH is not inside a git checkout; pulls disabled");
-            false
-        }
-        _ => false,
+    let mut workers = Workers {
+        by_id: BTreeMap::new(),
+        reconciler,
+        shared: shared.clone(),
+        shutdown: shutdown_rx,
     };
-
-    let mut workers: BTreeMap<String, Worker> = BTreeMap::new();
-    // Rescans PATH: a worker per new project; a project whose directory or compose file is
-    // gone loses its worker (its containers are left as they are: removing a directory from
-    // the repo is not taken as an order to delete a running stack).
-    let spawn_new = |workers: &mut BTreeMap<String, Worker>, wake: &Wake| {
-        let found = discover(&settings.path);
-        let gone: Vec<String> = workers
-            .keys()
-            .filter(|id| !found.iter().any(|p| &p.id == *id))
-            .cloned()
-            .collect();
-        for id in gone {
-            if let Some(w) = workers.remove(&id) {
-                tracing::warn!(project = %id, dir = %w.src.dir.display(),
-                    "project no longer in PATH: no longer reconciled; its containers are left running \
-                     (remove them with `docker compose -p NAME down` if that was the intent)");
-                shared.forget(&id);
-                // Dropping the sender ends the worker after its current run.
-            }
-        }
-        for src in found {
-            if workers.contains_key(&src.id) {
-                continue;
-            }
-            tracing::info!(project = %src.id, dir = %src.dir.display(), "watching project");
-            let (tx, rx) = mpsc::unbounded_channel();
-            let _ = tx.send(wake.clone());
-            let handle = tokio::spawn(worker::run_worker(
-                src.clone(),
-                reconciler.clone(),
-                shared.clone(),
-                rx,
-                shutdown_rx.clone(),
-            ));
-            workers.insert(src.id.clone(), Worker { src, tx, handle });
-        }
-    };
-    spawn_new(&mut workers, &Wake::because("start"));
-    if workers.is_empty() {
+    workers.rescan(&Wake::because("start"));
+    if workers.by_id.is_empty() {
         tracing::warn!(path = %settings.path.display(), "no compose project found yet (a compose file in PATH or in its subdirectories)");
     }
 
-    let mut image_timer = settings
-        .check_images
-        .as_ref()
-        .map(|s| tokio::time::Instant::now() + s.delay_from(chrono::Utc::now()));
+    let next_image_check = || {
+        settings
+            .check_images
+            .as_ref()
+            .map(|s| tokio::time::Instant::now() + s.delay_from(chrono::Utc::now()))
+    };
+    let mut image_timer = next_image_check();
     let tick = sd_notify::watchdog_enabled()
         .map(|w| (w / 3).min(TICK))
         .unwrap_or(TICK);
     let mut ticker = tokio::time::interval(tick);
     sd(&[sd_notify::NotifyState::Ready]);
-    tracing::info!(projects = workers.len(), path = %settings.path.display(), "agent ready");
+    tracing::info!(projects = workers.by_id.len(), path = %settings.path.display(), "agent ready");
 
     let mut inputs = watch::InputCache::default();
-    let wake_all = |workers: &BTreeMap<String, Worker>, wake: Wake| {
-        for w in workers.values() {
-            let _ = w.tx.send(wake.clone());
-        }
-    };
     loop {
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: finishing the current steps, then exiting"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: finishing the current steps, then exiting"); break; }
             _ = sighup.recv() => {
                 tracing::info!("SIGHUP: reconciling every project");
-                spawn_new(&mut workers, &Wake::because("sighup"));
-                wake_all(&workers, Wake::because("sighup"));
+                workers.rescan_and_wake_all(Wake::because("sighup"));
             }
             _ = ticker.tick() => {
                 shared.beat();
@@ -402,36 +299,29 @@ pub async fn run<R: Reconciler>(settings: Settings, reconciler: Arc<R>) -> Resul
             _ = async { tokio::time::sleep_until(image_timer.unwrap()).await }, if image_timer.is_some() => {
                 tracing::info!("image check");
                 shared.status.lock().unwrap_or_else(|p| p.into_inner()).last_image_check = Some(worker::now_rfc3339());
-                let wake = Wake { reasons: vec!["image-check"], refresh_images: true, force: false };
-                wake_all(&workers, wake);
-                image_timer = settings.check_images.as_ref()
-                    .map(|s| tokio::time::Instant::now() + s.delay_from(chrono::Utc::now()));
+                workers.wake_all(Wake { reasons: vec!["image-check"], refresh_images: true, force: false });
+                image_timer = next_image_check();
             }
             Some(msg) = control_rx.recv() => match msg {
                 Control::Files(paths) => {
-                    let (hit, rescan) = route_files(&settings.path, &workers, &mut inputs, &paths).await;
+                    let (hit, rescan) = route_files(&settings.path, &workers.by_id, &mut inputs, &paths).await;
                     if rescan {
-                        spawn_new(&mut workers, &Wake::because("file"));
-                        inputs.retain(|id| workers.contains_key(id));
+                        workers.rescan(&Wake::because("file"));
+                        inputs.retain(|id| workers.by_id.contains_key(id));
                     }
                     tracing::debug!(?hit, n = paths.len(), "file events");
                     for id in hit {
-                        if let Some(w) = workers.get(&id) { let _ = w.tx.send(Wake::because("file")); }
+                        workers.wake(&id, Wake::because("file"));
                     }
                 }
                 Control::Sync { force } => {
                     let wake = Wake { reasons: vec!["webhook"], refresh_images: true, force };
-                    if git_enabled {
-                        let _ = pull_tx.send(wake);
-                    } else {
-                        spawn_new(&mut workers, &wake);
-                        wake_all(&workers, wake);
+                    match &git_pull {
+                        Some(pull) => { let _ = pull.send(wake); }
+                        None => workers.rescan_and_wake_all(wake),
                     }
                 }
-                Control::WakeAll(wake) => {
-                    spawn_new(&mut workers, &wake);
-                    wake_all(&workers, wake);
-                }
+                Control::WakeAll(wake) => workers.rescan_and_wake_all(wake),
             },
         }
     }
@@ -439,16 +329,163 @@ pub async fn run<R: Reconciler>(settings: Settings, reconciler: Arc<R>) -> Resul
     // Shutdown: workers finish their current run (never stopping an apply mid-step), then exit.
     sd(&[sd_notify::NotifyState::Stopping]);
     let _ = shutdown_tx.send(true);
-    for (_, w) in workers {
-        drop(w.tx);
-        let _ = w.handle.await;
-    }
+    workers.join().await;
     let _ = http_stop_tx.send(true);
     if let Some(s) = server {
         let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
     }
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// The HTTP listener (off unless `--listen`), with its connection limits.
+async fn start_listener(
+    shared: &Arc<Shared>,
+    control: &mpsc::UnboundedSender<Control>,
+    stop: tokio_watch::Receiver<bool>,
+) -> Result<Option<JoinHandle<()>>> {
+    let settings = &shared.settings;
+    let Some(addr) = settings.listen else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    let secret = webhook_secret();
+    if secret.is_none() {
+        tracing::warn!("COMPOSEOPS_WEBHOOK_SECRET is not set: POST /sync is refused");
+    }
+    let app = http::router(http::HttpState::new(
+        shared.clone(),
+        control.clone(),
+        secret,
+    ));
+    let nofile = http::serve::open_file_limit();
+    let limits = http::serve::Limits {
+        max_connections: http::serve::effective_max_connections(
+            settings.http_max_connections,
+            nofile,
+        ),
+        idle_timeout: settings.http_idle_timeout,
+    };
+    if limits.max_connections < settings.http_max_connections {
+        tracing::info!(
+            max_connections = limits.max_connections,
+            open_file_limit = nofile,
+            "HTTP connections capped at a quarter of the open-file limit"
+        );
+    }
+    tracing::info!(addr = %local, max_connections = limits.max_connections,
+        idle_timeout = ?limits.idle_timeout, "listening");
+    Ok(Some(tokio::spawn(http::serve::serve(
+        listener, app, limits, stop,
+    ))))
+}
+
+/// The git poll (`--git-pull`), in its own task so a slow fetch never stalls the supervisor.
+/// Returns where to ask for a pull now (a webhook), when polling is on.
+async fn start_git(
+    shared: &Arc<Shared>,
+    control: &mpsc::UnboundedSender<Control>,
+    shutdown: &tokio_watch::Receiver<bool>,
+) -> Option<mpsc::UnboundedSender<Wake>> {
+    let settings = &shared.settings;
+    let every = settings.git_pull?;
+    let p = settings.path.clone();
+    let top = tokio::task::spawn_blocking(move || git::toplevel(&p))
+        .await
+        .ok()
+        .flatten();
+    let Some(top) = top else {
+        tracing::error!(path = %settings.path.display(), "--git-pull: PATH is not inside a git checkout; pulls disabled");
+        return None;
+    };
+    tracing::info!(checkout = %top.display(), every = ?every, "git pull enabled");
+    let (pull_tx, pull_rx) = mpsc::unbounded_channel::<Wake>();
+    tokio::spawn(git_task(
+        top,
+        every,
+        shared.clone(),
+        pull_rx,
+        control.clone(),
+        shutdown.clone(),
+    ));
+    Some(pull_tx)
+}
+
+/// One worker per project found under PATH.
+struct Workers<R: Reconciler> {
+    by_id: BTreeMap<String, Worker>,
+    reconciler: Arc<R>,
+    shared: Arc<Shared>,
+    shutdown: tokio_watch::Receiver<bool>,
+}
+
+impl<R: Reconciler> Workers<R> {
+    /// Rescans PATH: a worker per new project (woken with `wake`); a project whose directory
+    /// or compose file is gone loses its worker. Its containers are left as they are:
+    /// removing a directory from the repo is not taken as an order to delete a running stack.
+    fn rescan(&mut self, wake: &Wake) {
+        let found = discover(&self.shared.settings.path);
+        let gone: Vec<String> = self
+            .by_id
+            .keys()
+            .filter(|id| !found.iter().any(|p| &p.id == *id))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(w) = self.by_id.remove(&id) {
+                tracing::warn!(project = %id, dir = %w.src.dir.display(),
+                    "project no longer in PATH: no longer reconciled; its containers are left running \
+                     (remove them with `docker compose -p NAME down` if that was the intent)");
+                self.shared.forget(&id);
+                // Dropping the sender ends the worker after its current run.
+            }
+        }
+        for src in found {
+            if self.by_id.contains_key(&src.id) {
+                continue;
+            }
+            tracing::info!(project = %src.id, dir = %src.dir.display(), "watching project");
+            let (tx, rx) = mpsc::unbounded_channel();
+            let _ = tx.send(wake.clone());
+            let handle = tokio::spawn(worker::run_worker(
+                src.clone(),
+                self.reconciler.clone(),
+                self.shared.clone(),
+                rx,
+                self.shutdown.clone(),
+            ));
+            self.by_id
+                .insert(src.id.clone(), Worker { src, tx, handle });
+        }
+    }
+
+    fn wake(&self, id: &str, wake: Wake) {
+        if let Some(w) = self.by_id.get(id) {
+            let _ = w.tx.send(wake);
+        }
+    }
+
+    fn wake_all(&self, wake: Wake) {
+        for w in self.by_id.values() {
+            let _ = w.tx.send(wake.clone());
+        }
+    }
+
+    fn rescan_and_wake_all(&mut self, wake: Wake) {
+        self.rescan(&wake);
+        self.wake_all(wake);
+    }
+
+    /// Waits for every worker to finish its current run.
+    async fn join(self) {
+        for (_, w) in self.by_id {
+            drop(w.tx);
+            let _ = w.handle.await;
+        }
+    }
 }
 
 /// Pulls every `every`, and on request (webhook); wakes every project after a fast-forward
