@@ -1,5 +1,7 @@
-//! End-to-end tests of `plan` and `apply` on the real engine and registry of the test bed
-//! (issue 3, "Done when"). Run with scripts/test.sh.
+//! End-to-end tests of `plan` and `apply` on the real engine and registry of the test bed:
+//! dependency order and health, recreate of what changed only, adoption of a Compose-made
+//! stack, rollback, recovery after SIGKILL, the project lock, bad input. Run with
+//! scripts/test.sh.
 
 mod common;
 

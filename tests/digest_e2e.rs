@@ -1,4 +1,4 @@
-//! Image digests in plan and apply (issue 4) on the real engine and registry: a tag that moves
+//! Image digests in plan and apply on the real engine and registry: a tag that moves
 //! shows as a digest change for its service only, is deployed by digest, and a tag moved
 //! between planning and pulling does not change what runs. Run with scripts/test.sh.
 
