@@ -1,6 +1,13 @@
 //! `composeops lock`: pin every image to its registry digest in composeops.lock.
 
 use std::io::Write;
+use std::path::Path;
+
+use anyhow::Result;
+
+use composeops::lock::{self as lk, Lockfile, Update};
+use composeops::model::Project;
+use composeops::resolve::{Platform, ResolveOptions};
 
 use super::args::{Global, LockArgs};
 use super::common;
@@ -10,10 +17,7 @@ fn short(digest: &str) -> &str {
     &hex[..hex.len().min(12)]
 }
 
-pub(crate) fn run(global: &Global, a: &LockArgs) -> anyhow::Result<i32> {
-    use composeops::lock::{self as lk, Lockfile, Update};
-    use composeops::resolve::{Platform, ResolveOptions};
-
+pub(crate) fn run(global: &Global, a: &LockArgs) -> Result<i32> {
     let project = common::load(global, None)?;
     let mut opts = ResolveOptions::default();
     if let Some(p) = &a.platform {
@@ -21,57 +25,74 @@ pub(crate) fn run(global: &Global, a: &LockArgs) -> anyhow::Result<i32> {
     }
     let path = lk::lock_path(&project);
     let previous = Lockfile::read(&path)?;
-    let rt = common::runtime()?;
-    let mut out = std::io::stdout().lock();
-
     if a.check {
         let Some(lock) = previous else {
             return Err(lk::LockError::Missing { path }.into());
         };
-        let report = rt.block_on(lk::check(&project, &lock, &opts))?;
-        if a.json {
-            let v = serde_json::json!({
-                "path": path,
-                "ok": report.problems.is_empty(),
-                "problems": report.problems,
-                "unused": report.unused,
-                "registry": report.stats,
-            });
-            writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
-        } else if report.problems.is_empty() {
-            writeln!(
-                out,
-                "{} is up to date ({} images)",
-                path.display(),
-                lock.images.len()
-            )?;
-        } else {
-            writeln!(out, "{} is out of date:", path.display())?;
-            for p in &report.problems {
-                writeln!(out, "  {p}")?;
-            }
-            writeln!(
-                out,
-                "run `composeops lock --update` (or `--update SERVICE...`) and commit the file"
-            )?;
-        }
-        for u in &report.unused {
-            eprintln!("note: {u} is locked but no service uses it");
-        }
-        return Ok(if report.problems.is_empty() { 0 } else { 1 });
+        return check(&project, &path, &lock, &opts, a.json);
     }
-
     let update = match &a.update {
         None => Update::Missing,
         Some(v) if v.is_empty() => Update::All,
         Some(v) => Update::Services(v.clone()),
     };
-    let outcome = rt.block_on(lk::lock(&project, previous.as_ref(), &update, &opts))?;
-    let unchanged = previous.as_ref() == Some(&outcome.lock);
-    if !unchanged {
-        outcome.lock.write(&path)?;
+    write(&project, &path, previous.as_ref(), &update, &opts, a.json)
+}
+
+/// `--check`: exit 1 listing what moved or is missing; writes nothing.
+fn check(
+    project: &Project,
+    path: &Path,
+    lock: &Lockfile,
+    opts: &ResolveOptions,
+    json: bool,
+) -> Result<i32> {
+    let report = common::runtime()?.block_on(lk::check(project, lock, opts))?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        let v = serde_json::json!({
+            "path": path,
+            "ok": report.problems.is_empty(),
+            "problems": report.problems,
+            "unused": report.unused,
+            "registry": report.stats,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+    } else if report.problems.is_empty() {
+        let n = lock.images.len();
+        writeln!(out, "{} is up to date ({n} images)", path.display())?;
+    } else {
+        writeln!(out, "{} is out of date:", path.display())?;
+        for p in &report.problems {
+            writeln!(out, "  {p}")?;
+        }
+        writeln!(
+            out,
+            "run `composeops lock --update` (or `--update SERVICE...`) and commit the file"
+        )?;
     }
-    if a.json {
+    for u in &report.unused {
+        eprintln!("note: {u} is locked but no service uses it");
+    }
+    Ok(if report.problems.is_empty() { 0 } else { 1 })
+}
+
+/// Resolves what `update` asks for and writes the lock when it changed.
+fn write(
+    project: &Project,
+    path: &Path,
+    previous: Option<&Lockfile>,
+    update: &Update,
+    opts: &ResolveOptions,
+    json: bool,
+) -> Result<i32> {
+    let outcome = common::runtime()?.block_on(lk::lock(project, previous, update, opts))?;
+    let unchanged = previous == Some(&outcome.lock);
+    if !unchanged {
+        outcome.lock.write(path)?;
+    }
+    let mut out = std::io::stdout().lock();
+    if json {
         let v = serde_json::json!({
             "path": path,
             "written": !unchanged,
@@ -87,32 +108,20 @@ pub(crate) fn run(global: &Global, a: &LockArgs) -> anyhow::Result<i32> {
         let who = c.services.join(", ");
         match &c.old {
             None => writeln!(out, "+ {} {} ({who})", c.reference, short(&c.new))?,
-            Some(o) => writeln!(
-                out,
-                "~ {} {} -> {} ({who})",
-                c.reference,
-                short(o),
-                short(&c.new)
-            )?,
+            Some(o) => {
+                let (old, new) = (short(o), short(&c.new));
+                writeln!(out, "~ {} {old} -> {new} ({who})", c.reference)?
+            }
         }
     }
     for r in &outcome.removed {
         writeln!(out, "- {r}")?;
     }
+    let n = outcome.lock.images.len();
     if unchanged {
-        writeln!(
-            out,
-            "{} is up to date ({} images)",
-            path.display(),
-            outcome.lock.images.len()
-        )?;
+        writeln!(out, "{} is up to date ({n} images)", path.display())?;
     } else {
-        writeln!(
-            out,
-            "wrote {} ({} images)",
-            path.display(),
-            outcome.lock.images.len()
-        )?;
+        writeln!(out, "wrote {} ({n} images)", path.display())?;
     }
     Ok(0)
 }
