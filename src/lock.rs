@@ -382,11 +382,7 @@ fn entry_of(r: &ResolvedImage, now: &str) -> LockedImage {
 
 /// The current time, RFC 3339 in UTC to the second.
 pub fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .expect("0 ns is valid");
-    now.format(&time::format_description::well_known::Rfc3339)
-        .expect("RFC 3339 formats")
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// A reason `lock --check` fails.
@@ -713,6 +709,6 @@ mod tests {
     fn timestamps_are_rfc3339_utc_seconds() {
         let t = now_rfc3339();
         assert!(t.ends_with('Z') && t.len() == 20, "{t}");
-        time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).unwrap();
+        chrono::DateTime::parse_from_rfc3339(&t).unwrap();
     }
 }
