@@ -461,13 +461,16 @@ fn canonicalise_environment(svc: &mut Obj, path: &str, cx: &Context) -> Result<(
             };
             let abs = PathBuf::from(absolute(cx.working_dir, &file));
             cx.env_files.borrow_mut().push(abs.clone());
-            let content = match std::fs::read_to_string(&abs) {
+            let content = match super::input::read_limited(&abs) {
                 Ok(c) => c,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(err(&p, format!("env file {} not found", abs.display())));
+                }
                 Err(e) => {
                     return Err(err(
                         &p,
-                        format!("env file {} not found: {e}", abs.display()),
+                        format!("cannot read env file {}: {e}", abs.display()),
                     ));
                 }
             };
