@@ -13,7 +13,9 @@ mod extensions;
 mod input;
 pub mod interpolate;
 pub mod merge;
+mod ports;
 pub mod schema;
+mod values;
 pub mod yaml;
 
 use std::cell::RefCell;
@@ -883,6 +885,17 @@ fn apply_profiles(json: &mut serde_json::Value, active: &[String]) -> Result<Vec
 /// Gives an error that has a field path the file and line where that path was written: the
 /// file that wrote the longest part of the path, the later file on a tie (it overrides).
 fn locate(e: LoadError, sources: &[SourceFile]) -> LoadError {
+    if !e.more.is_empty() {
+        let mut all: Vec<LoadError> = e.each().into_iter().map(|e| locate(e, sources)).collect();
+        // In file order, as an operator fixes them (stable: same line keeps check order).
+        all.sort_by_key(|e| {
+            let file = sources
+                .iter()
+                .position(|s| Some(&s.path) == e.origin.file.as_ref());
+            (file.unwrap_or(usize::MAX), e.origin.line)
+        });
+        return LoadError::all(all).unwrap_err();
+    }
     if e.origin.file.is_some() {
         return e;
     }
