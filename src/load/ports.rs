@@ -48,7 +48,7 @@ fn split(spec: &str) -> Short<'_> {
 }
 
 /// `80` or `8000-8010` as an ascending, inclusive range; `None` when it is neither.
-pub(crate) fn port_range(s: &str) -> Option<(u16, u16)> {
+pub(crate) fn port_range(s: &str) -> Option<Range> {
     let num = |x: &str| {
         (!x.is_empty() && x.bytes().all(|c| c.is_ascii_digit()))
             .then(|| x.parse::<u16>().ok())
@@ -82,8 +82,11 @@ pub(crate) fn check_host_ip(ip: &str) -> Result<(), String> {
     }
 }
 
+/// An inclusive port range, `(80, 80)` for a single port.
+type Range = (u16, u16);
+
 /// Checks a short spec as Compose does; returns the target and published ranges.
-fn check(s: &Short) -> Result<((u16, u16), Option<(u16, u16)>), String> {
+fn check(s: &Short) -> Result<(Range, Option<Range>), String> {
     check_protocol(&s.protocol)?;
     if let Some(ip) = s.host_ip {
         check_host_ip(ip)?;
