@@ -239,3 +239,16 @@ fn apply_with_a_bad_port_changes_nothing_in_the_engine() {
         assert_eq!(project_resources(&bad.name), Vec::<String>::new(), "{port}");
     }
 }
+
+#[test]
+fn a_dotenv_directory_is_ignored_as_compose_ignores_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join(".env")).unwrap();
+    std::fs::write(
+        dir.path().join("compose.yaml"),
+        "services:\n  web:\n    image: x\n",
+    )
+    .unwrap();
+    let out = config(dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

@@ -24,8 +24,13 @@ pub(crate) fn read_limited(path: &Path) -> io::Result<String> {
         .open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
+        let kind = if meta.is_dir() {
+            io::ErrorKind::IsADirectory
+        } else {
+            io::ErrorKind::InvalidInput
+        };
         return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
+            kind,
             format!(
                 "not a regular file (it is {}); give the path of a file",
                 kind_of(&meta.file_type())

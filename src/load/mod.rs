@@ -318,7 +318,16 @@ fn project_environment(
         read.insert(absolute_dir(&f));
         let content = match input::read_limited(&f) {
             Ok(c) => c,
-            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => continue,
+            // Compose ignores a missing default `.env`, and a directory of that name.
+            Err(e)
+                if !required
+                    && matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory
+                    ) =>
+            {
+                continue
+            }
             Err(e) => {
                 return Err(LoadError::new(format!("couldn't read env file: {e}")).in_file(&f));
             }
