@@ -567,6 +567,7 @@ mod tests {
             secrets: Default::default(),
             configs: Default::default(),
             models: Default::default(),
+            extensions: Default::default(),
             working_dir: PathBuf::from("/srv/stack"),
             config_files: vec![PathBuf::from("/srv/stack/compose.yaml")],
             environment: Default::default(),

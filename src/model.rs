@@ -24,6 +24,9 @@ pub struct Project {
     pub configs: IndexMap<String, Value>,
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub models: IndexMap<String, Value>,
+    /// Top-level `x-` extensions: nothing acts on them, `config` prints them as Compose does.
+    #[serde(default, flatten)]
+    pub extensions: IndexMap<String, Value>,
     /// The project directory (absolute): relative paths resolved against it.
     #[serde(skip)]
     pub working_dir: PathBuf,

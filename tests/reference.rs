@@ -359,7 +359,8 @@ fn parse(out: &Output) -> Result<Value, String> {
 
 /// The compared part of a `config --format json` document:
 /// `name`; `services` with [`SERVICE_FIELDS`]; `networks`/`volumes` with
-/// [`RESOURCE_FIELDS`]. Each field goes through [`normalise_field`].
+/// [`RESOURCE_FIELDS`]; top-level `x-` keys as printed. Each service and resource field goes
+/// through [`normalise_field`].
 fn project(doc: &Value) -> Value {
     let mut out = Map::new();
     out.insert(
@@ -389,6 +390,12 @@ fn project(doc: &Value) -> Value {
             resources.insert(key.clone(), select(res, RESOURCE_FIELDS));
         }
         out.insert(kind.into(), Value::Object(resources));
+    }
+    // Top-level `x-` extensions, compared whole: Compose prints them as written (interpolated).
+    for (key, v) in doc.as_object().into_iter().flatten() {
+        if key.starts_with("x-") {
+            out.insert(key.clone(), v.clone());
+        }
     }
     Value::Object(out)
 }

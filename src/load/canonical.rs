@@ -461,13 +461,16 @@ fn canonicalise_environment(svc: &mut Obj, path: &str, cx: &Context) -> Result<(
             };
             let abs = PathBuf::from(absolute(cx.working_dir, &file));
             cx.env_files.borrow_mut().push(abs.clone());
-            let content = match std::fs::read_to_string(&abs) {
+            let content = match super::input::read_limited(&abs) {
                 Ok(c) => c,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(err(&p, format!("env file {} not found", abs.display())));
+                }
                 Err(e) => {
                     return Err(err(
                         &p,
-                        format!("env file {} not found: {e}", abs.display()),
+                        format!("cannot read env file {}: {e}", abs.display()),
                     ));
                 }
             };
@@ -514,7 +517,7 @@ fn ports(v: &Value, path: &str) -> Result<Vec<Value>> {
             Value::Number(n) => {
                 out.push(json!({"mode": "ingress", "target": n, "protocol": "tcp"}))
             }
-            Value::String(s) => out.extend(parse_port(s).map_err(|m| err(&p, m))?),
+            Value::String(s) => out.extend(super::ports::parse_port(s).map_err(|m| err(&p, m))?),
             Value::Object(o) => {
                 let mut o = o.clone();
                 o.entry("mode").or_insert_with(|| json!("ingress"));
@@ -532,68 +535,6 @@ fn ports(v: &Value, path: &str) -> Result<Vec<Value>> {
             }
             _ => return Err(err(&p, "must be a port number, a port string or a mapping")),
         }
-    }
-    Ok(out)
-}
-
-/// Short port syntax: `[[ip:]published:]target[/protocol]`, with ranges on either side.
-pub fn parse_port(spec: &str) -> std::result::Result<Vec<Value>, String> {
-    let (rest, protocol) = match spec.rsplit_once('/') {
-        Some((r, p)) => (r, p),
-        None => (spec, "tcp"),
-    };
-    let (host_ip, published, target) = match rest.rfind(':') {
-        None => (None, None, rest),
-        Some(i) => {
-            let target = &rest[i + 1..];
-            let before = &rest[..i];
-            // An IPv6 host ip comes in brackets: `[::1]:80:80`.
-            match before.rfind(':') {
-                Some(j) if !before[..j].is_empty() || before.starts_with('[') => {
-                    let ip = before[..j].trim_start_matches('[').trim_end_matches(']');
-                    (Some(ip), Some(&before[j + 1..]), target)
-                }
-                Some(j) => (None, Some(&before[j + 1..]), target),
-                None => (None, Some(before), target),
-            }
-        }
-    };
-    let range = |s: &str| -> std::result::Result<(u32, u32), String> {
-        let parse = |x: &str| {
-            x.parse::<u32>()
-                .map_err(|_| format!("invalid port {x:?} in {spec:?}"))
-        };
-        match s.split_once('-') {
-            Some((a, b)) => Ok((parse(a)?, parse(b)?)),
-            None => {
-                let p = parse(s)?;
-                Ok((p, p))
-            }
-        }
-    };
-    let (t0, t1) = range(target)?;
-    let published = published.filter(|p| !p.is_empty());
-    let pub_range = published.map(range).transpose()?;
-    let mut out = Vec::new();
-    for (n, t) in (t0..=t1).enumerate() {
-        let mut o = Obj::new();
-        o.insert("mode".into(), json!("ingress"));
-        if let Some(ip) = host_ip.filter(|s| !s.is_empty()) {
-            o.insert("host_ip".into(), json!(ip));
-        }
-        o.insert("target".into(), json!(t));
-        if let Some((p0, p1)) = pub_range {
-            let published = if t0 == t1 && p0 != p1 {
-                format!("{p0}-{p1}")
-            } else if p0 == p1 && t0 != t1 {
-                p0.to_string()
-            } else {
-                (p0 + n as u32).to_string()
-            };
-            o.insert("published".into(), json!(published));
-        }
-        o.insert("protocol".into(), json!(protocol));
-        out.push(Value::Object(o));
     }
     Ok(out)
 }
@@ -888,23 +829,6 @@ fn build(b: &mut Value, cx: &Context) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn short_ports() {
-        assert_eq!(
-            parse_port("127.0.0.1:8080:80/udp").unwrap(),
-            vec![
-                json!({"mode":"ingress","host_ip":"127.0.0.1","target":80,"published":"8080","protocol":"udp"})
-            ]
-        );
-        assert_eq!(
-            parse_port("80").unwrap(),
-            vec![json!({"mode":"ingress","target":80,"protocol":"tcp"})]
-        );
-        let r = parse_port("8000-8001:80-81").unwrap();
-        assert_eq!(r[1]["published"], json!("8001"));
-        assert_eq!(r[1]["target"], json!(81));
-    }
 
     #[test]
     fn paths_are_cleaned() {

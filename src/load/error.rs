@@ -17,6 +17,9 @@ pub struct Origin {
 pub struct LoadError {
     pub origin: Origin,
     pub message: String,
+    /// Further problems found by the same check (validation reports every one it finds, so
+    /// that fixing a file takes one round, not one per mistake). Printed one per line.
+    pub more: Vec<LoadError>,
 }
 
 impl LoadError {
@@ -24,7 +27,30 @@ impl LoadError {
         LoadError {
             origin: Origin::default(),
             message: message.into(),
+            more: Vec::new(),
         }
+    }
+
+    /// One error standing for all of `errors` (the first leads), or `Ok` when there are none.
+    pub fn all(errors: Vec<LoadError>) -> Result<()> {
+        let mut it = errors.into_iter();
+        match it.next() {
+            None => Ok(()),
+            Some(mut first) => {
+                first.more.extend(it);
+                Err(first)
+            }
+        }
+    }
+
+    /// This error followed by the ones it carries, each on its own.
+    pub fn each(self) -> Vec<LoadError> {
+        let mut head = self;
+        let mut out = vec![];
+        let more = std::mem::take(&mut head.more);
+        out.push(head);
+        out.extend(more.into_iter().flat_map(LoadError::each));
+        out
     }
 
     pub fn in_file(mut self, file: &Path) -> Self {
@@ -67,7 +93,11 @@ impl fmt::Display for LoadError {
         if let Some(path) = &o.path {
             write!(f, "{path}: ")?;
         }
-        write!(f, "{}", self.message)
+        write!(f, "{}", self.message)?;
+        for e in &self.more {
+            write!(f, "\n{e}")?;
+        }
+        Ok(())
     }
 }
 

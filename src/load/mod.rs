@@ -9,9 +9,13 @@
 pub mod canonical;
 pub mod dotenv;
 pub mod error;
+mod extensions;
+mod input;
 pub mod interpolate;
 pub mod merge;
+mod ports;
 pub mod schema;
+mod values;
 pub mod yaml;
 
 use std::cell::RefCell;
@@ -93,7 +97,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
             .map(|d| cwd.join(d))
             .unwrap_or(cwd.clone());
         files_read.insert(absolute_dir(&dot.join(".env")));
-        if let Ok(c) = std::fs::read_to_string(dot.join(".env")) {
+        if let Ok(c) = input::read_limited(&dot.join(".env")) {
             if let Ok(vars) = dotenv::parse(&c, &opts.environ) {
                 for (k, v) in vars {
                     if let Some(v) = v {
@@ -156,7 +160,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     let name = project_name(opts, &environment, &json, &working_dir)?;
     let profiles = active_profiles(opts, &environment);
     let disabled = apply_profiles(&mut json, &profiles).map_err(|e| locate(e, &sources))?;
-    strip_extensions(&mut json);
+    let extensions = extensions::take_extensions(&mut json);
     let obj = json.as_object_mut().expect("top level is a mapping");
     obj.remove("include");
     obj.remove("version");
@@ -171,6 +175,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     files_read.extend(cx.env_files.into_inner());
     files_read.extend(sources.iter().map(|s| s.path.clone()));
     let mut project = schema::to_project(json).map_err(|e| locate(e, &sources))?;
+    project.extensions = extensions;
     project.working_dir = working_dir;
     project.config_files = files;
     project.environment = environment;
@@ -311,9 +316,18 @@ fn project_environment(
     let mut env = IndexMap::new();
     for (f, required) in files {
         read.insert(absolute_dir(&f));
-        let content = match std::fs::read_to_string(&f) {
+        let content = match input::read_limited(&f) {
             Ok(c) => c,
-            Err(_) if !required => continue,
+            // Compose ignores a missing default `.env`, and a directory of that name.
+            Err(e)
+                if !required
+                    && matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory
+                    ) =>
+            {
+                continue
+            }
             Err(e) => {
                 return Err(LoadError::new(format!("couldn't read env file: {e}")).in_file(&f));
             }
@@ -462,7 +476,7 @@ impl FileLoader<'_> {
             };
             for (f, required) in env_paths {
                 self.env_files.insert(f.clone());
-                match std::fs::read_to_string(&f) {
+                match input::read_limited(&f) {
                     Ok(c) => {
                         let vars = dotenv::parse(&c, self.env).map_err(|e| {
                             LoadError::new(format!("invalid env file: {}", e.message))
@@ -877,34 +891,20 @@ fn apply_profiles(json: &mut serde_json::Value, active: &[String]) -> Result<Vec
     Ok(disabled)
 }
 
-/// `x-` extension fields are Compose's own comments: dropped wherever they are allowed.
-fn strip_extensions(json: &mut serde_json::Value) {
-    fn strip(o: &mut serde_json::Map<String, serde_json::Value>) {
-        o.retain(|k, _| !k.starts_with("x-"));
-    }
-    let Some(top) = json.as_object_mut() else {
-        return;
-    };
-    strip(top);
-    for kind in ["services", "networks", "volumes", "secrets", "configs"] {
-        if let Some(serde_json::Value::Object(items)) = top.get_mut(kind) {
-            for (_, it) in items.iter_mut() {
-                if let Some(o) = it.as_object_mut() {
-                    strip(o);
-                    for sub in ["healthcheck", "deploy", "build", "logging"] {
-                        if let Some(serde_json::Value::Object(s)) = o.get_mut(sub) {
-                            strip(s);
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// Gives an error that has a field path the file and line where that path was written: the
 /// file that wrote the longest part of the path, the later file on a tie (it overrides).
 fn locate(e: LoadError, sources: &[SourceFile]) -> LoadError {
+    if !e.more.is_empty() {
+        let mut all: Vec<LoadError> = e.each().into_iter().map(|e| locate(e, sources)).collect();
+        // In file order, as an operator fixes them (stable: same line keeps check order).
+        all.sort_by_key(|e| {
+            let file = sources
+                .iter()
+                .position(|s| Some(&s.path) == e.origin.file.as_ref());
+            (file.unwrap_or(usize::MAX), e.origin.line)
+        });
+        return LoadError::all(all).unwrap_err();
+    }
     if e.origin.file.is_some() {
         return e;
     }

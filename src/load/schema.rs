@@ -7,6 +7,7 @@
 use serde_json::{Map, Value};
 
 use super::error::{LoadError, Result};
+use super::yaml::join;
 use crate::model::{Project, Service};
 
 const TOP: &[&str] = &[
@@ -238,7 +239,10 @@ const CONFIG: &[&str] = &[
 ];
 const INCLUDE: &[&str] = &["env_file", "path", "project_directory"];
 
-fn check(obj: &Map<String, Value>, allowed: &[&str], path: &str) -> Result<()> {
+/// Collects the problems of one validation pass, so that all of them are reported at once.
+type Errors = Vec<LoadError>;
+
+fn check(obj: &Map<String, Value>, allowed: &[&str], path: &str, errs: &mut Errors) {
     for k in obj.keys() {
         if k.starts_with("x-") || allowed.contains(&k.as_str()) {
             continue;
@@ -255,24 +259,31 @@ fn check(obj: &Map<String, Value>, allowed: &[&str], path: &str) -> Result<()> {
         } else {
             format!("{path}.{k}")
         };
-        return Err(LoadError::new(format!("unknown field `{k}`{hint}")).at_path(p));
+        errs.push(LoadError::new(format!("unknown field `{k}`{hint}")).at_path(p));
     }
-    Ok(())
 }
 
-fn mapping<'a>(v: &'a Value, path: &str, what: &str) -> Result<Option<&'a Map<String, Value>>> {
+/// The mapping at `path`, `None` for null; anything else is recorded as an error.
+fn mapping<'a>(
+    v: &'a Value,
+    path: &str,
+    what: &str,
+    errs: &mut Errors,
+) -> Option<&'a Map<String, Value>> {
     match v {
-        Value::Object(o) => Ok(Some(o)),
-        Value::Null => Ok(None),
-        _ => Err(LoadError::new(format!("{what} must be a mapping")).at_path(path)),
+        Value::Object(o) => Some(o),
+        Value::Null => None,
+        _ => {
+            errs.push(LoadError::new(format!("{what} must be a mapping")).at_path(path));
+            None
+        }
     }
 }
 
-fn check_sub(obj: &Map<String, Value>, key: &str, allowed: &[&str], path: &str) -> Result<()> {
+fn check_sub(obj: &Map<String, Value>, key: &str, allowed: &[&str], path: &str, e: &mut Errors) {
     if let Some(Value::Object(o)) = obj.get(key) {
-        check(o, allowed, &format!("{path}.{key}"))?;
+        check(o, allowed, &format!("{path}.{key}"), e);
     }
-    Ok(())
 }
 
 fn check_list_items(
@@ -280,15 +291,15 @@ fn check_list_items(
     key: &str,
     allowed: &[&str],
     path: &str,
-) -> Result<()> {
+    errs: &mut Errors,
+) {
     if let Some(Value::Array(items)) = obj.get(key) {
         for (i, it) in items.iter().enumerate() {
             if let Value::Object(o) = it {
-                check(o, allowed, &format!("{path}.{key}[{i}]"))?;
+                check(o, allowed, &format!("{}[{i}]", join(path, key)), errs);
             }
         }
     }
-    Ok(())
 }
 
 fn check_map_values(
@@ -296,62 +307,34 @@ fn check_map_values(
     key: &str,
     allowed: &[&str],
     path: &str,
-) -> Result<()> {
+    errs: &mut Errors,
+) {
     if let Some(Value::Object(items)) = obj.get(key) {
         for (k, it) in items {
             if let Value::Object(o) = it {
-                check(o, allowed, &format!("{path}.{key}.{k}"))?;
+                check(o, allowed, &format!("{path}.{key}.{k}"), errs);
             }
         }
     }
-    Ok(())
 }
 
-/// Validates field names of the merged model (before canonicalisation, so paths match the
-/// files' own structure and lines can be found).
+/// Validates the merged model (before canonicalisation, so paths match the files' own
+/// structure and lines can be found): field names here, names and ports in [`super::values`].
+/// Every problem found is reported, the first one leading.
 pub fn validate(model: &Value) -> Result<()> {
-    let top = mapping(model, "", "the top level")?
+    let mut errs = Errors::new();
+    let top = mapping(model, "", "the top level", &mut errs)
         .cloned()
         .unwrap_or_default();
-    check(&top, TOP, "")?;
+    check(&top, TOP, "", &mut errs);
     if let Some(services) = top.get("services") {
-        let Some(services) = mapping(services, "services", "services")? else {
-            return Ok(());
-        };
-        for (name, svc) in services {
-            let path = format!("services.{name}");
-            let Some(s) = mapping(svc, &path, "a service")? else {
-                continue;
-            };
-            check(s, SERVICE, &path)?;
-            check_sub(s, "healthcheck", HEALTHCHECK, &path)?;
-            check_sub(s, "deploy", DEPLOY, &path)?;
-            if let Some(Value::Object(d)) = s.get("deploy") {
-                let dp = format!("{path}.deploy");
-                check_sub(d, "update_config", UPDATE_CONFIG, &dp)?;
-                check_sub(d, "rollback_config", UPDATE_CONFIG, &dp)?;
-                check_sub(d, "resources", RESOURCES, &dp)?;
-                check_sub(d, "restart_policy", RESTART_POLICY, &dp)?;
-                check_sub(d, "placement", PLACEMENT, &dp)?;
-            }
-            check_sub(s, "build", BUILD, &path)?;
-            check_sub(s, "logging", LOGGING, &path)?;
-            check_sub(s, "extends", EXTENDS, &path)?;
-            check_list_items(s, "ports", PORT, &path)?;
-            check_list_items(s, "volumes", VOLUME_MOUNT, &path)?;
-            if let Some(Value::Array(vols)) = s.get("volumes") {
-                for (i, v) in vols.iter().enumerate() {
-                    if let Value::Object(o) = v {
-                        let vp = format!("{path}.volumes[{i}]");
-                        check_sub(o, "bind", BIND, &vp)?;
-                        check_sub(o, "volume", VOLUME_OPTS, &vp)?;
-                        check_sub(o, "tmpfs", TMPFS, &vp)?;
-                    }
+        if let Some(services) = mapping(services, "services", "services", &mut errs) {
+            for (name, svc) in services {
+                let path = format!("services.{name}");
+                if let Some(s) = mapping(svc, &path, "a service", &mut errs) {
+                    check_service(s, &path, &mut errs);
                 }
             }
-            check_list_items(s, "env_file", ENV_FILE, &path)?;
-            check_map_values(s, "depends_on", DEPENDS_ON, &path)?;
-            check_map_values(s, "networks", SERVICE_NETWORK, &path)?;
         }
     }
     for (kind, allowed) in [
@@ -360,26 +343,52 @@ pub fn validate(model: &Value) -> Result<()> {
         ("secrets", SECRET),
         ("configs", CONFIG),
     ] {
-        if let Some(v) = top.get(kind) {
-            let Some(items) = mapping(v, kind, kind)? else {
-                continue;
-            };
-            for (k, it) in items {
-                let p = format!("{kind}.{k}");
-                if let Some(o) = mapping(it, &p, "an entry")? {
-                    check(o, allowed, &p)?;
-                }
+        let Some(v) = top.get(kind) else { continue };
+        let Some(items) = mapping(v, kind, kind, &mut errs) else {
+            continue;
+        };
+        for (k, it) in items {
+            let p = format!("{kind}.{k}");
+            if let Some(o) = mapping(it, &p, "an entry", &mut errs) {
+                check(o, allowed, &p, &mut errs);
             }
         }
     }
-    if let Some(Value::Array(inc)) = top.get("include") {
-        for (i, it) in inc.iter().enumerate() {
-            if let Value::Object(o) = it {
-                check(o, INCLUDE, &format!("include[{i}]"))?;
+    check_list_items(&top, "include", INCLUDE, "", &mut errs);
+    super::values::check(&top, &mut errs);
+    LoadError::all(errs)
+}
+
+fn check_service(s: &Map<String, Value>, path: &str, errs: &mut Errors) {
+    check(s, SERVICE, path, errs);
+    check_sub(s, "healthcheck", HEALTHCHECK, path, errs);
+    check_sub(s, "deploy", DEPLOY, path, errs);
+    if let Some(Value::Object(d)) = s.get("deploy") {
+        let dp = format!("{path}.deploy");
+        check_sub(d, "update_config", UPDATE_CONFIG, &dp, errs);
+        check_sub(d, "rollback_config", UPDATE_CONFIG, &dp, errs);
+        check_sub(d, "resources", RESOURCES, &dp, errs);
+        check_sub(d, "restart_policy", RESTART_POLICY, &dp, errs);
+        check_sub(d, "placement", PLACEMENT, &dp, errs);
+    }
+    check_sub(s, "build", BUILD, path, errs);
+    check_sub(s, "logging", LOGGING, path, errs);
+    check_sub(s, "extends", EXTENDS, path, errs);
+    check_list_items(s, "ports", PORT, path, errs);
+    check_list_items(s, "volumes", VOLUME_MOUNT, path, errs);
+    if let Some(Value::Array(vols)) = s.get("volumes") {
+        for (i, v) in vols.iter().enumerate() {
+            if let Value::Object(o) = v {
+                let vp = format!("{path}.volumes[{i}]");
+                check_sub(o, "bind", BIND, &vp, errs);
+                check_sub(o, "volume", VOLUME_OPTS, &vp, errs);
+                check_sub(o, "tmpfs", TMPFS, &vp, errs);
             }
         }
     }
-    Ok(())
+    check_list_items(s, "env_file", ENV_FILE, path, errs);
+    check_map_values(s, "depends_on", DEPENDS_ON, path, errs);
+    check_map_values(s, "networks", SERVICE_NETWORK, path, errs);
 }
 
 /// Fields of [`Service`] that are typed; the rest go to `Service::extra`.

@@ -228,7 +228,7 @@ impl SourceFile {
 /// Reads and parses a compose file. YAML merge keys (`<<`) are applied here, as YAML itself
 /// defines them; Compose's `!reset`/`!override` tags stay in the value for the merge stage.
 pub fn read_file(path: &Path) -> Result<SourceFile> {
-    let src = std::fs::read_to_string(path)
+    let src = super::input::read_limited(path)
         .map_err(|e| LoadError::new(format!("cannot read compose file: {e}")).in_file(path))?;
     parse_str(path, &src)
 }
@@ -251,7 +251,12 @@ pub fn parse_str(path: &Path, src: &str) -> Result<SourceFile> {
             }
         }
     }
-    value.apply_merge().map_err(|e| yaml_error(path, &e))?;
+    apply_merge_keys(&mut value, "").map_err(|(at, msg)| {
+        LoadError::new(format!("invalid YAML merge key: {msg}"))
+            .in_file(path)
+            .at_line(lines.line_of(&at))
+            .at_path(at)
+    })?;
     if !value.is_mapping() {
         return Err(
             LoadError::new("the top level of a compose file must be a mapping")
@@ -264,6 +269,54 @@ pub fn parse_str(path: &Path, src: &str) -> Result<SourceFile> {
         value,
         lines,
     })
+}
+
+/// Applies YAML 1.1 merge keys (`<<: *a` and `<<: [*a, *b]`) the way Compose's parser does:
+/// the mapping's own keys win, then the merged mappings in list order (an earlier one wins over
+/// a later one). A merged mapping is resolved first, so an anchor that itself merges another
+/// (`x-b: {<<: *a, ...}`) brings all its keys; the YAML library's own merge pass leaves such a
+/// nested `<<` behind as an ordinary key. Errors carry the field path of the `<<`.
+fn apply_merge_keys(v: &mut Value, path: &str) -> std::result::Result<(), (String, String)> {
+    match v {
+        Value::Mapping(m) => {
+            let sources = m.shift_remove("<<");
+            for (k, child) in m.iter_mut() {
+                let key = k.as_str().map(str::to_string).unwrap_or_default();
+                apply_merge_keys(child, &join(path, &key))?;
+            }
+            let Some(sources) = sources else {
+                return Ok(());
+            };
+            let at = join(path, "<<");
+            let list = match sources {
+                Value::Sequence(s) => s,
+                other => vec![other],
+            };
+            for mut src in list {
+                apply_merge_keys(&mut src, &at)?;
+                let Value::Mapping(src) = src else {
+                    return Err((
+                        at,
+                        "expected a mapping or a list of mappings to merge".to_string(),
+                    ));
+                };
+                for (k, val) in src {
+                    if !m.contains_key(&k) {
+                        m.insert(k, val);
+                    }
+                }
+            }
+            Ok(())
+        }
+        Value::Sequence(items) => {
+            for (i, it) in items.iter_mut().enumerate() {
+                apply_merge_keys(it, &format!("{path}[{i}]"))?;
+            }
+            Ok(())
+        }
+        Value::Tagged(t) => apply_merge_keys(&mut t.value, path),
+        _ => Ok(()),
+    }
 }
 
 fn descend<'a>(v: &'a mut Value, segs: &[Seg]) -> Option<&'a mut Value> {
@@ -320,5 +373,26 @@ mod tests {
         let src = "x-base: &b\n  image: a\nservices:\n  web:\n    <<: *b\n    command: c\n";
         let f = parse_str(Path::new("c.yaml"), src).unwrap();
         assert_eq!(f.value["services"]["web"]["image"], Value::from("a"));
+    }
+
+    #[test]
+    fn merge_key_lists_resolve_nested_merges_earlier_first() {
+        let src = "x-a: &a\n  image: a\n  env: ea\nx-b: &b\n  <<: *a\n  restart: always\n  \
+                   image: b\nservices:\n  web:\n    <<: [*b, *a]\n    env: own\n";
+        let f = parse_str(Path::new("c.yaml"), src).unwrap();
+        let web = &f.value["services"]["web"];
+        assert_eq!(web["image"], Value::from("b"));
+        assert_eq!(web["restart"], Value::from("always"));
+        assert_eq!(web["env"], Value::from("own"));
+        assert!(web.get("<<").is_none(), "{web:?}");
+        assert!(f.value["x-b"].get("<<").is_none());
+    }
+
+    #[test]
+    fn merge_of_a_scalar_names_the_line() {
+        let src = "services:\n  web:\n    image: x\n    <<: 5\n";
+        let e = parse_str(Path::new("c.yaml"), src).unwrap_err();
+        assert_eq!(e.origin.line, Some(4), "{e}");
+        assert_eq!(e.origin.path.as_deref(), Some("services.web.<<"), "{e}");
     }
 }
