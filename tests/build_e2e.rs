@@ -293,3 +293,56 @@ fn context_matches_docker_build() {
         "{ours}"
     );
 }
+
+/// `image:` names the built image; `pull_policy: missing` builds only a missing image (as
+/// Compose does), `pull_policy: build` builds on every apply (the build cache then gives the
+/// same image, so nothing is recreated).
+#[test]
+fn image_name_and_pull_policies() {
+    let mut stack = Stack::new("build-policy");
+    let named = format!("{}-named:v1", stack.name);
+    stack.guard.image(named.clone());
+    stack.guard.image(format!("{}-always", stack.name));
+    for d in ["once", "always"] {
+        let ctx = stack.dir.path().join(d);
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            format!("FROM {}\nCOPY v /v\n", testbed().base_image),
+        )
+        .unwrap();
+        std::fs::write(ctx.join("v"), "1").unwrap();
+    }
+    stack.write(&format!(
+        "services:\n  once:\n    image: {named}\n    build: ./once\n    pull_policy: missing\n    \
+         command: [sleep, \"3600\"]\n  always:\n    build: ./always\n    pull_policy: build\n    \
+         command: [sleep, \"3600\"]\n"
+    ));
+    stack.apply_ok();
+    let id = |r: &str| docker(&["image", "inspect", "-f", "{{.Id}}", r]);
+    let once = id(&named);
+    let always = id(&format!("{}-always", stack.name));
+    assert_eq!(
+        container_image(&format!("{}-once-1", stack.name)),
+        once,
+        "runs the image named by image:"
+    );
+    for d in ["once", "always"] {
+        std::fs::write(stack.dir.path().join(d).join("v"), "2").unwrap();
+    }
+    let out = stack.run(&["plan", "--json"]);
+    let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(service(&p, "once")["action"], "unchanged", "{p:#}");
+    assert_eq!(service(&p, "always")["action"], "recreate", "{p:#}");
+    assert_eq!(service(&p, "always")["build"], "pull_policy is build");
+    stack.apply_ok();
+    assert_eq!(id(&named), once, "missing: not rebuilt");
+    let rebuilt = id(&format!("{}-always", stack.name));
+    assert_ne!(rebuilt, always, "build: rebuilt");
+    // Unchanged inputs: `build` still builds, from cache, to the same image.
+    let err = String::from_utf8_lossy(&stack.apply_ok().stderr).into_owned();
+    assert!(err.contains("building"), "{err}");
+    assert_eq!(id(&format!("{}-always", stack.name)), rebuilt);
+    let out = stack.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+}
