@@ -112,6 +112,10 @@ pub(super) async fn build(engine: &Engine, s: &BuildSettings, inputs: &str) -> R
     while let Some(item) = stream.next().await {
         let info = match item {
             Ok(i) => i,
+            // A failing step arrives as a stream error carrying the builder's own message.
+            Err(bollard::errors::Error::DockerStreamError { error }) => {
+                return Err(fail(failure(&s.reference, &error, &tail)))
+            }
             Err(e) => return Err(fail(failure(&s.reference, &e.to_string(), &tail))),
         };
         if let Some(err) = info.error_detail.and_then(|e| e.message) {
