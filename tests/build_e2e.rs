@@ -15,6 +15,7 @@ use common::{docker, docker_output, http_get, testbed};
 struct Quickstart {
     stack: Stack,
     port: u16,
+    _images: BuiltImages,
 }
 
 impl Quickstart {
@@ -30,7 +31,11 @@ impl Quickstart {
             .local_addr()
             .unwrap()
             .port();
-        Quickstart { stack, port }
+        Quickstart {
+            _images: BuiltImages(stack.name.clone()),
+            stack,
+            port,
+        }
     }
 
     fn run(&self, args: &[&str]) -> std::process::Output {
@@ -88,6 +93,29 @@ impl Quickstart {
         assert_eq!(code, 200, "{body}");
         body
     }
+}
+
+/// Removes the images a test built, the untagged ones its rebuilds left included.
+struct BuiltImages(String);
+
+impl Drop for BuiltImages {
+    fn drop(&mut self) {
+        let filter = format!("label=com.docker.compose.project={}", self.0);
+        let ids = docker_output(&["image", "ls", "-aq", "--filter", &filter]);
+        let ids = String::from_utf8_lossy(&ids.stdout).into_owned();
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rmi", "-f"];
+            args.extend(ids);
+            let _ = docker_output(&args);
+        }
+    }
+}
+
+/// The stack, then its images, dropped in that order (containers go first).
+fn with_images(stack: Stack) -> (Stack, BuiltImages) {
+    let images = BuiltImages(stack.name.clone());
+    (stack, images)
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -229,7 +257,8 @@ fn dockerignored_files_are_not_build_inputs() {
 /// The files composeops sends are the ones `docker build` sends for the same `.dockerignore`.
 #[test]
 fn context_matches_docker_build() {
-    let mut stack = Stack::new("build-ctx");
+    let mut owned = with_images(Stack::new("build-ctx"));
+    let stack = &mut owned.0;
     let dir = stack.dir.path();
     let ctx = dir.join("ctx");
     for f in [
@@ -299,7 +328,8 @@ fn context_matches_docker_build() {
 /// same image, so nothing is recreated).
 #[test]
 fn image_name_and_pull_policies() {
-    let mut stack = Stack::new("build-policy");
+    let mut owned = with_images(Stack::new("build-policy"));
+    let stack = &mut owned.0;
     let named = format!("{}-named:v1", stack.name);
     stack.guard.image(named.clone());
     stack.guard.image(format!("{}-always", stack.name));

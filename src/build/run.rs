@@ -78,6 +78,10 @@ pub(super) async fn build(engine: &Engine, s: &BuildSettings, inputs: &str) -> R
     );
     let mut labels: HashMap<String, String> = s.inputs.labels.clone().into_iter().collect();
     labels.insert(LABEL_INPUTS.into(), inputs.into());
+    // As Compose labels what it builds: `docker image ls --filter label=…project=P` finds the
+    // project's images, including the ones a rebuild left untagged.
+    labels.insert(crate::spec::LABEL_PROJECT.into(), s.project.clone());
+    labels.insert(crate::spec::LABEL_SERVICE.into(), s.service.clone());
     let args: HashMap<String, String> = s.inputs.args.clone().into_iter().collect();
     let mut o = BuildImageOptionsBuilder::default()
         .dockerfile(&s.dockerfile)

@@ -29,6 +29,7 @@ const APPLIED: &[&str] = &[
 /// How one service's image is built.
 #[derive(Debug, Clone)]
 pub(crate) struct BuildSettings {
+    pub project: String,
     pub service: String,
     /// The tag: `image:`, else `<project>-<service>`.
     pub reference: String,
@@ -93,6 +94,7 @@ impl BuildSettings {
             shm_size,
         };
         Ok(Some(BuildSettings {
+            project: project.name.clone(),
             service: service.to_string(),
             reference: crate::spec::image_reference(project, service),
             context,
