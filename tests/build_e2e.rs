@@ -376,3 +376,45 @@ fn image_name_and_pull_policies() {
     let out = stack.run(&["plan", "--detailed-exitcode"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
 }
+
+/// The `build:` settings reach the classic builder: dockerfile_inline, args, target, labels,
+/// extra_hosts, network and shm_size.
+#[test]
+fn build_settings_reach_the_builder() {
+    let mut owned = with_images(Stack::new("build-settings"));
+    let stack = &mut owned.0;
+    let image = format!("{}-app", stack.name);
+    stack.guard.image(image.clone());
+    std::fs::create_dir(stack.dir.path().join("ctx")).unwrap();
+    let dockerfile = format!(
+        "FROM {} AS app\nARG GREETING\n\
+         RUN grep -q 'build-host' /etc/hosts && echo \"$GREETING\" > /greeting && \
+         df -k /dev/shm | tail -1 > /shm\n\
+         FROM app AS broken\nRUN exit 7\n",
+        testbed().base_image
+    );
+    stack.write(&format!(
+        "services:\n  app:\n    command: [sleep, \"3600\"]\n    build:\n      context: ./ctx\n      \
+         dockerfile_inline: {}\n      target: app\n      args: {{GREETING: hello}}\n      \
+         labels: {{org.example.team: web}}\n      extra_hosts: [\"build-host=10.1.2.3\"]\n      \
+         network: none\n      shm_size: 32m\n",
+        // `$$`: a literal `$` for the Dockerfile, not Compose interpolation.
+        serde_json::to_string(&dockerfile).unwrap().replace('$', "$$")
+    ));
+    stack.apply_ok();
+    let run = |cmd: &str| docker(&["run", "--rm", &image, "cat", cmd]);
+    assert_eq!(run("/greeting"), "hello");
+    assert!(
+        run("/shm").split_whitespace().nth(1) == Some("32768"),
+        "shm: {}",
+        run("/shm")
+    );
+    let label = docker(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"org.example.team\"}}",
+        &image,
+    ]);
+    assert_eq!(label, "web");
+}
