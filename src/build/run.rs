@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use bollard::query_parameters::BuildImageOptionsBuilder;
+use bollard::query_parameters::{BuildImageOptions, BuildImageOptionsBuilder};
 use futures_util::StreamExt;
 
 use super::settings::BuildSettings;
@@ -76,41 +76,10 @@ pub(super) async fn build(engine: &Engine, s: &BuildSettings, inputs: &str) -> R
             body.len() / 1024
         ),
     );
-    let mut labels: HashMap<String, String> = s.inputs.labels.clone().into_iter().collect();
-    labels.insert(LABEL_INPUTS.into(), inputs.into());
-    // As Compose labels what it builds: `docker image ls --filter label=…project=P` finds the
-    // project's images, including the ones a rebuild left untagged.
-    labels.insert(crate::spec::LABEL_PROJECT.into(), s.project.clone());
-    labels.insert(crate::spec::LABEL_SERVICE.into(), s.service.clone());
-    let args: HashMap<String, String> = s.inputs.args.clone().into_iter().collect();
-    let mut o = BuildImageOptionsBuilder::default()
-        .dockerfile(&s.dockerfile)
-        .t(&s.reference)
-        .rm(true)
-        .forcerm(true)
-        .nocache(s.no_cache)
-        .buildargs(&args)
-        .labels(&labels);
-    if s.pull {
-        o = o.pull("1");
-    }
-    if let Some(t) = &s.inputs.target {
-        o = o.target(t);
-    }
-    if let Some(h) = s.inputs.extra_hosts.first() {
-        o = o.extrahosts(h);
-    }
-    if let Some(n) = &s.inputs.network {
-        o = o.networkmode(n);
-    }
-    if let Some(sz) = s.inputs.shm_size {
-        let sz = i32::try_from(sz).map_err(|_| fail("build.shm_size is over 2 GiB".into()))?;
-        o = o.shmsize(sz);
-    }
-    let mut stream =
-        engine
-            .call()
-            .build_image(o.build(), None, Some(bollard::body_full(body.into())));
+    let o = options(s, inputs).map_err(fail)?;
+    let mut stream = engine
+        .call()
+        .build_image(o, None, Some(bollard::body_full(body.into())));
     let mut tail: VecDeque<String> = VecDeque::new();
     let mut id = None;
     while let Some(item) = stream.next().await {
@@ -145,6 +114,42 @@ pub(super) async fn build(engine: &Engine, s: &BuildSettings, inputs: &str) -> R
     let id = id.unwrap_or_default();
     crate::progress::service(svc, format!("built {}", s.reference));
     Ok(id)
+}
+
+/// The `/build` query of `s`: its settings, plus the inputs and Compose labels.
+fn options(s: &BuildSettings, inputs: &str) -> std::result::Result<BuildImageOptions, String> {
+    let mut labels: HashMap<String, String> = s.inputs.labels.clone().into_iter().collect();
+    labels.insert(LABEL_INPUTS.into(), inputs.into());
+    // As Compose labels what it builds: `docker image ls --filter label=…project=P` finds the
+    // project's images, including the ones a rebuild left untagged.
+    labels.insert(crate::spec::LABEL_PROJECT.into(), s.project.clone());
+    labels.insert(crate::spec::LABEL_SERVICE.into(), s.service.clone());
+    let args: HashMap<String, String> = s.inputs.args.clone().into_iter().collect();
+    let mut o = BuildImageOptionsBuilder::default()
+        .dockerfile(&s.dockerfile)
+        .t(&s.reference)
+        .rm(true)
+        .forcerm(true)
+        .nocache(s.no_cache)
+        .buildargs(&args)
+        .labels(&labels);
+    if s.pull {
+        o = o.pull("1");
+    }
+    if let Some(t) = &s.inputs.target {
+        o = o.target(t);
+    }
+    if let Some(h) = s.inputs.extra_hosts.first() {
+        o = o.extrahosts(h);
+    }
+    if let Some(n) = &s.inputs.network {
+        o = o.networkmode(n);
+    }
+    if let Some(sz) = s.inputs.shm_size {
+        let sz = i32::try_from(sz).map_err(|_| "build.shm_size is over 2 GiB".to_string())?;
+        o = o.shmsize(sz);
+    }
+    Ok(o.build())
 }
 
 fn failure(reference: &str, err: &str, tail: &VecDeque<String>) -> String {
