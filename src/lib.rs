@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod apply;
+pub mod build;
 pub mod converge;
 pub mod duration;
 pub mod engine;

@@ -22,6 +22,10 @@ use crate::spec::{container_name, ImageDefaults, Spec};
 pub struct DesiredImage {
     pub reference: String,
     pub digest: Option<String>,
+    /// Why the image is built in this run (`build:` services); shown as
+    /// [`ServicePlan::build`]. With no digest, the build is still to come (plan).
+    #[serde(skip)]
+    pub build: Option<String>,
 }
 
 /// The loaded project plus each service's image, keyed by service name.
@@ -93,6 +97,10 @@ pub struct ServicePlan {
     /// The image digest moves (full digests; the text plan shows them short).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_change: Option<ImageChange>,
+    /// The service's image is built in this run, and why: `image missing`, `build inputs
+    /// changed`, `pull_policy is build`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<String>,
 }
 
 /// An image digest move: what a container runs now, and what it will run.
@@ -282,7 +290,13 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
             .unwrap_or_else(|| DesiredImage {
                 reference: spec.image.clone(),
                 digest: None,
+                build: None,
             });
+        // A build still to come makes an image whose id is unknown: it replaces every container.
+        let rebuild = match (&image.build, &image.digest) {
+            (Some(why), None) => Some(format!("build {}: {why}", image.reference)),
+            _ => None,
+        };
         let unsupported = spec.unsupported_fields();
         if !unsupported.is_empty() {
             plan.warnings.push(format!(
@@ -312,6 +326,7 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
             replicas: Vec::new(),
             diff: None,
             image_change: None,
+            build: image.build.clone(),
         };
         let mut seen = BTreeSet::new();
         for c in &containers {
@@ -356,6 +371,7 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
                     });
                 }
             }
+            reasons.extend(rebuild.clone());
             if spec.network_mode.is_none() {
                 for net in spec.networks.keys() {
                     if !c.networks.contains(net) || missing_net.contains(net.as_str()) {
@@ -436,6 +452,12 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
                 if !reasons.contains(x) {
                     reasons.push(x.clone());
                 }
+            }
+        }
+        if let Some(why) = &sp.build {
+            let r = format!("build {}: {why}", image.reference);
+            if sp.action != ServiceAction::Unchanged && !reasons.contains(&r) {
+                reasons.insert(0, r);
             }
         }
         sp.reasons = reasons;
@@ -759,6 +781,7 @@ mod tests {
                     DesiredImage {
                         reference: s.image.clone().unwrap(),
                         digest: Some("sha256:aaa".into()),
+                        build: None,
                     },
                 )
             })
@@ -810,6 +833,30 @@ mod tests {
     }
 
     const YAML: &str = "services:\n  db:\n    image: db:1\n    environment: {DB_PASSWORD: hunter2, A: '1'}\n    volumes: [data:/data]\n  web:\n    image: web:1\n    depends_on: {db: {condition: service_healthy}}\nvolumes:\n  data:\n";
+
+    #[test]
+    fn a_build_to_come_recreates_and_says_why() {
+        let mut d = desired(YAML);
+        let o = converged(&d);
+        let web = d.images.get_mut("web").unwrap();
+        web.digest = None;
+        web.build = Some("build inputs changed".into());
+        let p = plan(&d, &o, PlanOptions::default());
+        let s = p.services.iter().find(|s| s.service == "web").unwrap();
+        assert_eq!(s.action, ServiceAction::Recreate);
+        assert_eq!(s.build.as_deref(), Some("build inputs changed"));
+        assert_eq!(s.reasons, ["build web:1: build inputs changed"]);
+        assert_eq!(
+            p.actions(),
+            ["recreate web (build web:1: build inputs changed)"]
+        );
+        // Built already (apply): the digest decides; an unchanged image changes nothing.
+        let web = d.images.get_mut("web").unwrap();
+        web.digest = Some("sha256:aaa".into());
+        web.build = Some("pull_policy is build".into());
+        let p = plan(&d, &o, PlanOptions::default());
+        assert!(!p.has_changes(), "{:?}", p.actions());
+    }
 
     #[test]
     fn fresh_project_creates_everything_in_dependency_order() {

@@ -55,11 +55,15 @@ pub async fn desired_images(
     // Pulled by a digest the tag was just resolved to: tag it locally as the tag, as
     // `docker pull NAME:TAG` would, so Compose and `--offline` find it under its name.
     let mut tag_as: BTreeMap<String, String> = BTreeMap::new();
+    // Built images first: a failed build stops the run before any pull or container change.
+    let built =
+        crate::build::build_images(engine, project, mode == PullMode::Policy, warnings).await?;
     for (name, svc) in &project.services {
+        if built.images.contains_key(name) {
+            continue;
+        }
         let mut reference = crate::spec::image_reference(project, name);
-        let builds = svc.extra.contains_key("build");
-        let default = if builds { "build" } else { "missing" };
-        let mut policy = svc.pull_policy.clone().unwrap_or_else(|| default.into());
+        let mut policy = svc.pull_policy.clone().unwrap_or_else(|| "missing".into());
         if let Some(r) = locked.and_then(|l| l.get(name)) {
             // Pinned by digest: pulling again cannot change it, so `always` is `missing`.
             let written = reference.clone();
@@ -84,7 +88,7 @@ pub async fn desired_images(
     let present = inspect_images(engine, refs.keys().cloned().collect())
         .await
         .map_err(&engine_err)?;
-    let mut local: BTreeMap<String, ObservedImage> = BTreeMap::new();
+    let mut local: BTreeMap<String, ObservedImage> = built.local;
     let mut ids: BTreeMap<String, Option<String>> = BTreeMap::new();
     for (r, i) in present {
         ids.insert(r, i.as_ref().map(|i| i.id.clone()));
@@ -103,7 +107,7 @@ pub async fn desired_images(
                         "image {reference} (service {}) is not present locally and pull_policy is {policy}: \
                          {}",
                         services.join(", "),
-                        if policy == "build" { "build it first (composeops does not build)" } else { "pull it first" }
+                        if policy == "build" { "add a build: section or build it first" } else { "pull it first" }
                     )));
                 }
                 false
@@ -160,12 +164,23 @@ pub async fn desired_images(
         .services
         .keys()
         .map(|name| {
+            if let Some(b) = built.images.get(name) {
+                return (name.clone(), b.clone());
+            }
             let reference = crate::spec::image_reference(project, name);
             let digest = match locked.and_then(|l| l.get(name)) {
                 Some(r) => Some(r.digest.clone()),
                 None => ids.get(&reference).cloned().flatten(),
             };
-            (name.clone(), DesiredImage { reference, digest })
+            let build = None;
+            (
+                name.clone(),
+                DesiredImage {
+                    reference,
+                    digest,
+                    build,
+                },
+            )
         })
         .collect();
     Ok(Images {
@@ -176,7 +191,7 @@ pub async fn desired_images(
 }
 
 /// Pulls `reference`, printing progress on stderr.
-async fn pull(engine: &Engine, reference: &str) -> anyhow::Result<()> {
+pub(crate) async fn pull(engine: &Engine, reference: &str) -> anyhow::Result<()> {
     crate::progress::line(format!("pulling {reference}"));
     let opts = CreateImageOptionsBuilder::default()
         .from_image(reference)
