@@ -174,3 +174,27 @@ fn extends_cycle_is_refused() {
         "circular reference in extends: a -> b -> a",
     );
 }
+
+#[test]
+fn completion_scripts_and_man_pages_are_generated_from_the_flags() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = composeops_bin()
+            .args(["completion", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("wait-timeout"), "{shell}: {text}");
+    }
+    let out = composeops_bin().arg("man").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.starts_with(".ie"), "{text}");
+    assert!(
+        text.contains(".TH composeops-apply 1"),
+        "one page per subcommand"
+    );
+}
+
+fn composeops_bin() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_composeops"))
+}

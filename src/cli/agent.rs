@@ -33,7 +33,7 @@ pub(crate) fn run(global: &Global, a: &AgentArgs) -> Result<i32> {
         None => AgentConfig::default(),
     };
     let settings = file.overlay(a.as_config()).resolve()?;
-    common::init_tracing(Logs::Agent(settings.log_format));
+    common::init_tracing(Logs::Agent(settings.log_format), global.ansi);
     let pipeline = Pipeline::new(PipelineOptions {
         host: global.host.clone(),
         state_dir: settings.state_dir.clone(),

@@ -25,7 +25,10 @@ pub(crate) fn run(global: &Global, a: &ApplyArgs) -> Result<i32> {
         if a.plan && !a.common.json {
             print!(
                 "{}",
-                render_text(&planned.plan, std::io::stdout().is_terminal())
+                render_text(
+                    &planned.plan,
+                    common::colour(global.ansi, std::io::stdout().is_terminal())
+                )
             );
         }
         let opts = ApplyOptions {

@@ -48,6 +48,23 @@ pub struct Global {
         value_name = "HOST"
     )]
     pub host: Option<String>,
+    /// When to colour output: auto (a terminal, without NO_COLOR or TERM=dumb), never, always.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "auto",
+        value_name = "WHEN"
+    )]
+    pub ansi: Ansi,
+}
+
+/// `--ansi`, as Docker Compose has it.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ansi {
+    Auto,
+    Never,
+    Always,
 }
 
 #[derive(Subcommand, Debug)]
@@ -66,6 +83,13 @@ pub enum Command {
     /// Keep PATH's compose projects converged: watch files, pull git, check images, serve
     /// /healthz, /metrics, /status and a signed POST /sync.
     Agent(Box<AgentArgs>),
+    /// Print a shell completion script (e.g. `composeops completion bash > /etc/bash_completion.d/composeops`).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) of composeops and its subcommands, for `man -l -`.
+    Man,
 }
 
 const PLAN_EXIT_HELP: &str = "Exit status: 0 success (with --detailed-exitcode: no changes), \

@@ -11,7 +11,21 @@ use tracing_subscriber::{EnvFilter, Layer};
 use composeops::agent::LogFormat;
 use composeops::progress;
 
-use super::args::Global;
+use super::args::{Ansi, Global};
+
+/// Whether to colour a stream: `--ansi always|never`, else only a terminal, and not when
+/// NO_COLOR is set to anything (no-color.org) or TERM is `dumb`.
+pub(crate) fn colour(ansi: Ansi, is_terminal: bool) -> bool {
+    match ansi {
+        Ansi::Always => true,
+        Ansi::Never => false,
+        Ansi::Auto => {
+            is_terminal
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                && std::env::var("TERM").as_deref() != Ok("dumb")
+        }
+    }
+}
 
 /// The one runtime of every command. Two workers: registry lookups run beside the engine
 /// requests (see `converge::plan`), and the agent's HTTP listener beside its workers.
@@ -35,8 +49,8 @@ pub(crate) enum Logs {
 }
 
 /// The one tracing set-up of the binary.
-pub(crate) fn init_tracing(logs: Logs) {
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+pub(crate) fn init_tracing(logs: Logs, ansi: Ansi) {
+    let ansi = colour(ansi, std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let default = match logs {
         Logs::Cli => "warn",
         Logs::Agent(_) => "info",
@@ -127,4 +141,30 @@ pub(crate) fn warn_all(warnings: &[String]) {
 pub(crate) fn state_dir(dir: Option<&PathBuf>) -> PathBuf {
     dir.cloned()
         .unwrap_or_else(composeops::journal::default_state_dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The only test of this binary that touches the environment, so nothing races it.
+    #[test]
+    fn colour_follows_ansi_no_color_and_term() {
+        std::env::remove_var("NO_COLOR");
+        std::env::set_var("TERM", "xterm");
+        assert!(colour(Ansi::Auto, true));
+        assert!(!colour(Ansi::Auto, false));
+        assert!(colour(Ansi::Always, false));
+        assert!(!colour(Ansi::Never, true));
+        std::env::set_var("NO_COLOR", "1");
+        assert!(!colour(Ansi::Auto, true));
+        assert!(colour(Ansi::Always, true));
+        std::env::set_var("NO_COLOR", "");
+        assert!(
+            colour(Ansi::Auto, true),
+            "an empty NO_COLOR counts as unset"
+        );
+        std::env::set_var("TERM", "dumb");
+        assert!(!colour(Ansi::Auto, true));
+    }
 }

@@ -7,6 +7,7 @@ mod apply;
 pub(crate) mod args;
 mod common;
 mod config;
+mod docs;
 mod lock;
 mod plan;
 
@@ -19,7 +20,7 @@ pub fn run() -> i32 {
     let cli = Cli::parse();
     // The agent sets up logging itself once its settings (--log-format) are known.
     if !matches!(cli.command, Command::Agent(_)) {
-        common::init_tracing(common::Logs::Cli);
+        common::init_tracing(common::Logs::Cli, cli.global.ansi);
     }
     let result = match &cli.command {
         Command::Config(a) => config::run(&cli.global, a),
@@ -27,6 +28,8 @@ pub fn run() -> i32 {
         Command::Plan(a) => plan::run(&cli.global, a),
         Command::Apply(a) => apply::run(&cli.global, a),
         Command::Agent(a) => agent::run(&cli.global, a),
+        Command::Completion { shell } => docs::completion(*shell),
+        Command::Man => docs::man(),
     };
     match result {
         Ok(code) => code,

@@ -44,7 +44,7 @@ pub(crate) fn run(global: &Global, a: &PlanArgs) -> Result<i32> {
     if a.common.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&planned.plan)?)?;
     } else {
-        let colour = std::io::stdout().is_terminal();
+        let colour = common::colour(global.ansi, std::io::stdout().is_terminal());
         write!(out, "{}", render_text(&planned.plan, colour))?;
     }
     Ok(if a.detailed_exitcode && planned.plan.has_changes() {
