@@ -6,9 +6,11 @@
 pub mod agent;
 pub mod apply;
 pub mod converge;
+pub mod down;
 pub mod duration;
 pub mod engine;
 pub mod error;
+pub mod fleet;
 pub mod journal;
 pub mod load;
 pub mod lock;

@@ -78,6 +78,9 @@ pub struct Loaded {
     /// change the project; the agent's file watcher wakes a project on these (and not on, say,
     /// a data directory its containers write to).
     pub files_read: BTreeSet<PathBuf>,
+    /// The merged, interpolated top-level `x-` keys, which the project model leaves out
+    /// (Compose ignores them; composeops reads its own `x-composeops` from here).
+    pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 
 pub fn load(opts: &LoadOptions) -> Result<Loaded> {
@@ -156,6 +159,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     let name = project_name(opts, &environment, &json, &working_dir)?;
     let profiles = active_profiles(opts, &environment);
     let disabled = apply_profiles(&mut json, &profiles).map_err(|e| locate(e, &sources))?;
+    let extensions = top_level_extensions(&json);
     strip_extensions(&mut json);
     let obj = json.as_object_mut().expect("top level is a mapping");
     obj.remove("include");
@@ -182,6 +186,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
         project,
         warnings,
         files_read,
+        extensions,
     })
 }
 
@@ -875,6 +880,16 @@ fn apply_profiles(json: &mut serde_json::Value, active: &[String]) -> Result<Vec
         }
     }
     Ok(disabled)
+}
+
+fn top_level_extensions(json: &serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    for (k, v) in json.as_object().into_iter().flatten() {
+        if k.starts_with("x-") {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 /// `x-` extension fields are Compose's own comments: dropped wherever they are allowed.
