@@ -37,7 +37,7 @@ impl Agent {
             .arg(path)
             .arg("--state-dir")
             .arg(state)
-            .args(["--listen", &addr, "--git-pull", "1s", "--prune"])
+            .args(["--listen", &addr, "--git-pull", "1s"])
             .args([
                 "--debounce",
                 "300ms",
@@ -260,13 +260,13 @@ fn two_nodes_run_their_share_and_a_moved_stack_follows_git() {
         &work1,
         &state1,
         &[("FLEET_PREFIX", p), ("FLEET_NODE", "n1")],
-        &["--node", "n1", "--label", "role=db"],
+        &["--node", "n1", "--label", "role=db", "--prune"],
     );
     let n2 = Agent::start(
         &work2,
         &state2,
         &[("FLEET_PREFIX", p), ("FLEET_NODE", "n2")],
-        &["--node", "n2"],
+        &["--node", "n2", "--prune"],
     );
 
     n1.wait_for("n1 to run a and c", Duration::from_secs(90), || {
@@ -347,4 +347,57 @@ fn two_nodes_run_their_share_and_a_moved_stack_follows_git() {
     // The stacks that did not move were left alone.
     assert!(running(&c("n1", "c")) && running(&c("n2", "b")));
     assert!(n1.converged(&["c"]), "{}", n1.status());
+}
+
+/// Without `--prune`, a stack moved to another node is left running here and reported: in the
+/// log and under /status `skipped` (`left_running`), as the agent found it on its engine.
+#[test]
+fn without_prune_a_moved_stack_is_left_running_and_reported() {
+    let prefix = unique_project("fleet-keep");
+    let mut guard = ProjectGuard::new(format!("{prefix}-n1-a"));
+    let image = format!("{}/{prefix}/app:v1", testbed().registry);
+    build_app_image(&image, "v1");
+    push_image(&image);
+    guard.image(image.clone());
+    let fleet = Fleet::new(&[("a/compose.yaml", stack("a", "[\"n*\"]", &image))]);
+    let (work, state) = fleet.node("n1");
+    let env = [("FLEET_PREFIX", prefix.as_str()), ("FLEET_NODE", "n1")];
+    let n1 = Agent::start(&work, &state, &env, &["--node", "n1"]);
+    n1.wait_for("n1 to run a", Duration::from_secs(90), || {
+        n1.converged(&["a"])
+    });
+
+    fleet.push(
+        &[(
+            "x-composeops.yaml",
+            "stacks: {a: {nodes: [n2]}}\n".to_string(),
+        )],
+        "a to n2",
+    );
+    let web = format!("{prefix}-n1-a-web-1");
+    n1.wait_for(
+        "n1 to report a as left running",
+        Duration::from_secs(30),
+        || {
+            let st = n1.status();
+            st["skipped"]["a"]["reason"] == "nodes: [n2]"
+                && st["skipped"]["a"]["placed_by"] == "fleet-file"
+                && st["skipped"]["a"]["left_running"]["containers"][0] == web.as_str()
+                && st["projects"].get("a").is_none()
+        },
+    );
+    assert!(running(&web), "left running without --prune");
+    let log = std::fs::read_to_string(&n1.log).unwrap();
+    assert!(log.contains("still running here"), "{log}");
+
+    // Placed back here: applied again (nothing to change), no longer skipped.
+    fleet.push(
+        &[("x-composeops.yaml", "stacks: {}\n".to_string())],
+        "a back",
+    );
+    n1.wait_for("a back on n1", Duration::from_secs(30), || {
+        let st = n1.status();
+        st["skipped"].as_object().is_some_and(|m| m.is_empty()) && n1.converged(&["a"])
+    });
+    assert!(running(&web));
 }

@@ -311,6 +311,28 @@ mod tests {
     }
 
     #[test]
+    fn node_and_labels_from_the_file_default_to_the_host_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = AgentConfig::from_toml("node = \"n1\"\n[labels]\nrole = \"edge\"\n").unwrap();
+        let s = AgentConfig {
+            path: Some(dir.path().to_path_buf()),
+            ..c
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(s.node.name, "n1");
+        assert_eq!(s.node.labels["role"], "edge");
+        let d = AgentConfig {
+            path: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(d.node.name, gethostname::gethostname().to_string_lossy());
+        assert!(!d.node.name.is_empty());
+    }
+
+    #[test]
     fn relative_paths_in_the_file_are_relative_to_it() {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("agent.toml");
