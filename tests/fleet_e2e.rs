@@ -347,6 +347,24 @@ fn two_nodes_run_their_share_and_a_moved_stack_follows_git() {
     // The stacks that did not move were left alone.
     assert!(running(&c("n1", "c")) && running(&c("n2", "b")));
     assert!(n1.converged(&["c"]), "{}", n1.status());
+
+    // A typo in a placement key is not an order to remove, even under --prune: c is no longer
+    // reconciled on n1, reported, and left running.
+    let typo = stack("c", "[n1]", &image).replace("  nodes:", "  node:");
+    fleet.push(&[("c/compose.yaml", typo)], "typo in c's placement");
+    n1.wait_for(
+        "n1 to report c's bad placement",
+        Duration::from_secs(30),
+        || {
+            let st = n1.status();
+            st["skipped"]["c"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("node"))
+                && st["projects"].get("c").is_none()
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(running(&c("n1", "c")), "left running");
 }
 
 /// Without `--prune`, a stack moved to another node is left running here and reported: in the

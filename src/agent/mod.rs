@@ -484,6 +484,12 @@ impl<R: Reconciler> Workers<R> {
         let mut stopped = self.stop_workers_not_in(&here, &placed);
         for p in newly_skipped {
             let handle = stopped.remove(&p.src.id);
+            if let Some(e) = &p.error {
+                // A typo in `x-composeops` must not take a stack down across the fleet.
+                tracing::error!(project = %p.src.id, error = %e, "stack placement unreadable: \
+                    not run here, and what it left on this engine is left as it is");
+                continue;
+            }
             let Some(project) = p.project.clone() else {
                 tracing::warn!(project = %p.src.id, "placed on other nodes but cannot be loaded: \
                     what it left on this engine is not looked for");
