@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::schedule::Schedule;
+use crate::fleet::Node;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
@@ -91,6 +92,13 @@ pub struct AgentConfig {
     /// share an image, woken together, then cost one lookup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_ttl: Option<String>,
+    /// This host's name for placement: stacks whose `x-composeops.nodes` globs match it (or
+    /// match one of `labels`) are applied here, the others skipped (default: the host name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Labels of this node, matched by `KEY=GLOB` node patterns (`role = "edge"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl AgentConfig {
@@ -135,7 +143,9 @@ impl AgentConfig {
             wait_timeout,
             http_max_connections,
             http_idle_timeout,
-            registry_ttl
+            registry_ttl,
+            node,
+            labels
         );
         self
     }
@@ -221,7 +231,20 @@ impl AgentConfig {
             )?
             .unwrap(),
             registry_ttl: dur("registry-ttl", &self.registry_ttl, Some(Duration::ZERO))?.unwrap(),
+            node: self.node(),
         })
+    }
+}
+
+impl AgentConfig {
+    /// The node placement matches: `node` (else the host name) with `labels`.
+    fn node(&self) -> Node {
+        let mut n = Node::this_host();
+        if let Some(name) = self.node.as_ref().filter(|s| !s.is_empty()) {
+            n.name = name.clone();
+        }
+        n.labels = self.labels.clone().unwrap_or_default();
+        n
     }
 }
 
@@ -257,6 +280,8 @@ pub struct Settings {
     pub http_max_connections: usize,
     pub http_idle_timeout: Duration,
     pub registry_ttl: Duration,
+    /// This host, for stack placement.
+    pub node: Node,
 }
 
 /// The JSON Schema of the config file, as checked in under `schemas/agent-config.schema.json`.
@@ -283,6 +308,28 @@ mod tests {
         assert_eq!(c.log_format, Some(LogFormat::Json));
         let e = AgentConfig::from_toml("git_poll = \"1m\"\n").unwrap_err();
         assert!(format!("{e:#}").contains("git_poll"), "{e:#}");
+    }
+
+    #[test]
+    fn node_and_labels_from_the_file_default_to_the_host_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = AgentConfig::from_toml("node = \"n1\"\n[labels]\nrole = \"edge\"\n").unwrap();
+        let s = AgentConfig {
+            path: Some(dir.path().to_path_buf()),
+            ..c
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(s.node.name, "n1");
+        assert_eq!(s.node.labels["role"], "edge");
+        let d = AgentConfig {
+            path: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(d.node.name, gethostname::gethostname().to_string_lossy());
+        assert!(!d.node.name.is_empty());
     }
 
     #[test]

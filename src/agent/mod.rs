@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod events;
+pub mod fleet;
 pub mod git;
 pub mod http;
 pub mod metrics;
@@ -66,7 +67,15 @@ struct StatusInner {
     git: Option<git::Pull>,
     last_git_pull: Option<String>,
     last_image_check: Option<String>,
+    /// This host, as stack placement matches it.
+    node: crate::fleet::Node,
     projects: BTreeMap<String, ProjectStatus>,
+    /// Stacks under PATH placed on other nodes, and why.
+    skipped: BTreeMap<String, fleet::Skipped>,
+    /// Why placement could not be decided (`x-composeops.yaml` unreadable): workers kept as
+    /// they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    placement_error: Option<String>,
 }
 
 fn unix_secs() -> u64 {
@@ -84,6 +93,7 @@ impl Shared {
         let status = StatusInner {
             started: worker::now_rfc3339(),
             path: settings.path.display().to_string(),
+            node: settings.node.clone(),
             ..Default::default()
         };
         Shared {
@@ -106,6 +116,17 @@ impl Shared {
                 ..Default::default()
             });
         f(entry);
+    }
+
+    fn lock_status(&self) -> std::sync::MutexGuard<'_, StatusInner> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn update_skipped(&self, id: &str, f: impl FnOnce(&mut fleet::Skipped)) {
+        let mut st = self.lock_status();
+        if let Some(s) = st.skipped.get_mut(id) {
+            f(s);
+        }
     }
 
     fn forget(&self, id: &str) {
@@ -260,6 +281,7 @@ pub async fn run<R: Reconciler>(settings: Settings, reconciler: Arc<R>) -> Resul
 
     let mut workers = Workers {
         by_id: BTreeMap::new(),
+        retiring: Vec::new(),
         reconciler,
         shared: shared.clone(),
         shutdown: shutdown_rx,
@@ -305,7 +327,8 @@ pub async fn run<R: Reconciler>(settings: Settings, reconciler: Arc<R>) -> Resul
             Some(msg) = control_rx.recv() => match msg {
                 Control::Files(paths) => {
                     let (hit, rescan) = route_files(&settings.path, &workers.by_id, &mut inputs, &paths).await;
-                    if rescan {
+                    // A woken project may have changed its own placement (`x-composeops`).
+                    if rescan || !hit.is_empty() {
                         workers.rescan(&Wake::because("file"));
                         inputs.retain(|id| workers.by_id.contains_key(id));
                     }
@@ -417,49 +440,123 @@ async fn start_git(
 /// One worker per project found under PATH.
 struct Workers<R: Reconciler> {
     by_id: BTreeMap<String, Worker>,
+    /// Stacks placed on other nodes, being looked for (and removed) on this engine.
+    retiring: Vec<JoinHandle<()>>,
     reconciler: Arc<R>,
     shared: Arc<Shared>,
     shutdown: tokio_watch::Receiver<bool>,
 }
 
 impl<R: Reconciler> Workers<R> {
-    /// Rescans PATH: a worker per new project (woken with `wake`); a project whose directory
-    /// or compose file is gone loses its worker. Its containers are left as they are:
-    /// removing a directory from the repo is not taken as an order to delete a running stack.
+    /// Rescans PATH and places its stacks on this node (see [`fleet`]): a worker per stack
+    /// placed here (new ones woken with `wake`). A stack whose directory or compose file is gone
+    /// loses its worker and its containers are left as they are: removing a directory from the
+    /// repo is not taken as an order to delete a running stack. A stack placed on other nodes
+    /// loses its worker too, and is retired (removed under `--prune`, else reported).
     fn rescan(&mut self, wake: &Wake) {
-        let found = discover(&self.shared.settings.path);
+        self.retiring.retain(|h| !h.is_finished());
+        let settings = &self.shared.settings;
+        let placed = match fleet::place(&settings.path, &settings.node) {
+            Ok(p) => p,
+            Err(e) => {
+                let e = format!("{e:#}");
+                tracing::error!(error = %e, "cannot place stacks: workers kept as they are");
+                self.shared.lock_status().placement_error = Some(e);
+                return;
+            }
+        };
+        let newly_skipped: Vec<fleet::Placed> = {
+            let mut st = self.shared.lock_status();
+            st.placement_error = None;
+            let fresh = placed
+                .iter()
+                .filter(|p| !p.decision.runs_here && !st.skipped.contains_key(&p.src.id))
+                .cloned()
+                .collect();
+            st.skipped = fleet::merge_skipped(&st.skipped, &placed);
+            fresh
+        };
+        let here: Vec<ProjectSource> = placed
+            .iter()
+            .filter(|p| p.decision.runs_here)
+            .map(|p| p.src.clone())
+            .collect();
+        let mut stopped = self.stop_workers_not_in(&here, &placed);
+        for p in newly_skipped {
+            let handle = stopped.remove(&p.src.id);
+            if let Some(e) = &p.error {
+                // A typo in `x-composeops` must not take a stack down across the fleet.
+                tracing::error!(project = %p.src.id, error = %e, "stack placement unreadable: \
+                    not run here, and what it left on this engine is left as it is");
+                continue;
+            }
+            let Some(project) = p.project.clone() else {
+                tracing::warn!(project = %p.src.id, "placed on other nodes but cannot be loaded: \
+                    what it left on this engine is not looked for");
+                continue;
+            };
+            tracing::info!(project = %p.src.id, reason = %p.decision.reason(), "stack skipped on this node");
+            self.retiring.push(fleet::retire(
+                self.reconciler.clone(),
+                self.shared.clone(),
+                p.src.id.clone(),
+                project,
+                handle,
+            ));
+        }
+        for src in here {
+            self.start_worker(src, wake);
+        }
+    }
+
+    /// Ends the workers of stacks no longer run here; returns their handles by id.
+    fn stop_workers_not_in(
+        &mut self,
+        here: &[ProjectSource],
+        placed: &[fleet::Placed],
+    ) -> BTreeMap<String, JoinHandle<()>> {
         let gone: Vec<String> = self
             .by_id
             .keys()
-            .filter(|id| !found.iter().any(|p| &p.id == *id))
+            .filter(|id| !here.iter().any(|p| &p.id == *id))
             .cloned()
             .collect();
+        let mut stopped = BTreeMap::new();
         for id in gone {
-            if let Some(w) = self.by_id.remove(&id) {
+            let Some(w) = self.by_id.remove(&id) else {
+                continue;
+            };
+            if placed.iter().any(|p| p.src.id == id) {
+                tracing::info!(project = %id, "stack placed on other nodes: no longer reconciled here");
+            } else {
                 tracing::warn!(project = %id, dir = %w.src.dir.display(),
                     "project no longer in PATH: no longer reconciled; its containers are left running \
                      (remove them with `docker compose -p NAME down` if that was the intent)");
-                self.shared.forget(&id);
-                // Dropping the sender ends the worker after its current run.
             }
+            self.shared.forget(&id);
+            // Dropping the sender ends the worker after its current run.
+            drop(w.tx);
+            stopped.insert(id, w.handle);
         }
-        for src in found {
-            if self.by_id.contains_key(&src.id) {
-                continue;
-            }
-            tracing::info!(project = %src.id, dir = %src.dir.display(), "watching project");
-            let (tx, rx) = mpsc::unbounded_channel();
-            let _ = tx.send(wake.clone());
-            let handle = tokio::spawn(worker::run_worker(
-                src.clone(),
-                self.reconciler.clone(),
-                self.shared.clone(),
-                rx,
-                self.shutdown.clone(),
-            ));
-            self.by_id
-                .insert(src.id.clone(), Worker { src, tx, handle });
+        stopped
+    }
+
+    fn start_worker(&mut self, src: ProjectSource, wake: &Wake) {
+        if self.by_id.contains_key(&src.id) {
+            return;
         }
+        tracing::info!(project = %src.id, dir = %src.dir.display(), "watching project");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(wake.clone());
+        let handle = tokio::spawn(worker::run_worker(
+            src.clone(),
+            self.reconciler.clone(),
+            self.shared.clone(),
+            rx,
+            self.shutdown.clone(),
+        ));
+        self.by_id
+            .insert(src.id.clone(), Worker { src, tx, handle });
     }
 
     fn wake(&self, id: &str, wake: Wake) {
@@ -479,11 +576,14 @@ impl<R: Reconciler> Workers<R> {
         self.wake_all(wake);
     }
 
-    /// Waits for every worker to finish its current run.
+    /// Waits for every worker to finish its current run, and for retirements under way.
     async fn join(self) {
         for (_, w) in self.by_id {
             drop(w.tx);
             let _ = w.handle.await;
+        }
+        for h in self.retiring {
+            let _ = h.await;
         }
     }
 }

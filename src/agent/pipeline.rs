@@ -21,6 +21,7 @@ use super::reconciler::{
 };
 use crate::apply::{ApplyOptions, Outcome};
 use crate::converge::{self, DigestCache, DigestUse, ImageSource, PlanRequest, Planned};
+use crate::down::{self, Residue};
 use crate::engine::Engine;
 use crate::journal::ProjectLock;
 use crate::plan::ServiceAction;
@@ -148,6 +149,19 @@ impl Reconciler for Pipeline {
             };
             let report = converge::apply(engine, &self.opts.state_dir, planned, apply_opts).await?;
             Ok(converged(planned, report))
+        }
+        .boxed()
+    }
+
+    fn retire<'a>(&'a self, name: &'a str, remove: bool) -> BoxFuture<'a, Result<Residue>> {
+        async move {
+            let engine = converge::connect(self.opts.host.as_deref()).await?;
+            Ok(if remove {
+                let lock = self.opts.lock_timeout;
+                down::remove_project(&engine, &self.opts.state_dir, name, lock).await?
+            } else {
+                down::residue(&engine, name).await?
+            })
         }
         .boxed()
     }

@@ -147,6 +147,18 @@ pub trait Reconciler: Send + Sync + 'static {
         prepared: Self::Prepared,
         opts: &'a RunOptions,
     ) -> BoxFuture<'a, Result<Converged>>;
+
+    /// A stack placed on another node: what of project `name` is still on this engine, removed
+    /// first (containers and networks, never volumes) when `remove`. The default finds nothing,
+    /// for reconcilers without an engine.
+    fn retire<'a>(
+        &'a self,
+        name: &'a str,
+        remove: bool,
+    ) -> BoxFuture<'a, Result<crate::down::Residue>> {
+        let _ = (name, remove);
+        Box::pin(async { Ok(crate::down::Residue::default()) })
+    }
 }
 
 /// sha256 hex of the parts, each length-prefixed so boundaries cannot shift.

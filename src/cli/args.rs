@@ -135,6 +135,13 @@ pub struct PlanArgs {
     /// Exit 0 when there is nothing to change, 2 when there is, 1 on error.
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Preview a node's share of a fleet repo instead: list each stack under PATH as "runs
+    /// here" or "skipped (nodes: ...)" for this node name (no engine needed).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// A label of that node, matched by `KEY=GLOB` node patterns (repeatable; with --node).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label, requires = "node")]
+    pub labels: Vec<(String, String)>,
 }
 
 #[derive(Args, Debug)]
@@ -269,9 +276,23 @@ pub struct AgentArgs {
     /// On an image check, reuse a digest looked up less than this long ago (default 0s).
     #[arg(long, value_name = "DURATION")]
     pub registry_ttl: Option<String>,
+    /// This node's name for stack placement (`x-composeops.nodes`; default: the host name).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// A label of this node, matched by `KEY=GLOB` node patterns (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
     /// Print the JSON Schema of the config file and exit.
     #[arg(long)]
     pub print_config_schema: bool,
+}
+
+/// `KEY=VALUE` of `--label`.
+pub(crate) fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("--label {s:?}: expected KEY=VALUE, e.g. role=edge")),
+    }
 }
 
 impl AgentArgs {
@@ -293,6 +314,8 @@ impl AgentArgs {
             http_max_connections: self.http_max_connections,
             http_idle_timeout: self.http_idle_timeout.clone(),
             registry_ttl: self.registry_ttl.clone(),
+            node: self.node.clone(),
+            labels: (!self.labels.is_empty()).then(|| self.labels.iter().cloned().collect()),
         }
     }
 }

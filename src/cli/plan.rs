@@ -2,9 +2,12 @@
 
 use std::io::{IsTerminal, Write};
 
+use std::path::PathBuf;
+
 use anyhow::Result;
 
 use composeops::converge::{self, ImageSource, PlanRequest};
+use composeops::fleet::Node;
 use composeops::plan::render_text;
 use composeops::pull::PullMode;
 
@@ -30,6 +33,9 @@ pub(crate) fn request(a: &EngineArgs, pull: PullMode, lock_held: bool) -> PlanRe
 }
 
 pub(crate) fn run(global: &Global, a: &PlanArgs) -> Result<i32> {
+    if let Some(name) = &a.node {
+        return fleet_share(a, name);
+    }
     // Load first: bad input is an error before the engine is even contacted.
     let project = common::load(global, a.common.path.as_ref())?;
     let dir = common::state_dir(a.common.state_dir.as_ref());
@@ -52,4 +58,48 @@ pub(crate) fn run(global: &Global, a: &PlanArgs) -> Result<i32> {
     } else {
         0
     })
+}
+
+/// `plan --node NAME PATH`: which stacks under PATH that node runs, as its agent would decide
+/// (the same placement code), without an engine: a preview from a laptop.
+fn fleet_share(a: &PlanArgs, name: &str) -> Result<i32> {
+    let root = a.common.path.clone().unwrap_or_else(|| PathBuf::from("."));
+    let node = Node {
+        name: name.to_string(),
+        labels: a.labels.iter().cloned().collect(),
+    };
+    let placed = composeops::agent::fleet::place(&root, &node)?;
+    let mut out = std::io::stdout().lock();
+    if a.common.json {
+        let rows: Vec<_> = placed
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "stack": p.src.id,
+                    "runs_here": p.decision.runs_here,
+                    "nodes": p.decision.nodes,
+                    "placed_by": p.decision.placed_by,
+                    "error": p.error,
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        return Ok(0);
+    }
+    writeln!(out, "Node {name}:")?;
+    let width = placed.iter().map(|p| p.src.id.len()).max().unwrap_or(0);
+    for p in &placed {
+        let what = if p.decision.runs_here {
+            "runs here".to_string()
+        } else {
+            format!("skipped ({})", p.decision.reason())
+        };
+        let err = p
+            .error
+            .as_deref()
+            .map(|e| format!("  [{e}]"))
+            .unwrap_or_default();
+        writeln!(out, "  {:<width$}  {what}{err}", p.src.id)?;
+    }
+    Ok(0)
 }
