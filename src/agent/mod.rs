@@ -13,6 +13,7 @@ pub mod events;
 pub mod git;
 pub mod http;
 pub mod metrics;
+pub mod notify;
 pub mod pipeline;
 pub mod reconciler;
 pub mod schedule;
