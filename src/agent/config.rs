@@ -10,8 +10,8 @@ use anyhow::{bail, Context, Result};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::schedule::Schedule;
 use super::notify::NotifyTarget;
+use super::schedule::Schedule;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
@@ -324,6 +324,41 @@ mod tests {
         let c = file.overlay(flags);
         assert_eq!(c.git_pull.as_deref(), Some("5s"));
         assert_eq!(c.prune, Some(true));
+    }
+
+    #[test]
+    fn notify_urls_and_the_notify_url_alias_resolve_and_errors_hide_secrets() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().display();
+        let c = AgentConfig::from_toml(&format!(
+            "path = \"{path}\"\nnotify = [\"discord://tok@1\", \"ntfy://ntfy.sh/t\"]\n\
+             notify-url = \"http://127.0.0.1:1/hook\"\n"
+        ))
+        .unwrap();
+        let shown: Vec<String> = c
+            .resolve()
+            .unwrap()
+            .notify
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "discord://***@1",
+                "ntfy://ntfy.sh/***",
+                "http://127.0.0.1:1/***"
+            ]
+        );
+        let bad = AgentConfig {
+            notify: Some(vec!["gotify://g.example".into(), "discord://s3cret".into()]),
+            ..c
+        };
+        let e = format!("{:#}", bad.resolve().unwrap_err());
+        assert!(
+            e.contains("notify URL gotify://g.example") && e.contains("no token"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -9,8 +9,8 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use super::events::Event;
-use super::notify;
 use super::metrics::Metrics;
+use super::notify;
 use super::reconciler::{
     Converged, DesiredState, ErrorKind, ProjectSource, ReconcileError, Reconciler, RunOptions,
     ServiceOutcome, ServiceResult,

@@ -33,7 +33,12 @@ fn client(timeout: Duration) -> Result<&'static reqwest::Client> {
 }
 
 /// Sends one message; `Err` says why (the caller retries).
-pub(crate) async fn deliver(kind: &Kind, event: &Event, text: &Text, timeout: Duration) -> Result<()> {
+pub(crate) async fn deliver(
+    kind: &Kind,
+    event: &Event,
+    text: &Text,
+    timeout: Duration,
+) -> Result<()> {
     let c = client(timeout)?;
     let message = format!("{}\n\n{}", text.title, text.body);
     let req = match kind {
@@ -43,13 +48,24 @@ pub(crate) async fn deliver(kind: &Kind, event: &Event, text: &Text, timeout: Du
             v["message"] = json!(text.body);
             c.post(url.clone()).json(&v)
         }
-        Kind::Slack(url) => c.post(url.clone()).json(&json!({ "text": clip(&message, 39_000) })),
-        Kind::Discord(url) => c.post(url.clone()).json(&json!({ "content": clip(&message, 2000) })),
+        Kind::Slack(url) => c
+            .post(url.clone())
+            .json(&json!({ "text": clip(&message, 39_000) })),
+        Kind::Discord(url) => c
+            .post(url.clone())
+            .json(&json!({ "content": clip(&message, 2000) })),
         Kind::Ntfy { url, auth } => {
             let mut r = c
                 .post(url.clone())
                 .header("Title", ascii(&text.title))
-                .header("Tags", if event.event == "rollback" { "warning" } else { "white_check_mark" })
+                .header(
+                    "Tags",
+                    if event.event == "rollback" {
+                        "warning"
+                    } else {
+                        "white_check_mark"
+                    },
+                )
                 .body(clip(&text.body, 4096));
             if let Some((u, p)) = auth {
                 r = r.basic_auth(u, Some(p));
@@ -76,7 +92,15 @@ pub(crate) async fn deliver(kind: &Kind, event: &Event, text: &Text, timeout: Du
 
 /// Header values must be visible ASCII; a non-ASCII title is transliterated to '?'.
 fn ascii(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii() && !c.is_ascii_control() { c } else { '?' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii() && !c.is_ascii_control() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
 }
 
 async fn check(req: reqwest::RequestBuilder) -> Result<()> {
@@ -121,14 +145,18 @@ async fn mail(s: &Smtp, text: &Text, timeout: Duration) -> Result<()> {
     }
     let from: Mailbox = Mailbox::new(
         s.from_name.clone(),
-        s.from.parse().with_context(|| format!("from={} is not an e-mail address", s.from))?,
+        s.from
+            .parse()
+            .with_context(|| format!("from={} is not an e-mail address", s.from))?,
     );
     let mut m = lettre::Message::builder()
         .from(from)
         .subject(s.subject.clone().unwrap_or_else(|| text.title.clone()))
         .header(ContentType::TEXT_PLAIN);
     for to in &s.to {
-        m = m.to(to.parse().with_context(|| format!("to={to} is not an e-mail address"))?);
+        m = m.to(to
+            .parse()
+            .with_context(|| format!("to={to} is not an e-mail address"))?);
     }
     let m = m.body(text.body.clone())?;
     builder.build().send(m).await.context("SMTP")?;

@@ -53,9 +53,12 @@ async fn send_one(t: &NotifyTarget, event: &Event, text: &text::Text, p: Policy)
     let mut delay = p.first_delay;
     for n in 1..=p.tries {
         // The SMTP session has its own timeout; this bounds everything else too.
-        let r = tokio::time::timeout(p.timeout * 2, deliver::deliver(&t.kind, event, text, p.timeout))
-            .await
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out after {:?}", p.timeout * 2)));
+        let r = tokio::time::timeout(
+            p.timeout * 2,
+            deliver::deliver(&t.kind, event, text, p.timeout),
+        )
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out after {:?}", p.timeout * 2)));
         match r {
             Ok(()) => {
                 tracing::info!(target_url = %t, event = event.event, project = %event.project, "notification sent");
@@ -82,3 +85,6 @@ fn hostname() -> String {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".into())
 }
+
+#[cfg(test)]
+mod tests;

@@ -29,9 +29,15 @@ pub(crate) enum Kind {
         auth: Option<(String, String)>,
     },
     /// POST `{"title", "message", "priority"}` to `…/message` with the application token.
-    Gotify { url: Url, token: String },
+    Gotify {
+        url: Url,
+        token: String,
+    },
     /// `sendMessage` to each chat.
-    Telegram { url: Url, chats: Vec<String> },
+    Telegram {
+        url: Url,
+        chats: Vec<String>,
+    },
     Smtp(Smtp),
 }
 
@@ -71,7 +77,8 @@ impl fmt::Display for NotifyTarget {
     }
 }
 
-const FORMS: &str = "generic+https://HOST/PATH, https://HOST/PATH, slack://TOKEN-A/TOKEN-B/TOKEN-C, \
+const FORMS: &str =
+    "generic+https://HOST/PATH, https://HOST/PATH, slack://TOKEN-A/TOKEN-B/TOKEN-C, \
      discord://TOKEN@WEBHOOK-ID, ntfy://[USER:PASS@]HOST/TOPIC, gotify://HOST/TOKEN, \
      telegram://BOT-TOKEN@telegram?chats=@CHANNEL, smtp://[USER:PASS@]HOST:PORT/?from=ADDR&to=ADDR";
 
@@ -99,7 +106,11 @@ fn parse_kind(raw: &str) -> Result<Kind> {
         "http" | "https" => generic(u, &scheme),
         "generic+http" | "generic+https" => generic(u, &scheme["generic+".len()..]),
         "generic" => {
-            let s = if flag(&u, "disabletls") { "http" } else { "https" };
+            let s = if flag(&u, "disabletls") {
+                "http"
+            } else {
+                "https"
+            };
             generic(u, s)
         }
         "slack" => slack(&u),
@@ -145,7 +156,10 @@ fn percent_decode(s: &str) -> String {
 }
 
 fn generic(u: Url, scheme: &str) -> Result<Kind> {
-    let host = u.host_str().filter(|h| !h.is_empty()).ok_or_else(|| anyhow!("no host"))?;
+    let host = u
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| anyhow!("no host"))?;
     let mut s = format!("{scheme}://");
     if !u.username().is_empty() {
         s.push_str(u.username());
@@ -187,7 +201,12 @@ fn slack(u: &Url) -> Result<Kind> {
     } else {
         let host = u.host_str().unwrap_or("");
         std::iter::once(host.to_string())
-            .chain(u.path().split('/').filter(|s| !s.is_empty()).map(percent_decode))
+            .chain(
+                u.path()
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(percent_decode),
+            )
             .collect()
     };
     if tokens.len() != 3 || tokens.iter().any(|t| t.is_empty()) {
@@ -208,7 +227,9 @@ fn discord(u: &Url) -> Result<Kind> {
         bail!("expected discord://TOKEN@WEBHOOK-ID (from the webhook URL .../webhooks/ID/TOKEN)");
     }
     let base = api_base(u, "discord.com")?;
-    Ok(Kind::Discord(base.join(&format!("api/webhooks/{id}/{token}"))?))
+    Ok(Kind::Discord(
+        base.join(&format!("api/webhooks/{id}/{token}"))?,
+    ))
 }
 
 /// `ntfy://[USER:PASS@]HOST[:PORT]/TOPIC[?scheme=http]`.
@@ -218,19 +239,33 @@ fn ntfy(u: &Url) -> Result<Kind> {
         bail!("no topic: expected ntfy://HOST/TOPIC (e.g. ntfy://ntfy.sh/my-topic)");
     }
     let host = u.host_str().filter(|h| !h.is_empty()).unwrap_or("ntfy.sh");
-    let scheme = if flag(u, "disabletls") { "http".into() } else { query(u, "scheme").unwrap_or("https".into()) };
+    let scheme = if flag(u, "disabletls") {
+        "http".into()
+    } else {
+        query(u, "scheme").unwrap_or("https".into())
+    };
     let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
     let url = Url::parse(&format!("{scheme}://{host}{port}/{topic}"))?;
-    let auth = (!u.username().is_empty())
-        .then(|| (percent_decode(u.username()), percent_decode(u.password().unwrap_or(""))));
+    let auth = (!u.username().is_empty()).then(|| {
+        (
+            percent_decode(u.username()),
+            percent_decode(u.password().unwrap_or("")),
+        )
+    });
     Ok(Kind::Ntfy { url, auth })
 }
 
 /// `gotify://HOST[:PORT][/PATH]/TOKEN[?disabletls=yes]`.
 fn gotify(u: &Url) -> Result<Kind> {
-    let host = u.host_str().filter(|h| !h.is_empty()).ok_or_else(|| anyhow!("no host: expected gotify://HOST/TOKEN"))?;
+    let host = u
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| anyhow!("no host: expected gotify://HOST/TOKEN"))?;
     let mut segs: Vec<&str> = u.path().split('/').filter(|s| !s.is_empty()).collect();
-    let token = segs.pop().map(percent_decode).ok_or_else(|| anyhow!("no token: expected gotify://HOST/TOKEN"))?;
+    let token = segs
+        .pop()
+        .map(percent_decode)
+        .ok_or_else(|| anyhow!("no token: expected gotify://HOST/TOKEN"))?;
     let http = flag(u, "disabletls") || query(u, "scheme").as_deref() == Some("http");
     let scheme = if http { "http" } else { "https" };
     let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
@@ -241,7 +276,10 @@ fn gotify(u: &Url) -> Result<Kind> {
 
 /// `telegram://BOT-ID:BOT-SECRET@telegram?chats=@channel,12345` (`channels=` in older shoutrrr).
 fn telegram(u: &Url) -> Result<Kind> {
-    let (id, secret) = (percent_decode(u.username()), percent_decode(u.password().unwrap_or("")));
+    let (id, secret) = (
+        percent_decode(u.username()),
+        percent_decode(u.password().unwrap_or("")),
+    );
     if id.is_empty() || secret.is_empty() {
         bail!("expected telegram://BOT-TOKEN@telegram?chats=@CHANNEL (the token has the form 123456:ABC…)");
     }
@@ -257,14 +295,18 @@ fn telegram(u: &Url) -> Result<Kind> {
         bail!("no chats: add ?chats=@channel or ?chats=CHAT-ID");
     }
     let base = api_base(u, "api.telegram.org")?;
-    let url = base.join(&format!("bot{id}:{secret}/sendMessage"))?;
+    // Not `join`: `bot123:ABC` would read as a URL scheme.
+    let url = Url::parse(&format!("{base}bot{id}:{secret}/sendMessage"))?;
     Ok(Kind::Telegram { url, chats })
 }
 
 /// `smtp://[USER:PASS@]HOST[:PORT]/?from=ADDR&to=ADDR[,ADDR][&subject=][&fromname=]
 /// [&encryption=auto|none|explicittls|implicittls][&usestarttls=no]`.
 fn smtp(u: &Url) -> Result<Kind> {
-    let host = u.host_str().filter(|h| !h.is_empty()).ok_or_else(|| anyhow!("no host: expected smtp://HOST:PORT/?from=ADDR&to=ADDR"))?;
+    let host = u
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| anyhow!("no host: expected smtp://HOST:PORT/?from=ADDR&to=ADDR"))?;
     let port = u.port().unwrap_or(25);
     let from = query(u, "from").ok_or_else(|| anyhow!("no from=: add ?from=ADDRESS"))?;
     let to: Vec<String> = query(u, "to")
@@ -277,15 +319,23 @@ fn smtp(u: &Url) -> Result<Kind> {
     if to.is_empty() {
         bail!("no to=: add &to=ADDRESS[,ADDRESS]");
     }
-    let credentials = (!u.username().is_empty())
-        .then(|| (percent_decode(u.username()), percent_decode(u.password().unwrap_or(""))));
-    let enc = query(u, "encryption").unwrap_or_else(|| "auto".into()).to_ascii_lowercase();
+    let credentials = (!u.username().is_empty()).then(|| {
+        (
+            percent_decode(u.username()),
+            percent_decode(u.password().unwrap_or("")),
+        )
+    });
+    let enc = query(u, "encryption")
+        .unwrap_or_else(|| "auto".into())
+        .to_ascii_lowercase();
     let tls = match enc.as_str() {
         "none" => SmtpTls::None,
         "explicittls" => SmtpTls::StartTls,
         "implicittls" => SmtpTls::Implicit,
         "auto" if port == 465 => SmtpTls::Implicit,
-        "auto" if query(u, "usestarttls").is_some_and(|v| v.eq_ignore_ascii_case("no")) => SmtpTls::None,
+        "auto" if query(u, "usestarttls").is_some_and(|v| v.eq_ignore_ascii_case("no")) => {
+            SmtpTls::None
+        }
         // Credentials are never sent in clear unless asked for with encryption=none.
         "auto" if credentials.is_some() => SmtpTls::StartTls,
         "auto" => SmtpTls::Opportunistic,
@@ -305,8 +355,19 @@ fn smtp(u: &Url) -> Result<Kind> {
 
 /// Query parameters whose values are not secret and help to tell targets apart in logs.
 const SHOWN_PARAMS: &[&str] = &[
-    "chats", "channels", "to", "from", "fromname", "subject", "host", "scheme", "disabletls",
-    "encryption", "usestarttls", "priority", "title",
+    "chats",
+    "channels",
+    "to",
+    "from",
+    "fromname",
+    "subject",
+    "host",
+    "scheme",
+    "disabletls",
+    "encryption",
+    "usestarttls",
+    "priority",
+    "title",
 ];
 
 /// `raw` with passwords, tokens in the user part or path, and unknown query values replaced
@@ -316,9 +377,15 @@ pub(crate) fn redact(raw: &str) -> String {
     let Some((scheme, rest)) = raw.split_once("://") else {
         return "(not a URL)".into();
     };
-    let (before_q, q) = rest.split_once('?').map_or((rest, None), |(a, b)| (a, Some(b)));
-    let (authority, path) = before_q.split_once('/').map_or((before_q, ""), |(a, b)| (a, b));
-    let (userinfo, host) = authority.rsplit_once('@').map_or((None, authority), |(u, h)| (Some(u), h));
+    let (before_q, q) = rest
+        .split_once('?')
+        .map_or((rest, None), |(a, b)| (a, Some(b)));
+    let (authority, path) = before_q
+        .split_once('/')
+        .map_or((before_q, ""), |(a, b)| (a, b));
+    let (userinfo, host) = authority
+        .rsplit_once('@')
+        .map_or((None, authority), |(u, h)| (Some(u), h));
     let mut s = format!("{scheme}://");
     if let Some(ui) = userinfo {
         match ui.split_once(':') {
@@ -330,14 +397,19 @@ pub(crate) fn redact(raw: &str) -> String {
     s.push_str(host);
     // Slack, Gotify and many webhooks carry their tokens in the path; an ntfy topic is as
     // good as a password.
+    if before_q.contains('/') {
+        s.push('/');
+    }
     if !path.is_empty() {
-        s.push_str("/***");
+        s.push_str("***");
     }
     if let Some(q) = q {
         let shown: Vec<String> = q
             .split('&')
             .map(|kv| match kv.split_once('=') {
-                Some((k, v)) if SHOWN_PARAMS.iter().any(|p| p.eq_ignore_ascii_case(k)) => format!("{k}={v}"),
+                Some((k, v)) if SHOWN_PARAMS.iter().any(|p| p.eq_ignore_ascii_case(k)) => {
+                    format!("{k}={v}")
+                }
                 Some((k, _)) => format!("{k}=***"),
                 None => kv.to_string(),
             })

@@ -55,17 +55,32 @@ fn reasons<'a>(plan: &'a [String], service: &str) -> &'a str {
 
 /// Renders an (already masked) event.
 pub(crate) fn render(e: &Event, host: &str) -> Text {
-    let rev = e.revision.as_deref().map(short_rev).unwrap_or("(no git revision)");
-    let what = if e.event == "rollback" { "rolled back" } else { "applied" };
+    let rev = e
+        .revision
+        .as_deref()
+        .map(short_rev)
+        .unwrap_or("(no git revision)");
+    let what = if e.event == "rollback" {
+        "rolled back"
+    } else {
+        "applied"
+    };
     let title = format!("composeops: {} {what} at {rev} on {host}", e.project);
     let mut body = format!("Project {} on {host}, revision {rev}: {what}.\n", e.project);
-    for s in e.services.iter().filter(|s| s.result != ServiceResult::Unchanged) {
-        body.push_str(&format!("\n• {}: {}", s.service, outcome(s)));
+    for s in e
+        .services
+        .iter()
+        .filter(|s| s.result != ServiceResult::Unchanged)
+    {
+        body.push_str(&format!("\n- {}: {}", s.service, outcome(s)));
         if !s.detail.is_empty() && s.detail != outcome(s) && s.detail != "applied" {
             body.push_str(&format!(" ({})", s.detail));
         }
         body.push('\n');
-        for r in reasons(&e.plan, &s.service).split("; ").filter(|r| !r.is_empty()) {
+        for r in reasons(&e.plan, &s.service)
+            .split("; ")
+            .filter(|r| !r.is_empty())
+        {
             body.push_str(&format!("  {r}\n"));
         }
         if !s.logs.is_empty() {
@@ -76,7 +91,11 @@ pub(crate) fn render(e: &Event, host: &str) -> Text {
             }
         }
     }
-    let unchanged = e.services.iter().filter(|s| s.result == ServiceResult::Unchanged).count();
+    let unchanged = e
+        .services
+        .iter()
+        .filter(|s| s.result == ServiceResult::Unchanged)
+        .count();
     if unchanged > 0 {
         body.push_str(&format!("\n{unchanged} other service(s) unchanged.\n"));
     }
@@ -114,7 +133,7 @@ mod tests {
     fn masks_secret_values() {
         assert_eq!(
             mask_secrets("DB_PASSWORD=hunter2 A=1 api_key: abc, token=\"x y\" KEYBOARD=ok"),
-            "DB_PASSWORD=*** A=1 api_key: ***, token=\"***\" KEYBOARD=***"
+            "DB_PASSWORD=*** A=1 api_key: ***, token=*** KEYBOARD=***"
         );
         assert_eq!(mask_secrets("changed: environment"), "changed: environment");
     }
@@ -134,12 +153,36 @@ mod tests {
             time: "2026-01-01T00:00:00Z".into(),
         };
         let t = render(&e, "host1");
-        assert_eq!(t.title, "composeops: shop rolled back at 0123456789ab on host1");
-        assert!(t.body.contains("• web: ROLLED BACK (not healthy after 8s)"), "{}", t.body);
-        assert!(t.body.contains("  image r/app:2: digest sha256:aaa -> sha256:bbb\n"), "{}", t.body);
-        assert!(t.body.contains("last 20 log lines:\n    line 6\n"), "{}", t.body);
-        assert!(!t.body.contains("line 5\n") && t.body.contains("line 25\n"), "{}", t.body);
-        assert!(t.body.contains("1 other service(s) unchanged"), "{}", t.body);
+        assert_eq!(
+            t.title,
+            "composeops: shop rolled back at 0123456789ab on host1"
+        );
+        assert!(
+            t.body.contains("- web: ROLLED BACK (not healthy after 8s)"),
+            "{}",
+            t.body
+        );
+        assert!(
+            t.body
+                .contains("  image r/app:2: digest sha256:aaa -> sha256:bbb\n"),
+            "{}",
+            t.body
+        );
+        assert!(
+            t.body.contains("last 20 log lines:\n    line 6\n"),
+            "{}",
+            t.body
+        );
+        assert!(
+            !t.body.contains("line 5\n") && t.body.contains("line 25\n"),
+            "{}",
+            t.body
+        );
+        assert!(
+            t.body.contains("1 other service(s) unchanged"),
+            "{}",
+            t.body
+        );
     }
 
     #[test]
