@@ -16,7 +16,7 @@ use super::text::{clip, Text};
 use crate::agent::events::Event;
 
 /// One client for every notification (connection pool, TLS config built once).
-fn client(timeout: Duration) -> Result<&'static reqwest::Client> {
+fn client() -> Result<&'static reqwest::Client> {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
     if let Some(c) = CLIENT.get() {
         return Ok(c);
@@ -24,8 +24,7 @@ fn client(timeout: Duration) -> Result<&'static reqwest::Client> {
     // reqwest is built without a default crypto provider (as for the registry client).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let c = reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .connect_timeout(Duration::from_secs(5))
         .user_agent(concat!("composeops/", env!("CARGO_PKG_VERSION")))
         .build()
         .context("cannot build the HTTP client")?;
@@ -39,7 +38,7 @@ pub(crate) async fn deliver(
     text: &Text,
     timeout: Duration,
 ) -> Result<()> {
-    let c = client(timeout)?;
+    let c = client()?;
     let message = format!("{}\n\n{}", text.title, text.body);
     let req = match kind {
         Kind::Generic(url) => {
@@ -81,13 +80,15 @@ pub(crate) async fn deliver(
                 let r = c
                     .post(url.clone())
                     .json(&json!({ "chat_id": chat, "text": clip(&message, 4096) }));
-                check(r).await.with_context(|| format!("chat {chat}"))?;
+                check(r, timeout)
+                    .await
+                    .with_context(|| format!("chat {chat}"))?;
             }
             return Ok(());
         }
         Kind::Smtp(s) => return mail(s, text, timeout).await,
     };
-    check(req).await
+    check(req, timeout).await
 }
 
 /// Header values must be visible ASCII; a non-ASCII title is transliterated to '?'.
@@ -103,9 +104,10 @@ fn ascii(s: &str) -> String {
         .collect()
 }
 
-async fn check(req: reqwest::RequestBuilder) -> Result<()> {
+async fn check(req: reqwest::RequestBuilder, timeout: Duration) -> Result<()> {
     // reqwest's errors include the URL, which may hold a token: keep only the kind of failure.
     let resp = req
+        .timeout(timeout)
         .send()
         .await
         .map_err(|e| anyhow::anyhow!("{}", http_error(&e.without_url())))?;

@@ -214,11 +214,11 @@ struct Req {
 }
 
 /// An HTTP receiver on loopback answering each request with `statuses` in turn (then 200).
-fn receiver(statuses: &[u16]) -> (String, mpsc::Receiver<Req>) {
+fn receiver(statuses: Vec<u16>) -> (String, mpsc::Receiver<Req>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let (tx, rx) = mpsc::channel();
-    let mut statuses = statuses.to_vec().into_iter();
+    let mut statuses = statuses.into_iter();
     std::thread::spawn(move || {
         for s in l.incoming().flatten() {
             let mut r = BufReader::new(s);
@@ -285,7 +285,7 @@ fn next(rx: &mpsc::Receiver<Req>) -> Req {
 
 #[tokio::test]
 async fn each_http_scheme_reaches_its_receiver_with_the_message() {
-    let (addr, rx) = receiver(&[]);
+    let (addr, rx) = receiver(vec![]);
     let urls = [
         format!("generic+http://{addr}/hook"),
         format!("slack://T0/B0/XX?host={addr}&scheme=http"),
@@ -360,13 +360,13 @@ async fn each_http_scheme_reaches_its_receiver_with_the_message() {
 
 #[tokio::test]
 async fn refused_deliveries_are_retried_then_given_up() {
-    let (addr, rx) = receiver(&[500, 502]);
+    let (addr, rx) = receiver(vec![500, 502]);
     let t = NotifyTarget::parse(&format!("http://{addr}/x")).unwrap();
     let e = event();
     assert!(send_one(&t, &e, &text::render(&e, "h"), FAST).await);
-    assert_eq!((0..3).map(|_| next(&rx)).count(), 3);
+    (0..3).for_each(|_| drop(next(&rx)));
 
-    let (addr, rx) = receiver(&[500, 500, 500, 500]);
+    let (addr, rx) = receiver(vec![500, 500, 500, 500]);
     let t = NotifyTarget::parse(&format!("http://{addr}/x")).unwrap();
     assert!(!send_one(&t, &e, &text::render(&e, "h"), FAST).await);
     (0..3).for_each(|_| drop(next(&rx)));
