@@ -338,6 +338,100 @@ fn bodies(seen: &Seen, path: &str) -> Vec<String> {
         .collect()
 }
 
+/// Receivers for every scheme; `urls` are the `--notify` URLs pointing at them, with a token
+/// or password in each so the test can look for leaks.
+struct Receivers {
+    seen: Seen,
+    mails: Arc<Mutex<Vec<String>>>,
+    hung: Arc<Mutex<Vec<Instant>>>,
+    urls: Vec<String>,
+}
+
+/// Request-line fragments of the HTTP schemes, in `Receivers::urls` order.
+const HTTP_PATHS: [&str; 6] = [
+    "/generic",
+    "/services/T0/B0/slack-secret-1",
+    "/api/webhooks/42/discord-secret-2",
+    "/alerts",
+    "/message",
+    "/sendMessage",
+];
+
+const SECRETS: [&str; 5] = [
+    "slack-secret-1",
+    "discord-secret-2",
+    "ntfy-secret-3",
+    "gotify-secret-4",
+    "tg-secret-5",
+];
+
+fn receivers() -> Receivers {
+    let (http, seen) = http_receiver();
+    let (hang, hung) = hanging_receiver();
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let (smtp_port, mails) = smtp_receiver();
+    let q = format!("host={http}&scheme=http");
+    let urls = vec![
+        format!("generic+http://{http}/generic"),
+        format!("slack://T0/B0/slack-secret-1?{q}"),
+        format!("discord://discord-secret-2@42?{q}"),
+        format!("ntfy://ops:ntfy-secret-3@{http}/alerts?scheme=http"),
+        format!("gotify://{http}/gotify-secret-4?disabletls=yes"),
+        format!("telegram://110:tg-secret-5@telegram?chats=@ops&{q}"),
+        format!("smtp://127.0.0.1:{smtp_port}/?from=agent@example.test&to=ops@example.test"),
+        format!("http://{dead}/down"),
+        format!("http://{hang}/hangs"),
+    ];
+    Receivers {
+        seen,
+        mails,
+        hung,
+        urls,
+    }
+}
+
+impl Receivers {
+    /// The rollback messages, one per scheme (HTTP_PATHS order, then the e-mail decoded);
+    /// panics unless each scheme got exactly one.
+    fn rollback_messages(&self, agent: &Agent) -> Vec<String> {
+        let rollbacks = |bodies: Vec<String>| -> Vec<String> {
+            bodies
+                .into_iter()
+                .filter(|b| b.contains("rolled back") || b.contains("\"rollback\""))
+                .collect()
+        };
+        let mails = || -> Vec<String> {
+            let m = self.mails.lock().unwrap();
+            m.iter()
+                .filter(|m| m.contains("rolled back"))
+                .cloned()
+                .collect()
+        };
+        agent.wait_for("rollback messages", Duration::from_secs(30), || {
+            HTTP_PATHS
+                .iter()
+                .all(|p| rollbacks(bodies(&self.seen, p)).len() == 1)
+                && mails().len() == 1
+        });
+        // Still one each a moment later (no duplicates from retries).
+        std::thread::sleep(Duration::from_secs(3));
+        let mut messages = Vec::new();
+        for p in HTTP_PATHS {
+            let rb = rollbacks(bodies(&self.seen, p));
+            assert_eq!(rb.len(), 1, "{p}: {rb:#?}");
+            messages.push(rb[0].clone());
+        }
+        let mail = mails();
+        assert_eq!(mail.len(), 1, "{mail:#?}");
+        messages.push(unquote_printable(&mail[0]));
+        messages
+    }
+}
+
 /// A rolled-back update sends one message per target, with the failed container's last log
 /// lines and the digest change, secrets masked; a dead and a hanging receiver delay nothing.
 #[test]
@@ -355,27 +449,9 @@ fn rollback_sends_one_message_per_scheme_and_dead_receivers_delay_nothing() {
     push_image(&bad);
     guard.image(good.clone()).image(bad.clone());
 
-    let (http, seen) = http_receiver();
-    let (hang, hung) = hanging_receiver();
-    let dead = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
-    let (smtp_port, mails) = smtp_receiver();
-    let q = format!("host={http}&scheme=http");
-    let urls = [
-        format!("generic+http://{http}/generic"),
-        format!("slack://T0/B0/slack-secret-1?{q}"),
-        format!("discord://discord-secret-2@42?{q}"),
-        format!("ntfy://ops:ntfy-secret-3@{http}/alerts?scheme=http"),
-        format!("gotify://{http}/gotify-secret-4?disabletls=yes"),
-        format!("telegram://110:tg-secret-5@telegram?chats=@ops&{q}"),
-        format!("smtp://127.0.0.1:{smtp_port}/?from=agent@example.test&to=ops@example.test"),
-        format!("http://{dead}/down"),
-        format!("http://{hang}/hangs"),
-    ];
-    let mut args: Vec<String> = urls
+    let r = receivers();
+    let mut args: Vec<String> = r
+        .urls
         .iter()
         .flat_map(|u| ["--notify".to_string(), u.clone()])
         .collect();
@@ -389,73 +465,23 @@ fn rollback_sends_one_message_per_scheme_and_dead_receivers_delay_nothing() {
         .to_string();
     let agent = Agent::start(&repos.work, &repos.state, &args);
     agent.wait_for("the first apply", Duration::from_secs(60), || {
-        agent.project(&id)["last_result"] == "success" && !hung.lock().unwrap().is_empty()
+        agent.project(&id)["last_result"] == "success" && !r.hung.lock().unwrap().is_empty()
     });
 
-    // The hanging receiver holds the first notification (10 s per try, 3 tries) while the
-    // agent goes on: the bad revision is applied and rolled back meanwhile.
-    let started = Instant::now();
+    // The hanging receiver holds the first notification (10 s per try, 3 tries, 33 s in
+    // all) while the agent goes on: the bad revision is applied and rolled back meanwhile.
     let cmd = r#"["sh", "-c", "echo booting; echo DB_PASSWORD=hunter2; echo 'fatal: cannot reach db at db:5432'; trap 'exit 0' TERM; while true; do sleep 1; done"]"#;
     let bad_rev = repos.push(&compose(&name, &bad, Some(cmd)), "bad image");
     agent.wait_for("the rollback", Duration::from_secs(60), || {
         agent.project(&id)["last_result"] == "rolled_back"
     });
-    let took = started.elapsed();
-    let first_hang = hung.lock().unwrap()[0];
+    let since_hang = r.hung.lock().unwrap()[0].elapsed();
     assert!(
-        first_hang.elapsed() < Duration::from_secs(30),
-        "the rollback ({took:?}) finished only after the hanging notification gave up"
+        since_hang < Duration::from_secs(30),
+        "the rollback finished {since_hang:?} after the hanging notification began"
     );
 
-    let rollbacks = |bodies: Vec<String>| -> Vec<String> {
-        bodies
-            .into_iter()
-            .filter(|b| b.contains("rolled back") || b.contains("\"rollback\""))
-            .collect()
-    };
-    agent.wait_for("rollback messages", Duration::from_secs(30), || {
-        [
-            "/generic",
-            "/services/T0/B0/",
-            "/api/webhooks/42/",
-            "/alerts",
-            "/message",
-            "/sendMessage",
-        ]
-        .iter()
-        .all(|p| rollbacks(bodies(&seen, p)).len() == 1)
-            && mails
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|m| m.contains("rolled back"))
-                .count()
-                == 1
-    });
-    // Still one each a moment later (no duplicates from retries).
-    std::thread::sleep(Duration::from_secs(3));
-    let mut messages = Vec::new();
-    for p in [
-        "/generic",
-        "/services/T0/B0/slack-secret-1",
-        "/api/webhooks/42/discord-secret-2",
-        "/alerts",
-        "/message",
-        "/sendMessage",
-    ] {
-        let rb = rollbacks(bodies(&seen, p));
-        assert_eq!(rb.len(), 1, "{p}: {rb:#?}");
-        messages.push(rb[0].clone());
-    }
-    let mail: Vec<String> = mails
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|m| m.contains("rolled back"))
-        .cloned()
-        .collect();
-    assert_eq!(mail.len(), 1, "{mail:#?}");
-    messages.push(unquote_printable(&mail[0]));
+    let messages = r.rollback_messages(&agent);
     for m in &messages {
         assert!(
             m.contains("fatal: cannot reach db at db:5432"),
@@ -485,13 +511,7 @@ fn rollback_sends_one_message_per_scheme_and_dead_receivers_delay_nothing() {
 
     // Credentials never reach the log; the targets are named redacted.
     let log = agent.log();
-    for s in [
-        "slack-secret-1",
-        "discord-secret-2",
-        "ntfy-secret-3",
-        "gotify-secret-4",
-        "tg-secret-5",
-    ] {
+    for s in SECRETS {
         assert!(!log.contains(s), "{s} in the agent log");
     }
     assert!(log.contains("discord://***@42"), "{log}");

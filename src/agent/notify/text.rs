@@ -111,18 +111,24 @@ fn short_rev(r: &str) -> &str {
     }
 }
 
-/// `s` cut to at most `max` bytes at a character boundary, marked when cut (chat APIs refuse
-/// longer messages: Discord 2000, Telegram 4096 characters).
+/// `s` cut to at most `max` bytes (chat APIs refuse longer messages: Discord 2000, Telegram
+/// 4096 characters). The middle goes: the head says what happened, the tail holds the last
+/// (most telling) log lines.
 pub(crate) fn clip(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }
-    const MARK: &str = "\n…(truncated)";
-    let mut end = max.saturating_sub(MARK.len());
-    while !s.is_char_boundary(end) {
-        end -= 1;
+    const MARK: &str = "\n…(cut)…\n";
+    let room = max.saturating_sub(MARK.len());
+    let mut head = room * 2 / 5;
+    while !s.is_char_boundary(head) {
+        head -= 1;
     }
-    format!("{}{MARK}", &s[..end])
+    let mut tail = s.len() - (room - head);
+    while !s.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!("{}{MARK}{}", &s[..head], &s[tail..])
 }
 
 #[cfg(test)]
@@ -187,9 +193,13 @@ mod tests {
 
     #[test]
     fn clips_at_char_boundary() {
-        let s = "é".repeat(100);
+        let s = format!("head{}tail", "é".repeat(100));
         let c = clip(&s, 51);
-        assert!(c.len() <= 51 && c.ends_with("(truncated)"));
+        assert!(
+            c.len() <= 51 && c.starts_with("head") && c.ends_with("tail"),
+            "{c}"
+        );
+        assert!(c.contains("…(cut)…"), "{c}");
         assert_eq!(clip("short", 10), "short");
     }
 }
