@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::notify::NotifyTarget;
 use super::schedule::Schedule;
 use crate::fleet::Node;
 
@@ -52,7 +53,15 @@ pub struct AgentConfig {
     /// Remove containers of services no longer in the compose files (never volumes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prune: Option<bool>,
-    /// POST a JSON event to this http:// URL after each apply and each rollback.
+    /// Where to send one message after each apply and each rollback (revision, each
+    /// service's outcome, old -> new digests, the failed container's last log lines).
+    /// shoutrrr URL forms: `generic+https://HOST/PATH` or `https://HOST/PATH` (the JSON
+    /// event), `slack://TOKEN-A/TOKEN-B/TOKEN-C`, `discord://TOKEN@WEBHOOK-ID`,
+    /// `ntfy://HOST/TOPIC`, `gotify://HOST/TOKEN`, `telegram://BOT-TOKEN@telegram?chats=@CHANNEL`,
+    /// `smtp://USER:PASS@HOST:PORT/?from=ADDR&to=ADDR`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Vec<String>>,
+    /// One generic webhook URL: the same as one `notify` entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify_url: Option<String>,
     /// Log format: `text` (default) or `json`.
@@ -134,6 +143,7 @@ impl AgentConfig {
             locked,
             listen,
             prune,
+            notify,
             notify_url,
             log_format,
             state_dir,
@@ -182,9 +192,13 @@ impl AgentConfig {
             None => None,
             Some(s) => Some(parse_listen(s)?),
         };
-        if let Some(u) = &self.notify_url {
-            super::events::parse_http_url(u).with_context(|| format!("notify-url = {u:?}"))?;
-        }
+        let notify = self
+            .notify
+            .iter()
+            .flatten()
+            .chain(&self.notify_url)
+            .map(|u| NotifyTarget::parse(u))
+            .collect::<Result<Vec<_>>>()?;
         if self.http_max_connections == Some(0) {
             bail!("http-max-connections = 0: give at least 1 (default 64)");
         }
@@ -206,7 +220,7 @@ impl AgentConfig {
             locked: self.locked.unwrap_or(false),
             listen,
             prune: self.prune.unwrap_or(false),
-            notify_url: self.notify_url.clone(),
+            notify,
             log_format: self.log_format.unwrap_or_default(),
             state_dir,
             debounce: dur("debounce", &self.debounce, Some(Duration::from_secs(2)))?.unwrap(),
@@ -269,7 +283,8 @@ pub struct Settings {
     pub locked: bool,
     pub listen: Option<SocketAddr>,
     pub prune: bool,
-    pub notify_url: Option<String>,
+    /// `--notify` targets, then `--notify-url`.
+    pub notify: Vec<NotifyTarget>,
     pub log_format: LogFormat,
     pub state_dir: PathBuf,
     pub debounce: Duration,
@@ -356,6 +371,41 @@ mod tests {
         let c = file.overlay(flags);
         assert_eq!(c.git_pull.as_deref(), Some("5s"));
         assert_eq!(c.prune, Some(true));
+    }
+
+    #[test]
+    fn notify_urls_and_the_notify_url_alias_resolve_and_errors_hide_secrets() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().display();
+        let c = AgentConfig::from_toml(&format!(
+            "path = \"{path}\"\nnotify = [\"discord://tok@1\", \"ntfy://ntfy.sh/t\"]\n\
+             notify-url = \"http://127.0.0.1:1/hook\"\n"
+        ))
+        .unwrap();
+        let shown: Vec<String> = c
+            .resolve()
+            .unwrap()
+            .notify
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "discord://***@1",
+                "ntfy://ntfy.sh/***",
+                "http://127.0.0.1:1/***"
+            ]
+        );
+        let bad = AgentConfig {
+            notify: Some(vec!["gotify://g.example".into(), "discord://s3cret".into()]),
+            ..c
+        };
+        let e = format!("{:#}", bad.resolve().unwrap_err());
+        assert!(
+            e.contains("notify URL gotify://g.example") && e.contains("no token"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod fleet;
 pub mod git;
 pub mod http;
 pub mod metrics;
+pub mod notify;
 pub mod pipeline;
 pub mod reconciler;
 pub mod schedule;

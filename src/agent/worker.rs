@@ -8,8 +8,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use super::events::{self, Event};
+use super::events::Event;
 use super::metrics::Metrics;
+use super::notify;
 use super::reconciler::{
     Converged, DesiredState, ErrorKind, ProjectSource, ReconcileError, Reconciler, RunOptions,
     ServiceOutcome, ServiceResult,
@@ -352,7 +353,7 @@ impl Run<'_> {
             services: c.services.clone(),
             time: now_rfc3339(),
         };
-        let notify = self.shared.settings.notify_url.as_deref();
+        let targets = &self.shared.settings.notify;
         self.shared.update(self.src, |s| {
             s.last_plan = c.plan.clone();
             s.last_outcomes = c.services.clone();
@@ -362,7 +363,7 @@ impl Run<'_> {
                 tracing::info!(project = %id, revision = rev, "in sync");
             } else {
                 tracing::info!(project = %id, revision = rev, plan = %plan, "applied");
-                events::send(notify, event("apply"));
+                notify::send(targets, event("apply"));
             }
             self.succeeded(memory, desired);
             return (RunEnd::Success, "success");
@@ -381,7 +382,7 @@ impl Run<'_> {
             reason: reason.clone(),
         });
         m.rollbacks.get_or_create(&self.label).inc();
-        events::send(notify, event("rollback"));
+        notify::send(targets, event("rollback"));
         self.shared.update(self.src, |s| {
             s.last_error = Some(reason);
             s.pending_changes = c.plan.clone();

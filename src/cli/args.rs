@@ -246,7 +246,11 @@ pub struct AgentArgs {
     /// Remove containers of services no longer in the compose files (never volumes).
     #[arg(long)]
     pub prune: bool,
-    /// POST a JSON event here (http://) after each apply and each rollback.
+    /// Send a message here after each apply and rollback (repeatable): generic+https://,
+    /// https://, slack://, discord://, ntfy://, gotify://, telegram://, smtp:// (shoutrrr forms).
+    #[arg(long, value_name = "URL")]
+    pub notify: Vec<String>,
+    /// One generic webhook URL for the JSON event (same as --notify URL).
     #[arg(long, value_name = "URL")]
     pub notify_url: Option<String>,
     /// Log format.
@@ -304,6 +308,7 @@ impl AgentArgs {
             locked: self.locked.then_some(true),
             listen: self.listen.clone(),
             prune: self.prune.then_some(true),
+            notify: (!self.notify.is_empty()).then(|| self.notify.clone()),
             notify_url: self.notify_url.clone(),
             log_format: self.log_format,
             state_dir: self.state_dir.clone(),
