@@ -1,44 +1,61 @@
 #!/usr/bin/env bash
-# Benchmark of issue 3 item 7: a no-op `composeops apply` and `composeops plan` against
-# Compose v5's `docker-compose up -d`, each on its own 30-service twin project on the same
-# engine. Runs alternate (apply, plan, compose, apply, …) so drift hits all three alike.
+# Benchmark: a no-op `composeops apply` (with its registry lookup), `apply --offline` and
+# `plan`, against Compose v5's `docker-compose up -d`, each on its own twin project of
+# identical services on the same engine.
 #
-#   scripts/bench-noop.sh [RUNS]      (default 21)
+#   scripts/bench-noop.sh [--runs N] [--services N]
 #
-# Prints the median of each, the ratios, and the engine API requests of a no-op apply.
-# The image lives in the test bed's registry, so the default apply and plan make their real
-# registry lookup (one HEAD for the one distinct image); `apply --offline` skips it, as
-# Compose does.
+#   --runs N       runs of each command, alternating (apply, apply --offline, plan, compose,
+#                  apply, …) so that drift on the shared machine hits all four alike. Default 11.
+#   --services N   also measure an N-service project (e.g. 300) after the 30-service one, and
+#                  print the cost per service of both sizes: a no-op should grow linearly or
+#                  better with the number of services.
+#
+# For each command: median wall time, median CPU time (user + sys of the child and of what it
+# waited for, from wait4's rusage) and median peak RSS; the ratio Compose / composeops of the
+# wall medians; and the engine API requests of a no-op apply (its `api_calls` debug record).
+# The image lives in the test bed's registry, so `apply` and `plan` make their real registry
+# lookup (one manifest HEAD for the one distinct image); `--offline` skips it, as Compose does.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-RUNS=${1:-21}
-bash scripts/testbed.sh >/dev/null
+RUNS=11
+SIZES=(30)
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --runs) RUNS=$2; shift 2 ;;
+    --services) [ "$2" != 30 ] && SIZES+=("$2"); shift 2 ;;
+    [0-9]*) RUNS=$1; shift ;;
+    *) echo "usage: $0 [--runs N] [--services N]" >&2; exit 2 ;;
+    esac
+done
+bash scripts/testbed.sh >/dev/null 2>&1
 # shellcheck source=/dev/null
 source .testbed/env
+command -v python3 >/dev/null || { echo "bench-noop: python3 is needed (wait4 rusage)" >&2; exit 1; }
 cargo build --release --quiet
 BIN=$PWD/target/release/composeops
 IMAGE=$COMPOSEOPS_TEST_REGISTRY/composeops-test/busybox:latest
 docker tag "$COMPOSEOPS_TEST_BASE_IMAGE" "$IMAGE"
 docker push -q "$IMAGE" >/dev/null
 WORK=$(mktemp -d)
-A=bench-ops-$$
-B=bench-compose-$$
 export COMPOSEOPS_STATE_DIR=$WORK/state
+PROJECTS=()
 
 cleanup() {
-    "$COMPOSE_V5" -p "$B" --project-directory "$WORK/b" -f "$WORK/b/compose.yaml" down -t 1 >/dev/null 2>&1 || true
-    local ids
-    ids=$(docker ps -aq --filter "label=com.docker.compose.project=$A")
-    [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
-    docker network rm "${A}_default" >/dev/null 2>&1 || true
+    for p in "${PROJECTS[@]}"; do
+        local ids
+        ids=$(docker ps -aq --filter "label=com.docker.compose.project=$p")
+        # shellcheck disable=SC2086
+        [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
+        docker network rm "${p}_default" >/dev/null 2>&1 || true
+    done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-mkdir -p "$WORK/a" "$WORK/b"
-{
+compose_file() {
     echo "services:"
-    for i in $(seq -w 1 30); do
+    for i in $(seq -w 1 "$1"); do
         cat <<YAML
   svc$i:
     image: $IMAGE
@@ -51,47 +68,93 @@ mkdir -p "$WORK/a" "$WORK/b"
     restart: unless-stopped
 YAML
     done
-} >"$WORK/a/compose.yaml"
-cp "$WORK/a/compose.yaml" "$WORK/b/compose.yaml"
+}
 
-echo "bringing up two 30-service twins ($A with composeops, $B with Compose v5)…" >&2
-(cd "$WORK/a" && "$BIN" -p "$A" apply >/dev/null 2>&1)
-(cd "$WORK/b" && "$COMPOSE_V5" -p "$B" up -d >/dev/null 2>&1)
+# Measures one size; appends "size command wall_ms cpu_ms rss_kb" lines to $WORK/results.
+bench_size() {
+    local n=$1 a=bench-ops-$1-$$ b=bench-compose-$1-$$
+    PROJECTS+=("$a" "$b")
+    mkdir -p "$WORK/$a" "$WORK/$b"
+    compose_file "$n" >"$WORK/$a/compose.yaml"
+    cp "$WORK/$a/compose.yaml" "$WORK/$b/compose.yaml"
+    echo "bringing up two $n-service twins ($a with composeops, $b with Compose v5)…" >&2
+    (cd "$WORK/$a" && "$BIN" -p "$a" apply >/dev/null 2>&1)
+    (cd "$WORK/$b" && "$COMPOSE_V5" -p "$b" up -d >/dev/null 2>&1)
+    local calls
+    calls=$(cd "$WORK/$a" && COMPOSEOPS_LOG=debug "$BIN" -p "$a" apply 2>&1 >/dev/null |
+        grep -o 'api_calls=[0-9]*' | grep -o '[0-9]*$')
+    echo "$n calls $calls" >>"$WORK/results"
+    python3 - "$n" "$RUNS" "$WORK/$a" "$WORK/$b" "$a" "$b" "$BIN" "$COMPOSE_V5" >>"$WORK/results" <<'PY'
+import os, sys, time
+n, runs, dir_a, dir_b, a, b, binary, compose = sys.argv[1:]
+cmds = [
+    ("apply", dir_a, [binary, "-p", a, "apply"]),
+    ("apply--offline", dir_a, [binary, "-p", a, "apply", "--offline"]),
+    ("plan", dir_a, [binary, "-p", a, "plan", "--detailed-exitcode"]),
+    ("compose-up", dir_b, [compose, "-p", b, "up", "-d"]),
+]
+null = os.open(os.devnull, os.O_WRONLY)
+for _ in range(int(runs)):
+    for name, cwd, argv in cmds:
+        os.chdir(cwd)
+        t0 = time.perf_counter_ns()
+        pid = os.posix_spawn(argv[0], argv, os.environ,
+                             file_actions=[(os.POSIX_SPAWN_DUP2, null, 1),
+                                           (os.POSIX_SPAWN_DUP2, null, 2)])
+        _, status, ru = os.wait4(pid, 0)
+        wall = (time.perf_counter_ns() - t0) / 1e6
+        if os.waitstatus_to_exitcode(status) != 0:
+            sys.exit(f"bench-noop: {name} exited {os.waitstatus_to_exitcode(status)}: "
+                     "not a no-op (plan not empty after apply?)")
+        cpu = (ru.ru_utime + ru.ru_stime) * 1000
+        print(n, name, f"{wall:.2f}", f"{cpu:.2f}", ru.ru_maxrss)
+PY
+}
 
-now() { date +%s%N; }
-declare -a T_APPLY T_OFFLINE T_PLAN T_PLANOFF T_COMPOSE
-for _ in $(seq 1 "$RUNS"); do
-    t0=$(now); (cd "$WORK/a" && "$BIN" -p "$A" apply >/dev/null 2>&1); t1=$(now)
-    T_APPLY+=($(((t1 - t0) / 1000)))
-    t0=$(now); (cd "$WORK/a" && "$BIN" -p "$A" apply --offline >/dev/null 2>&1); t1=$(now)
-    T_OFFLINE+=($(((t1 - t0) / 1000)))
-    t0=$(now); (cd "$WORK/a" && "$BIN" -p "$A" plan --detailed-exitcode >/dev/null 2>&1) || {
-        echo "plan is not empty after apply" >&2; exit 1; }
-    t1=$(now)
-    T_PLAN+=($(((t1 - t0) / 1000)))
-    t0=$(now); (cd "$WORK/a" && "$BIN" -p "$A" plan --offline >/dev/null 2>&1); t1=$(now)
-    T_PLANOFF+=($(((t1 - t0) / 1000)))
-    t0=$(now); (cd "$WORK/b" && "$COMPOSE_V5" -p "$B" up -d >/dev/null 2>&1); t1=$(now)
-    T_COMPOSE+=($(((t1 - t0) / 1000)))
-done
+for n in "${SIZES[@]}"; do bench_size "$n"; done
 
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-ma=$(median "${T_APPLY[@]}")
-mo=$(median "${T_OFFLINE[@]}")
-mp=$(median "${T_PLAN[@]}")
-mq=$(median "${T_PLANOFF[@]}")
-mc=$(median "${T_COMPOSE[@]}")
-calls=$(cd "$WORK/a" && "$BIN" -p "$A" apply --json 2>/dev/null | grep -o '"api_calls": [0-9]*' | grep -o '[0-9]*$')
-containers=$(docker ps -q --filter "label=com.docker.compose.project=$A" | wc -l)
-
-awk -v a="$ma" -v o="$mo" -v q="$mq" -v p="$mp" -v c="$mc" -v n="$RUNS" -v k="$calls" -v s="$containers" 'BEGIN {
-    printf "runs: %d each, alternating; 30 services (%d running)\n", n, s
-    printf "composeops apply (no-op)   median %8.1f ms\n", a / 1000
-    printf "composeops apply --offline median %8.1f ms\n", o / 1000
-    printf "composeops plan            median %8.1f ms\n", p / 1000
-    printf "composeops plan --offline  median %8.1f ms\n", q / 1000
-    printf "docker-compose up -d (v5)  median %8.1f ms\n", c / 1000
-    printf "ratio compose/apply: %.1fx   compose/plan: %.1fx   (with one registry HEAD)\n", c / a, c / p
-    printf "ratio compose/apply --offline: %.1fx   compose/plan --offline: %.1fx   (no registry, as Compose)\n", c / o, c / q
-    printf "engine API requests of a no-op apply: %d\n", k
-}'
+awk -v runs="$RUNS" '
+function median(arr, k,    i, j, t, m) {
+    for (i = 1; i <= k; i++) m[i] = arr[i]
+    for (i = 2; i <= k; i++) for (j = i; j > 1 && m[j - 1] > m[j]; j--) { t = m[j]; m[j] = m[j - 1]; m[j - 1] = t }
+    return k % 2 ? m[(k + 1) / 2] : (m[k / 2] + m[k / 2 + 1]) / 2
+}
+$2 == "calls" { calls[$1] = $3; next }
+{
+    key = $1 SUBSEP $2; q = ++cnt[key]
+    W[key, q] = $3; C[key, q] = $4; R[key, q] = $5
+    if (!($1 in seen)) { seen[$1] = 1; sizes[++ns] = $1 }
+}
+END {
+    split("apply apply--offline plan compose-up", cmds, " ")
+    label["apply"] = "composeops apply"; label["apply--offline"] = "composeops apply --offline"
+    label["plan"] = "composeops plan"; label["compose-up"] = "docker-compose up -d (v5)"
+    for (s = 1; s <= ns; s++) {
+        n = sizes[s]
+        printf "\n%d services, %d runs each, alternating (medians)\n", n, runs
+        printf "%-28s %10s %10s %10s %12s\n", "command", "wall ms", "cpu ms", "rss MiB", "compose/this"
+        for (i = 1; i <= 4; i++) {
+            key = n SUBSEP cmds[i]; k = cnt[key]
+            delete w; delete cp; delete r
+            for (j = 1; j <= k; j++) { w[j] = W[key, j]; cp[j] = C[key, j]; r[j] = R[key, j] }
+            mw[n, cmds[i]] = median(w, k); mc[n, cmds[i]] = median(cp, k); mr[n, cmds[i]] = median(r, k)
+        }
+        for (i = 1; i <= 4; i++) {
+            x = cmds[i]
+            printf "%-28s %10.1f %10.1f %10.1f %11.1fx\n", label[x], mw[n, x], mc[n, x], mr[n, x] / 1024, mw[n, "compose-up"] / mw[n, x]
+        }
+        printf "engine API requests of a no-op apply: %d\n", calls[n]
+    }
+    if (ns > 1) {
+        printf "\ncost per service (wall ms / services)\n"
+        printf "%-28s", "command"
+        for (s = 1; s <= ns; s++) printf " %10s", sizes[s] " svc"
+        printf " %14s\n", "growth/linear"
+        for (i = 1; i <= 4; i++) {
+            x = cmds[i]; printf "%-28s", label[x]
+            for (s = 1; s <= ns; s++) printf " %10.3f", mw[sizes[s], x] / sizes[s]
+            # < 1: the largest size costs less per service than the smallest (better than linear).
+            printf " %14.2f\n", (mw[sizes[ns], x] / sizes[ns]) / (mw[sizes[1], x] / sizes[1])
+        }
+    }
+}' "$WORK/results"

@@ -13,7 +13,7 @@
 //! ([`DigestCache`]) so that a file event never deploys an image update ahead of its image
 //! schedule; everything else it decides with the same code as the CLI.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -165,12 +165,9 @@ pub async fn plan(
         &mut warnings,
     )
     .await?;
-    // While the registry answers, observe (the desired images are not known yet, so observe
-    // inspects the running ones itself).
-    let early = match &resolving {
-        Some(_) => Some(observe_project(engine, &project.name, &BTreeSet::new()).await?),
-        None => None,
-    };
+    // While the registry answers, observe: the running containers' images, inspected here,
+    // spare desired_images the inspect of a desired image that already runs.
+    let mut observed = observe_project(engine, &project.name).await?;
     let pinned = match (req.source, resolving) {
         (ImageSource::Locked, _) => {
             let lock = crate::lock::read_for_locked(&project)
@@ -188,23 +185,22 @@ pub async fn plan(
         }
         _ => None,
     };
-    let images =
-        match desired_images(engine, &project, req.pull, pinned.as_ref(), &mut warnings).await {
-            Ok(i) => i,
-            // What the registry lookups found is often why the pull failed: say both.
-            Err(e) if !warnings.is_empty() => {
-                let m = format!("{e}\n{}", warnings.join("\n"));
-                return Err(Error::new(e.kind(), m));
-            }
-            Err(e) => return Err(e),
-        };
-    let mut observed = match early {
-        Some(o) => o,
-        None => {
-            let mut known: BTreeSet<String> = images.local.keys().cloned().collect();
-            known.extend(images.images.values().filter_map(|i| i.digest.clone()));
-            observe_project(engine, &project.name, &known).await?
+    let pull = desired_images(
+        engine,
+        &project,
+        req.pull,
+        pinned.as_ref(),
+        &observed.images,
+        &mut warnings,
+    );
+    let images = match pull.await {
+        Ok(i) => i,
+        // What the registry lookups found is often why the pull failed: say both.
+        Err(e) if !warnings.is_empty() => {
+            let m = format!("{e}\n{}", warnings.join("\n"));
+            return Err(Error::new(e.kind(), m));
         }
+        Err(e) => return Err(e),
     };
     for (id, img) in images.local {
         observed.images.entry(id).or_insert(img);
@@ -225,12 +221,8 @@ pub async fn plan(
     })
 }
 
-async fn observe_project(
-    engine: &Engine,
-    name: &str,
-    known: &BTreeSet<String>,
-) -> Result<Observed> {
-    observe(engine, name, known)
+async fn observe_project(engine: &Engine, name: &str) -> Result<Observed> {
+    observe(engine, name)
         .await
         .map_err(Error::of(ErrorKind::EngineUnavailable))
 }

@@ -3,7 +3,6 @@
 //! data; the stack may come back, here or after a restore). The agent uses it when a stack's
 //! placement moves it to another node.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -30,7 +29,7 @@ impl Residue {
 
 /// The project's containers and networks on the engine (by Compose's project label).
 pub async fn residue(engine: &Engine, project: &str) -> Result<Residue> {
-    let observed = crate::observe::observe(engine, project, &BTreeSet::new())
+    let observed = crate::observe::observe(engine, project)
         .await
         .map_err(Error::of(ErrorKind::Engine))?;
     Ok(Residue {
@@ -49,7 +48,7 @@ pub async fn remove_project(
     lock_timeout: Duration,
 ) -> Result<Residue> {
     let _lock = crate::converge::lock(engine, state_dir, project, lock_timeout).await?;
-    let observed = crate::observe::observe(engine, project, &BTreeSet::new())
+    let observed = crate::observe::observe(engine, project)
         .await
         .map_err(Error::of(ErrorKind::Engine))?;
     let mut done = Residue::default();

@@ -38,6 +38,9 @@ pub struct ObservedImage {
     /// `sha256:…` image id.
     pub id: String,
     pub repo_digests: Vec<String>,
+    /// Tags naming this image (`nginx:1.27`): a reference found here needs no inspect.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repo_tags: Vec<String>,
     pub defaults: ImageDefaults,
 }
 
@@ -49,6 +52,30 @@ impl ObservedImage {
                 .repo_digests
                 .iter()
                 .any(|r| r.rsplit_once('@').map(|x| x.1) == Some(digest))
+    }
+
+    /// True when `reference` (`repo:tag`, `repo@digest`) names this image, as its tags and
+    /// repo digests say. Names are compared normalised (`nginx` is `docker.io/library/nginx:latest`).
+    pub fn named_by(&self, reference: &str) -> bool {
+        let Ok(wanted) = crate::resolve::ImageRef::parse(reference) else {
+            return false;
+        };
+        let repository = wanted.repository();
+        let same = |name: &String, by_digest: bool| {
+            crate::resolve::ImageRef::parse(name).is_ok_and(|r| {
+                r.repository() == repository
+                    && if by_digest {
+                        r.digest == wanted.digest
+                    } else {
+                        r.tag.as_deref().unwrap_or("latest")
+                            == wanted.tag.as_deref().unwrap_or("latest")
+                    }
+            })
+        };
+        match wanted.digest {
+            Some(_) => self.repo_digests.iter().any(|n| same(n, true)),
+            None => self.repo_tags.iter().any(|n| same(n, false)),
+        }
     }
 }
 
@@ -98,14 +125,10 @@ fn project_filter(project: &str) -> HashMap<String, Vec<String>> {
     )])
 }
 
-/// Reads the project's containers, networks and volumes, and the images of its containers.
-/// An image in `known_ids` (desired images already inspected, by id) is not inspected again
-/// for composeops' own containers: plan compares those by id and needs no image defaults.
-pub async fn observe(
-    engine: &Engine,
-    project: &str,
-    known_ids: &BTreeSet<String>,
-) -> Result<Observed> {
+/// Reads the project's containers, networks and volumes, and the images of its containers
+/// (each distinct image once; their tags and repo digests then spare
+/// [`crate::pull::desired_images`] an inspect of a desired image that already runs).
+pub async fn observe(engine: &Engine, project: &str) -> Result<Observed> {
     let filters = project_filter(project);
     let list = engine.call().list_containers(Some(
         ListContainersOptionsBuilder::default()
@@ -234,7 +257,6 @@ pub async fn observe(
     let ids: BTreeSet<String> = o
         .containers
         .iter()
-        .filter(|c| !c.is_own() || !known_ids.contains(&c.image_id))
         .map(|c| c.image_id.clone())
         .filter(|i| !i.is_empty())
         .collect();
@@ -261,6 +283,7 @@ pub async fn inspect_images(
                 Some(ObservedImage {
                     id: img.id.clone().unwrap_or_default(),
                     repo_digests: img.repo_digests.clone().unwrap_or_default(),
+                    repo_tags: img.repo_tags.clone().unwrap_or_default(),
                     defaults: img
                         .config
                         .as_ref()
@@ -279,4 +302,33 @@ pub async fn inspect_images(
 fn exit_code(status: &str) -> Option<i64> {
     let rest = status.strip_prefix("Exited (")?;
     rest.split(')').next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+    #[test]
+    fn an_image_is_named_by_its_tags_and_repo_digests_normalised() {
+        let img = ObservedImage {
+            id: "sha256:abc".into(),
+            repo_tags: vec!["nginx:latest".into(), "127.0.0.1:5000/app:v1".into()],
+            repo_digests: vec![format!("nginx@{D}")],
+            ..Default::default()
+        };
+        assert!(img.named_by("nginx"));
+        assert!(img.named_by("docker.io/library/nginx:latest"));
+        assert!(img.named_by("127.0.0.1:5000/app:v1"));
+        assert!(img.named_by(&format!("docker.io/library/nginx@{D}")));
+        assert!(
+            !img.named_by("nginx:1.27"),
+            "another tag may be another image"
+        );
+        assert!(!img.named_by("127.0.0.1:5000/app:v2"));
+        assert!(!img.named_by(&format!("127.0.0.1:5000/app@{D}")));
+        let other = D.replace('1', "2");
+        assert!(!img.named_by(&format!("nginx@{other}")));
+    }
 }

@@ -42,11 +42,16 @@ pub struct Images {
 /// `composeops.lock`), the locked registry digest, pulled by digest. Errors (before anything
 /// changes) when an image is missing and cannot be pulled (the registry's failure) or may not
 /// be (invalid input: its pull_policy forbids it).
+///
+/// `observed` are the images of the running containers, already inspected: a reference one
+/// of them is named by (tag or repo digest) is not inspected again, so a no-op run costs no
+/// image request beyond observation's.
 pub async fn desired_images(
     engine: &Engine,
     project: &Project,
     mode: PullMode,
     locked: Option<&IndexMap<String, ResolvedImage>>,
+    observed: &BTreeMap<String, ObservedImage>,
     warnings: &mut Vec<String>,
 ) -> Result<Images> {
     // The strictest policy per reference wins (always > missing > never/build).
@@ -85,9 +90,20 @@ pub async fn desired_images(
         e.1.push(name.clone());
     }
     let engine_err = Error::of::<anyhow::Error>(ErrorKind::EngineUnavailable);
-    let present = inspect_images(engine, refs.keys().cloned().collect())
-        .await
-        .map_err(&engine_err)?;
+    let mut present = Vec::new();
+    let mut to_inspect = Vec::new();
+    for r in refs.keys() {
+        match observed.values().find(|i| i.named_by(r)) {
+            Some(i) => present.push((r.clone(), Some(i.clone()))),
+            None => to_inspect.push(r.clone()),
+        }
+    }
+    if !to_inspect.is_empty() {
+        let inspected = inspect_images(engine, to_inspect)
+            .await
+            .map_err(&engine_err)?;
+        present.extend(inspected);
+    }
     let mut local: BTreeMap<String, ObservedImage> = built.local;
     let mut ids: BTreeMap<String, Option<String>> = BTreeMap::new();
     for (r, i) in present {

@@ -31,6 +31,7 @@ pub(super) async fn inspect(
             let observed = ObservedImage {
                 id: img.id.clone().unwrap_or_default(),
                 repo_digests: img.repo_digests.clone().unwrap_or_default(),
+                repo_tags: img.repo_tags.clone().unwrap_or_default(),
                 defaults: img
                     .config
                     .as_ref()
