@@ -4,6 +4,7 @@
 //! `crash_at(n)` makes the n-th call never return, so that a test can drop the apply future
 //! there: the state left behind is what a SIGKILL at that instant leaves.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use anyhow::{bail, Result};
@@ -11,7 +12,13 @@ use bollard::models::{
     ContainerCreateBody, EndpointSettings, NetworkCreateRequest, VolumeCreateRequest,
 };
 
-use super::ops::{ContainerInfo, ContainerOps};
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+
+use super::ops::{ContainerEvent, ContainerInfo, ContainerOps};
+
+/// The network every fake container is attached to at first.
+pub(crate) const NET: &str = "p_default";
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct FakeContainer {
@@ -21,6 +28,8 @@ pub(crate) struct FakeContainer {
     pub exit_code: Option<i64>,
     /// What starting it does: run healthy, or exit 1 at once.
     pub starts_ok: bool,
+    /// Network -> aliases.
+    pub networks: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -54,6 +63,7 @@ impl Fake {
             running,
             exit_code: (!running).then_some(0),
             starts_ok: true,
+            networks: BTreeMap::from([(NET.to_string(), vec!["web".to_string()])]),
         };
         s.containers.push(c.clone());
         c.id
@@ -109,7 +119,7 @@ impl Fake {
 }
 
 impl ContainerOps for Fake {
-    async fn create(&self, name: &str, _body: ContainerCreateBody) -> Result<String> {
+    async fn create(&self, name: &str, body: ContainerCreateBody) -> Result<String> {
         self.tick().await;
         let mut s = self.s.lock().unwrap();
         if s.containers.iter().any(|c| c.name == name) {
@@ -122,14 +132,41 @@ impl ContainerOps for Fake {
             running: false,
             exit_code: None,
             starts_ok: !s.new_fail,
+            networks: body
+                .networking_config
+                .and_then(|n| n.endpoints_config)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(n, ep)| (n, ep.aliases.unwrap_or_default()))
+                .collect(),
         };
         s.containers.push(c.clone());
         Ok(c.id)
     }
 
-    async fn connect(&self, _network: &str, id: &str, _ep: EndpointSettings) -> Result<()> {
+    async fn connect(&self, network: &str, id: &str, ep: EndpointSettings) -> Result<()> {
         self.tick().await;
-        self.with(id, |_| ())
+        let aliases = ep.aliases.unwrap_or_default();
+        self.with(id, |c| c.networks.insert(network.into(), aliases).is_none())?
+            .then_some(())
+            .ok_or_else(|| anyhow::anyhow!("endpoint {id} already exists in network {network}"))
+    }
+
+    async fn disconnect(&self, network: &str, id: &str) -> Result<()> {
+        self.tick().await;
+        self.with(id, |c| c.networks.remove(network).is_some())?
+            .then_some(())
+            .ok_or_else(|| anyhow::anyhow!("container {id} is not connected to {network}"))
+    }
+
+    /// The fake's state changes only in its calls, so the inspect after subscribing sees
+    /// every state: no events are needed.
+    fn events(
+        &self,
+        _id: &str,
+        _since: std::time::SystemTime,
+    ) -> BoxStream<'static, ContainerEvent> {
+        futures_util::stream::pending().boxed()
     }
 
     async fn start(&self, id: &str) -> Result<()> {
@@ -214,5 +251,7 @@ pub(crate) fn info(c: &FakeContainer) -> ContainerInfo {
         health: c.running.then(|| "healthy".into()),
         health_log: vec![],
         one_shot: false,
+        networks: c.networks.clone(),
+        health_bound: None,
     }
 }

@@ -305,7 +305,7 @@ impl Rig {
             desired: &self.desired,
             journal: &self.journal,
             opts: ApplyOptions {
-                wait_timeout: Duration::from_secs(5),
+                wait_timeout: Some(Duration::from_secs(5)),
                 cleanup_failed,
                 extra_labels: Default::default(),
             },
