@@ -19,3 +19,4 @@ pub mod progress;
 pub mod pull;
 pub mod resolve;
 pub mod spec;
+pub mod update;

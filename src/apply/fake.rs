@@ -39,6 +39,8 @@ struct State {
     calls: usize,
     crash_at: Option<usize>,
     new_fail: bool,
+    /// Ids of the containers a changing call addressed, in call order.
+    changed: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -84,6 +86,11 @@ impl Fake {
         self.s.lock().unwrap().crash_at = None;
     }
 
+    /// Whether any call changed (started, stopped, renamed, removed, (dis)connected) `id`.
+    pub(crate) fn changed(&self, id: &str) -> bool {
+        self.s.lock().unwrap().changed.iter().any(|c| c == id)
+    }
+
     pub(crate) fn containers(&self) -> Vec<FakeContainer> {
         self.s.lock().unwrap().containers.clone()
     }
@@ -116,6 +123,13 @@ impl Fake {
             None => bail!("No such container: {key}"),
         }
     }
+
+    /// [`Fake::with`] for a call that changes the container: recorded for [`Fake::changed`].
+    fn change<T>(&self, key: &str, f: impl FnOnce(&mut FakeContainer) -> T) -> Result<T> {
+        let id = self.with(key, |c| c.id.clone())?;
+        self.s.lock().unwrap().changed.push(id);
+        self.with(key, f)
+    }
 }
 
 impl ContainerOps for Fake {
@@ -147,14 +161,14 @@ impl ContainerOps for Fake {
     async fn connect(&self, network: &str, id: &str, ep: EndpointSettings) -> Result<()> {
         self.tick().await;
         let aliases = ep.aliases.unwrap_or_default();
-        self.with(id, |c| c.networks.insert(network.into(), aliases).is_none())?
+        self.change(id, |c| c.networks.insert(network.into(), aliases).is_none())?
             .then_some(())
             .ok_or_else(|| anyhow::anyhow!("endpoint {id} already exists in network {network}"))
     }
 
     async fn disconnect(&self, network: &str, id: &str) -> Result<()> {
         self.tick().await;
-        self.with(id, |c| c.networks.remove(network).is_some())?
+        self.change(id, |c| c.networks.remove(network).is_some())?
             .then_some(())
             .ok_or_else(|| anyhow::anyhow!("container {id} is not connected to {network}"))
     }
@@ -171,7 +185,7 @@ impl ContainerOps for Fake {
 
     async fn start(&self, id: &str) -> Result<()> {
         self.tick().await;
-        self.with(id, |c| {
+        self.change(id, |c| {
             c.running = c.starts_ok;
             c.exit_code = (!c.starts_ok).then_some(1);
         })
@@ -179,7 +193,7 @@ impl ContainerOps for Fake {
 
     async fn stop(&self, id: &str, _grace_secs: i64) -> Result<()> {
         self.tick().await;
-        let _ = self.with(id, |c| {
+        let _ = self.change(id, |c| {
             if c.running {
                 c.running = false;
                 c.exit_code = Some(0);
@@ -190,12 +204,12 @@ impl ContainerOps for Fake {
 
     async fn restart(&self, id: &str) -> Result<()> {
         self.tick().await;
-        self.with(id, |c| c.running = c.starts_ok)
+        self.change(id, |c| c.running = c.starts_ok)
     }
 
     async fn rename(&self, id: &str, name: &str) -> Result<()> {
         self.tick().await;
-        let target = self.with(id, |c| c.id.clone())?;
+        let target = self.change(id, |c| c.id.clone())?;
         let mut s = self.s.lock().unwrap();
         if s.containers
             .iter()
@@ -210,6 +224,7 @@ impl ContainerOps for Fake {
 
     async fn remove(&self, id: &str) -> Result<()> {
         self.tick().await;
+        let _ = self.change(id, |_| ());
         let mut s = self.s.lock().unwrap();
         s.containers.retain(|c| c.id != id && c.name != id);
         Ok(())

@@ -199,7 +199,8 @@ impl<E: ContainerOps> Applier<'_, E> {
                 ReplicaAction::Start => self.start_existing(&sp.service, r).await,
                 ReplicaAction::Create => self.create_replica(&sp.service, &spec, r).await,
                 ReplicaAction::Recreate => {
-                    self.recreate_replica(&sp.service, &spec, r, observed).await
+                    self.recreate_replica(&sp.service, &spec, r, observed, sp.update_order)
+                        .await
                 }
                 ReplicaAction::Remove => {
                     self.remove_replica(&sp.service, &spec, r).await?;
