@@ -64,8 +64,11 @@ fn web_service(image: &str, order: &str, retries: u32) -> String {
     )
 }
 
-/// A client container on the project network asking `web:8080` for `/` every 100 ms (a new
-/// connection and a fresh name lookup each time), printing `ok <body>` or `FAIL` per request.
+/// A client container on the project network asking `web:8080` for `/` every 100 ms, printing
+/// `ok <body>` or `FAIL …` per request. Each request looks the name up afresh and, as curl and
+/// Go's dialer do with a name of several addresses, tries each address in turn (1 s connect
+/// timeout) until one answers: while two containers serve, the engine's DNS lists both, and
+/// one that has just left its network stops answering.
 /// Removed on drop.
 struct Client {
     name: String,
@@ -76,8 +79,13 @@ impl Client {
         let name = format!("{}-client", s.name);
         let script = r#"trap 'exit 0' TERM
 while true; do
-  r=$(printf 'GET / HTTP/1.0\r\n\r\n' | busybox timeout 1 busybox nc -w 1 web 8080 2>&1 | grep -E '^v[0-9]$|nc:')
-  case "$r" in v*) echo "ok $r";; *) echo "FAIL $(date +%T) $r";; esac
+  ips=$(busybox nslookup web 127.0.0.11 2>/dev/null | sed -n '/^Name/,$ s/^Address[^:]*: *\([0-9.]*\).*/\1/p')
+  r=""
+  for ip in $ips; do
+    r=$(printf 'GET / HTTP/1.0\r\n\r\n' | busybox timeout 3 busybox nc -w 1 "$ip" 8080 2>/dev/null | grep -E '^v[0-9]$')
+    [ -n "$r" ] && break
+  done
+  case "$r" in v*) echo "ok $r";; *) echo "FAIL $(date +%T) addresses: $ips";; esac
   sleep 0.1
 done"#;
         docker(&[

@@ -55,7 +55,7 @@ pub(crate) async fn run(
                 .await
                 .with_context(|| format!("cannot connect {container} to {network}"))
         }
-        Step::Drain => {
+        Step::Drain | Step::Settle => {
             tokio::time::sleep(super::step::DRAIN).await;
             Ok(())
         }

@@ -127,6 +127,10 @@ pub(crate) fn start_first_steps(
             (connect, OnError::RollBack),
         ]);
     }
+    if !serving.is_empty() {
+        // The engine's DNS lists the new address a moment before it answers.
+        steps.push((Step::Settle, OnError::Ignore));
+    }
     steps
 }
 

@@ -45,6 +45,9 @@ pub(crate) enum Step {
     },
     /// Let the connections a disconnected container still serves finish ([`DRAIN`]).
     Drain,
+    /// Let a container just connected under its aliases become reachable at the address the
+    /// engine's DNS already gives out, before the other one leaves ([`DRAIN`]).
+    Settle,
 }
 
 /// How long a start-first update lets the old container finish what it serves once it is off
@@ -98,6 +101,7 @@ impl fmt::Display for Step {
                 aliases.join(",")
             ),
             Step::Drain => write!(f, "drain {DRAIN:?}"),
+            Step::Settle => write!(f, "settle {DRAIN:?}"),
         }
     }
 }
@@ -181,6 +185,7 @@ mod tests {
                 "connect 0123456789ab to p_default as web,p-web-1",
             ),
             (Step::Drain, "drain 10ms"),
+            (Step::Settle, "settle 10ms"),
         ];
         for (step, want) in cases {
             assert_eq!(step.to_string(), want);

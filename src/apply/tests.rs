@@ -475,6 +475,7 @@ fn start_first_steps_never_touch_the_old_container_before_it_is_ready() {
             format!("wait for {TEMP} to be ready"),
             format!("disconnect {TEMP} from {NET}"),
             format!("connect {TEMP} to {NET} as web,{FINAL}"),
+            "settle 10ms".into(),
         ]
     );
     e.old_networks = [
