@@ -281,3 +281,71 @@ fn fixed_host_port_falls_back_to_stop_first_and_says_so() {
     let (code, body) = http_get(&format!("127.0.0.1:{port}"), "/", None);
     assert_eq!((code, body.trim()), (200, "v2"));
 }
+
+/// SIGKILLs a start-first update paused at `step`; the next apply recovers and converges to
+/// one healthy container running the new release, with the old one never left disconnected.
+fn start_first_kill_at(step: &str) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut s = Stack::new(&format!("update-sf-kill-{step}"));
+    let image = s.image("v1");
+    s.write(&web_service(&image, "start-first", 3));
+    s.apply_ok();
+    s.image("v2");
+    let mut child = s
+        .cmd()
+        .args(["apply"])
+        .env("COMPOSEOPS_TEST_PAUSE_AT", step)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("test pause at") {
+            break;
+        }
+    }
+    assert!(seen.contains(&format!("test pause at {step}")), "{seen}");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // Killed mid-update: two containers of web exist (old and new).
+    assert_eq!(s.containers().len(), 2, "{:?}", s.containers());
+    let out = s.apply_ok();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("recovering an interrupted apply"),
+        "{stderr}"
+    );
+    let cs = s.containers();
+    assert_eq!(cs.len(), 1, "{cs:?}");
+    assert_eq!(cs[0].0, s.web());
+    let health = docker(&["inspect", "-f", "{{.State.Health.Status}}", &s.web()]);
+    assert_eq!(health, "healthy");
+    assert_eq!(docker(&["exec", &s.web(), "cat", "/version"]), "v2");
+    let aliases = docker(&[
+        "inspect",
+        "-f",
+        &format!(
+            "{{{{json (index .NetworkSettings.Networks \"{}_default\").Aliases}}}}",
+            s.name
+        ),
+        &s.web(),
+    ]);
+    assert!(aliases.contains("\"web\""), "{aliases}");
+    let plan = s.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", show(&plan));
+}
+
+#[test]
+fn sigkill_during_start_first_health_wait_is_recovered() {
+    start_first_kill_at("health-wait");
+}
+
+#[test]
+fn sigkill_during_start_first_drain_is_recovered() {
+    start_first_kill_at("remove-old");
+}

@@ -296,3 +296,34 @@ fn info(c: ContainerInspectResponse) -> ContainerInfo {
         health_bound,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_bound_is_start_period_plus_interval_times_retries_plus_timeout() {
+        let s = |n: i64| Some(n * 1_000_000_000);
+        let h = HealthConfig {
+            test: Some(vec!["CMD".into(), "true".into()]),
+            interval: s(2),
+            timeout: s(3),
+            retries: Some(4),
+            start_period: s(5),
+            ..Default::default()
+        };
+        assert_eq!(health_bound(&h), Some(Duration::from_secs(5 + 2 * 4 + 3)));
+        // The engine's defaults: interval 30s, timeout 30s, retries 3, start period 0.
+        let defaults = HealthConfig {
+            test: Some(vec!["CMD".into(), "true".into()]),
+            ..Default::default()
+        };
+        assert_eq!(health_bound(&defaults), Some(Duration::from_secs(120)));
+        let none = HealthConfig {
+            test: Some(vec!["NONE".into()]),
+            ..Default::default()
+        };
+        assert_eq!(health_bound(&none), None);
+        assert_eq!(health_bound(&HealthConfig::default()), None);
+    }
+}
