@@ -164,6 +164,10 @@ impl ContainerOps for Engine {
     async fn remove(&self, id: &str) -> Result<()> {
         let opts = RemoveContainerOptionsBuilder::default().force(true).build();
         match self.call().remove_container(id, Some(opts)).await {
+            // A run killed during its removal left the engine finishing it: wait for that.
+            Err(e) if is_conflict(&e) && e.to_string().contains("already in progress") => {
+                self.wait_gone(id).await
+            }
             Err(e) if !is_not_found(&e) => Err(e.into()),
             _ => Ok(()),
         }
@@ -205,6 +209,20 @@ impl ContainerOps for Engine {
 
     fn calls(&self) -> usize {
         Engine::calls(self)
+    }
+}
+
+impl Engine {
+    /// Waits (up to 30 s) until container `id` is gone.
+    async fn wait_gone(&self, id: &str) -> Result<()> {
+        for _ in 0..150 {
+            match self.call().inspect_container(id, None).await {
+                Err(e) if is_not_found(&e) => return Ok(()),
+                Err(e) => return Err(e.into()),
+                Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        anyhow::bail!("the engine has been removing container {id} for 30s: check `docker ps -a`")
     }
 }
 

@@ -6,10 +6,12 @@
 //! again (same id).
 //!
 //! Start-first (`deploy.update_config.order`): the new container starts under the temporary
-//! name beside the old one, on the same networks with the same aliases. Once it is ready the
-//! old one is taken off its networks (new connections go to the new one), drained, stopped and
-//! removed, and the new one takes the final name. If the new one fails, the old one was never
-//! touched.
+//! name beside the old one, on the same networks but without their aliases, so that the
+//! engine's DNS sends no client to it before it listens. Once it is ready it is connected again
+//! with the aliases (the service name and the final container name, as Compose gives them) and
+//! both serve for a moment; then the old one is taken off its networks (new connections go to
+//! the new one), drained, stopped and removed, and the new one takes the final name. If the
+//! new one fails, the old one was never touched.
 //!
 //! The journal is written before each destructive step, so a run killed at any instant is
 //! finished or undone by [`super::recover`].
