@@ -198,6 +198,13 @@ pub enum Phase {
     Committed,
     /// New container failed; putting the old one back.
     RollingBack,
+    /// Start-first: the new container exists under `temp_name`; it is started beside the old
+    /// one, which keeps running untouched, and waited for.
+    Starting,
+    /// Start-first: the new container is ready; the old one is disconnected from its networks
+    /// (`old_networks`), drained, stopped and removed, then the new one takes the final name.
+    /// Recovery finishes this, as `Committed`.
+    Draining,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -209,6 +216,10 @@ pub struct Entry {
     pub old_id: Option<String>,
     pub new_id: Option<String>,
     pub phase: Phase,
+    /// Start-first, from `Draining` on: the old container's networks and their aliases, so
+    /// that it can be connected again if the new container vanishes.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub old_networks: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// `<state>/<project>.journal`.
@@ -293,6 +304,7 @@ mod tests {
             old_id: Some("abc".into()),
             new_id: None,
             phase: Phase::Creating,
+            old_networks: Default::default(),
         };
         j.write(&e).unwrap();
         assert_eq!(j.read().unwrap(), Some(e.clone()));

@@ -22,3 +22,4 @@ pub mod progress;
 pub mod pull;
 pub mod resolve;
 pub mod spec;
+pub mod update;

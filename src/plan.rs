@@ -15,6 +15,7 @@ use similar::TextDiff;
 use crate::model::Project;
 use crate::observe::{Observed, ObservedContainer};
 use crate::spec::{container_name, ImageDefaults, Spec};
+use crate::update::{self, UpdateOrder};
 
 /// The image a service should run. `digest` is a registry manifest digest or a local image id
 /// (`sha256:…`), when known; it is compared with the container image's id and repo digests.
@@ -101,6 +102,9 @@ pub struct ServicePlan {
     /// changed`, `pull_policy is build`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<String>,
+    /// How its containers are replaced (`deploy.update_config.order`, when the host allows).
+    #[serde(default, skip_serializing_if = "UpdateOrder::is_stop_first")]
+    pub update_order: UpdateOrder,
 }
 
 /// An image digest move: what a container runs now, and what it will run.
@@ -327,6 +331,7 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
             diff: None,
             image_change: None,
             build: image.build.clone(),
+            update_order: UpdateOrder::StopFirst,
         };
         let mut seen = BTreeSet::new();
         for c in &containers {
@@ -461,6 +466,11 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
             }
         }
         sp.reasons = reasons;
+        let (order, why_not) = update::order(&name, svc);
+        sp.update_order = order;
+        if let (Some(w), ServiceAction::Recreate) = (why_not, sp.action) {
+            plan.warnings.push(w);
+        }
         plan.services.push(sp);
     }
 

@@ -83,7 +83,7 @@ pub struct AgentConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_max: Option<String>,
     /// How long a new container has to become healthy (running, without a healthcheck)
-    /// before it is rolled back (default `60s`).
+    /// before it is rolled back (default: its healthcheck's own bound, or `60s` without one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_timeout: Option<String>,
     /// Most HTTP connections open at once (default 64). Never more than a quarter of the
@@ -231,12 +231,7 @@ impl AgentConfig {
             )?
             .unwrap(),
             retry_max: dur("retry-max", &self.retry_max, Some(Duration::from_secs(300)))?.unwrap(),
-            wait_timeout: dur(
-                "wait-timeout",
-                &self.wait_timeout,
-                Some(Duration::from_secs(60)),
-            )?
-            .unwrap(),
+            wait_timeout: dur("wait-timeout", &self.wait_timeout, None)?,
             http_max_connections: self.http_max_connections.unwrap_or(64),
             http_idle_timeout: dur(
                 "http-idle-timeout",
@@ -290,7 +285,8 @@ pub struct Settings {
     pub debounce: Duration,
     pub retry_initial: Duration,
     pub retry_max: Duration,
-    pub wait_timeout: Duration,
+    /// `None`: each container's healthcheck bound (see `ApplyOptions::wait_timeout`).
+    pub wait_timeout: Option<Duration>,
     /// Configured cap; the listener lowers it to a quarter of the open-file limit.
     pub http_max_connections: usize,
     pub http_idle_timeout: Duration,

@@ -34,7 +34,7 @@ pub struct PipelineOptions {
     pub host: Option<String>,
     /// Journal and project locks live here (shared with `composeops apply --state-dir`).
     pub state_dir: PathBuf,
-    pub wait_timeout: Duration,
+    pub wait_timeout: Option<Duration>,
     /// How long to wait for a `composeops apply` of the same project to finish.
     pub lock_timeout: Duration,
     /// An image check reuses a digest looked up less than this long ago.

@@ -38,6 +38,27 @@ pub(crate) async fn run(
             .remove(c)
             .await
             .with_context(|| format!("cannot remove {c}")),
+        Step::Disconnect { container, network } => ops
+            .disconnect(network, container)
+            .await
+            .with_context(|| format!("cannot disconnect {container} from {network}")),
+        Step::Connect {
+            container,
+            network,
+            aliases,
+        } => {
+            let ep = bollard::models::EndpointSettings {
+                aliases: Some(aliases.clone()),
+                ..Default::default()
+            };
+            ops.connect(network, container, ep)
+                .await
+                .with_context(|| format!("cannot connect {container} to {network}"))
+        }
+        Step::Drain | Step::Settle => {
+            tokio::time::sleep(super::step::DRAIN).await;
+            Ok(())
+        }
         Step::Create(_) | Step::WaitReady(_) => {
             anyhow::bail!("internal error: `{step}` is run by the recreate, not the executor")
         }

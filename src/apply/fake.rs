@@ -4,6 +4,7 @@
 //! `crash_at(n)` makes the n-th call never return, so that a test can drop the apply future
 //! there: the state left behind is what a SIGKILL at that instant leaves.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use anyhow::{bail, Result};
@@ -11,7 +12,13 @@ use bollard::models::{
     ContainerCreateBody, EndpointSettings, NetworkCreateRequest, VolumeCreateRequest,
 };
 
-use super::ops::{ContainerInfo, ContainerOps};
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+
+use super::ops::{ContainerEvent, ContainerInfo, ContainerOps};
+
+/// The network every fake container is attached to at first.
+pub(crate) const NET: &str = "p_default";
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct FakeContainer {
@@ -21,6 +28,8 @@ pub(crate) struct FakeContainer {
     pub exit_code: Option<i64>,
     /// What starting it does: run healthy, or exit 1 at once.
     pub starts_ok: bool,
+    /// Network -> aliases.
+    pub networks: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -30,6 +39,8 @@ struct State {
     calls: usize,
     crash_at: Option<usize>,
     new_fail: bool,
+    /// Ids of the containers a changing call addressed, in call order.
+    changed: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -54,6 +65,7 @@ impl Fake {
             running,
             exit_code: (!running).then_some(0),
             starts_ok: true,
+            networks: BTreeMap::from([(NET.to_string(), vec!["web".to_string()])]),
         };
         s.containers.push(c.clone());
         c.id
@@ -72,6 +84,11 @@ impl Fake {
 
     pub(crate) fn no_crash(&self) {
         self.s.lock().unwrap().crash_at = None;
+    }
+
+    /// Whether any call changed (started, stopped, renamed, removed, (dis)connected) `id`.
+    pub(crate) fn changed(&self, id: &str) -> bool {
+        self.s.lock().unwrap().changed.iter().any(|c| c == id)
     }
 
     pub(crate) fn containers(&self) -> Vec<FakeContainer> {
@@ -106,10 +123,17 @@ impl Fake {
             None => bail!("No such container: {key}"),
         }
     }
+
+    /// [`Fake::with`] for a call that changes the container: recorded for [`Fake::changed`].
+    fn change<T>(&self, key: &str, f: impl FnOnce(&mut FakeContainer) -> T) -> Result<T> {
+        let id = self.with(key, |c| c.id.clone())?;
+        self.s.lock().unwrap().changed.push(id);
+        self.with(key, f)
+    }
 }
 
 impl ContainerOps for Fake {
-    async fn create(&self, name: &str, _body: ContainerCreateBody) -> Result<String> {
+    async fn create(&self, name: &str, body: ContainerCreateBody) -> Result<String> {
         self.tick().await;
         let mut s = self.s.lock().unwrap();
         if s.containers.iter().any(|c| c.name == name) {
@@ -122,19 +146,46 @@ impl ContainerOps for Fake {
             running: false,
             exit_code: None,
             starts_ok: !s.new_fail,
+            networks: body
+                .networking_config
+                .and_then(|n| n.endpoints_config)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(n, ep)| (n, ep.aliases.unwrap_or_default()))
+                .collect(),
         };
         s.containers.push(c.clone());
         Ok(c.id)
     }
 
-    async fn connect(&self, _network: &str, id: &str, _ep: EndpointSettings) -> Result<()> {
+    async fn connect(&self, network: &str, id: &str, ep: EndpointSettings) -> Result<()> {
         self.tick().await;
-        self.with(id, |_| ())
+        let aliases = ep.aliases.unwrap_or_default();
+        self.change(id, |c| c.networks.insert(network.into(), aliases).is_none())?
+            .then_some(())
+            .ok_or_else(|| anyhow::anyhow!("endpoint {id} already exists in network {network}"))
+    }
+
+    async fn disconnect(&self, network: &str, id: &str) -> Result<()> {
+        self.tick().await;
+        self.change(id, |c| c.networks.remove(network).is_some())?
+            .then_some(())
+            .ok_or_else(|| anyhow::anyhow!("container {id} is not connected to {network}"))
+    }
+
+    /// The fake's state changes only in its calls, so the inspect after subscribing sees
+    /// every state: no events are needed.
+    fn events(
+        &self,
+        _id: &str,
+        _since: std::time::SystemTime,
+    ) -> BoxStream<'static, ContainerEvent> {
+        futures_util::stream::pending().boxed()
     }
 
     async fn start(&self, id: &str) -> Result<()> {
         self.tick().await;
-        self.with(id, |c| {
+        self.change(id, |c| {
             c.running = c.starts_ok;
             c.exit_code = (!c.starts_ok).then_some(1);
         })
@@ -142,7 +193,7 @@ impl ContainerOps for Fake {
 
     async fn stop(&self, id: &str, _grace_secs: i64) -> Result<()> {
         self.tick().await;
-        let _ = self.with(id, |c| {
+        let _ = self.change(id, |c| {
             if c.running {
                 c.running = false;
                 c.exit_code = Some(0);
@@ -153,12 +204,12 @@ impl ContainerOps for Fake {
 
     async fn restart(&self, id: &str) -> Result<()> {
         self.tick().await;
-        self.with(id, |c| c.running = c.starts_ok)
+        self.change(id, |c| c.running = c.starts_ok)
     }
 
     async fn rename(&self, id: &str, name: &str) -> Result<()> {
         self.tick().await;
-        let target = self.with(id, |c| c.id.clone())?;
+        let target = self.change(id, |c| c.id.clone())?;
         let mut s = self.s.lock().unwrap();
         if s.containers
             .iter()
@@ -173,6 +224,7 @@ impl ContainerOps for Fake {
 
     async fn remove(&self, id: &str) -> Result<()> {
         self.tick().await;
+        let _ = self.change(id, |_| ());
         let mut s = self.s.lock().unwrap();
         s.containers.retain(|c| c.id != id && c.name != id);
         Ok(())
@@ -214,5 +266,7 @@ pub(crate) fn info(c: &FakeContainer) -> ContainerInfo {
         health: c.running.then(|| "healthy".into()),
         health_log: vec![],
         one_shot: false,
+        networks: c.networks.clone(),
+        health_bound: None,
     }
 }

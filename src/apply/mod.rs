@@ -42,7 +42,9 @@ use crate::spec::{self, Spec};
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
     /// How long a new container has to become healthy (or running, without a healthcheck).
-    pub wait_timeout: Duration,
+    /// `None`: as long as its healthcheck can take (start period + interval × retries +
+    /// timeout, plus slack), or 60 s without one.
+    pub wait_timeout: Option<Duration>,
     /// Remove a failed new container instead of keeping it stopped for inspection.
     pub cleanup_failed: bool,
     /// Labels put on the containers this run creates, outside the spec and its hash (the
@@ -197,7 +199,8 @@ impl<E: ContainerOps> Applier<'_, E> {
                 ReplicaAction::Start => self.start_existing(&sp.service, r).await,
                 ReplicaAction::Create => self.create_replica(&sp.service, &spec, r).await,
                 ReplicaAction::Recreate => {
-                    self.recreate_replica(&sp.service, &spec, r, observed).await
+                    self.recreate_replica(&sp.service, &spec, r, observed, sp.update_order)
+                        .await
                 }
                 ReplicaAction::Remove => {
                     self.remove_replica(&sp.service, &spec, r).await?;

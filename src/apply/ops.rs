@@ -6,15 +6,19 @@
 //! stopped or missing one, removal of a missing one all succeed), so callers hold no
 //! engine-error matching of their own.
 
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
 use anyhow::Result;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, NetworkConnectRequest,
-    NetworkCreateRequest, VolumeCreateRequest,
+    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, EventMessage, HealthConfig,
+    NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, EventsOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
+use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 
 use crate::engine::{is_conflict, is_not_found, is_not_modified, Engine};
@@ -35,6 +39,22 @@ pub struct ContainerInfo {
     pub health_log: Vec<String>,
     /// Restart policy `no` (or none): an exit 0 means the job is done.
     pub one_shot: bool,
+    /// Network name -> the aliases of the container's endpoint there.
+    pub networks: BTreeMap<String, Vec<String>>,
+    /// How long its healthcheck can take to decide (see [`health_bound`]); `None` without one.
+    pub health_bound: Option<Duration>,
+}
+
+/// What the engine's event stream says about one container, as a readiness wait needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerEvent {
+    Start,
+    /// The process ended (a stop, a crash, or a restart policy about to restart it).
+    Die {
+        exit_code: Option<i64>,
+    },
+    /// `healthy` or `unhealthy`.
+    Health(String),
 }
 
 /// The container, network and volume calls of `apply`.
@@ -46,6 +66,12 @@ pub trait ContainerOps {
     /// Creates (does not start) container `name`; returns its id.
     async fn create(&self, name: &str, body: ContainerCreateBody) -> Result<String>;
     async fn connect(&self, network: &str, id: &str, endpoint: EndpointSettings) -> Result<()>;
+    /// Disconnects `id` from `network`, so that new connections go to the other containers
+    /// behind the same aliases.
+    async fn disconnect(&self, network: &str, id: &str) -> Result<()>;
+    /// The `start`, `die` and `health_status` events of container `id`, from `since` (a few
+    /// seconds back, so an event raced by the subscription itself is replayed, not lost).
+    fn events(&self, id: &str, since: std::time::SystemTime) -> BoxStream<'static, ContainerEvent>;
     /// Starts `id`; already running is success.
     async fn start(&self, id: &str) -> Result<()>;
     /// Stops `id` within `grace_secs`; already stopped or missing is success.
@@ -79,6 +105,36 @@ impl ContainerOps for Engine {
         Ok(self.call().connect_network(network, req).await?)
     }
 
+    async fn disconnect(&self, network: &str, id: &str) -> Result<()> {
+        let req = NetworkDisconnectRequest {
+            container: id.to_string(),
+            force: Some(false),
+        };
+        Ok(self.call().disconnect_network(network, req).await?)
+    }
+
+    fn events(&self, id: &str, since: std::time::SystemTime) -> BoxStream<'static, ContainerEvent> {
+        let since = since
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let filters = HashMap::from([
+            ("container".to_string(), vec![id.to_string()]),
+            (
+                "event".to_string(),
+                vec!["start".into(), "die".into(), "health_status".into()],
+            ),
+        ]);
+        let opts = EventsOptionsBuilder::default()
+            .since(&since.to_string())
+            .filters(&filters)
+            .build();
+        self.call()
+            .events(Some(opts))
+            .filter_map(|m| async move { m.ok().and_then(event) })
+            .boxed()
+    }
+
     async fn start(&self, id: &str) -> Result<()> {
         match self.call().start_container(id, None).await {
             Err(e) if !is_not_modified(&e) => Err(e.into()),
@@ -108,6 +164,10 @@ impl ContainerOps for Engine {
     async fn remove(&self, id: &str) -> Result<()> {
         let opts = RemoveContainerOptionsBuilder::default().force(true).build();
         match self.call().remove_container(id, Some(opts)).await {
+            // A run killed during its removal left the engine finishing it: wait for that.
+            Err(e) if is_conflict(&e) && e.to_string().contains("already in progress") => {
+                self.wait_gone(id).await
+            }
             Err(e) if !is_not_found(&e) => Err(e.into()),
             _ => Ok(()),
         }
@@ -152,6 +212,50 @@ impl ContainerOps for Engine {
     }
 }
 
+impl Engine {
+    /// Waits (up to 30 s) until container `id` is gone.
+    async fn wait_gone(&self, id: &str) -> Result<()> {
+        for _ in 0..150 {
+            match self.call().inspect_container(id, None).await {
+                Err(e) if is_not_found(&e) => return Ok(()),
+                Err(e) => return Err(e.into()),
+                Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        anyhow::bail!("the engine has been removing container {id} for 30s: check `docker ps -a`")
+    }
+}
+
+/// An engine event as a [`ContainerEvent`]; `None` for the ones a wait does not act on.
+fn event(m: EventMessage) -> Option<ContainerEvent> {
+    let action = m.action?;
+    let attrs = m.actor.and_then(|a| a.attributes).unwrap_or_default();
+    match action.as_str() {
+        "start" => Some(ContainerEvent::Start),
+        "die" => Some(ContainerEvent::Die {
+            exit_code: attrs.get("exitCode").and_then(|c| c.parse().ok()),
+        }),
+        a => a
+            .strip_prefix("health_status:")
+            .map(|h| ContainerEvent::Health(h.trim().to_string())),
+    }
+}
+
+/// The longest a healthcheck can take to decide: `start_period + interval × retries +
+/// timeout`, with the engine's defaults (30 s, 30 s, 3, 0). `None` without a healthcheck.
+pub(crate) fn health_bound(h: &HealthConfig) -> Option<Duration> {
+    let test = h.test.as_deref().unwrap_or_default();
+    if test.is_empty() || test[0] == "NONE" {
+        return None;
+    }
+    let ns = |v: Option<i64>, default: u64| match v {
+        Some(n) if n > 0 => Duration::from_nanos(n as u64),
+        _ => Duration::from_secs(default),
+    };
+    let retries = h.retries.filter(|r| *r > 0).unwrap_or(3) as u32;
+    Some(ns(h.start_period, 0) + ns(h.interval, 30) * retries + ns(h.timeout, 30))
+}
+
 /// The parts of an inspect response apply decides on.
 fn info(c: ContainerInspectResponse) -> ContainerInfo {
     let st = c.state.unwrap_or_default();
@@ -178,6 +282,18 @@ fn info(c: ContainerInspectResponse) -> ContainerInfo {
         .and_then(|r| r.name)
         .map(|n| n.to_string())
         .is_none_or(|n| n.is_empty() || n == "no");
+    let networks = c
+        .network_settings
+        .and_then(|n| n.networks)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(n, ep)| (n, ep.aliases.unwrap_or_default()))
+        .collect();
+    let health_bound = c
+        .config
+        .as_ref()
+        .and_then(|cfg| cfg.healthcheck.as_ref())
+        .and_then(health_bound);
     ContainerInfo {
         id: c.id.unwrap_or_default(),
         name: c
@@ -194,5 +310,38 @@ fn info(c: ContainerInspectResponse) -> ContainerInfo {
             .filter(|s| !s.is_empty() && s != "none"),
         health_log,
         one_shot,
+        networks,
+        health_bound,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_bound_is_start_period_plus_interval_times_retries_plus_timeout() {
+        let s = |n: i64| Some(n * 1_000_000_000);
+        let h = HealthConfig {
+            test: Some(vec!["CMD".into(), "true".into()]),
+            interval: s(2),
+            timeout: s(3),
+            retries: Some(4),
+            start_period: s(5),
+            ..Default::default()
+        };
+        assert_eq!(health_bound(&h), Some(Duration::from_secs(5 + 2 * 4 + 3)));
+        // The engine's defaults: interval 30s, timeout 30s, retries 3, start period 0.
+        let defaults = HealthConfig {
+            test: Some(vec!["CMD".into(), "true".into()]),
+            ..Default::default()
+        };
+        assert_eq!(health_bound(&defaults), Some(Duration::from_secs(120)));
+        let none = HealthConfig {
+            test: Some(vec!["NONE".into()]),
+            ..Default::default()
+        };
+        assert_eq!(health_bound(&none), None);
+        assert_eq!(health_bound(&HealthConfig::default()), None);
     }
 }

@@ -1,9 +1,18 @@
-//! Health waits: a new container is ready when healthy (or running on two polls without a
-//! healthcheck); a dependency's `condition` is waited for before its dependants change.
+//! Health waits: a new container is ready when healthy (or running, without a healthcheck);
+//! a dependency's `condition` is waited for before its dependants change.
+//!
+//! Waits listen to the engine's event stream (`start`, `die`, `health_status`) rather than
+//! polling inspect, so an update takes the container's start and health time and nothing more,
+//! and an `unhealthy` report or a `die` ends the wait at once. The container is inspected once
+//! after subscribing, for a state reached before the subscription; the subscription starts a
+//! few seconds back, so an event raced by the subscription is replayed rather than lost.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use super::ops::{ContainerInfo, ContainerOps};
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+
+use super::ops::{ContainerEvent, ContainerInfo, ContainerOps};
 use super::Applier;
 use crate::plan::{Plan, ReplicaAction};
 
@@ -22,10 +31,53 @@ impl NotReady {
             ..Default::default()
         }
     }
+
+    fn msg(message: String) -> NotReady {
+        NotReady {
+            message,
+            ..Default::default()
+        }
+    }
 }
 
-/// Compose polls every 500 ms; so do we.
-const POLL: Duration = Duration::from_millis(500);
+/// A process that crashes on start-up is reported running for a moment: without a
+/// healthcheck, a container is ready once it has run this long without a `die`.
+const SETTLE: Duration = Duration::from_millis(500);
+/// Added to a healthcheck's own bound: the engine schedules checks a little late.
+const SLACK: Duration = Duration::from_secs(10);
+/// The bound of a wait without a healthcheck (nor an explicit `--wait-timeout`).
+const NO_HEALTHCHECK_BOUND: Duration = Duration::from_secs(60);
+/// How far back a subscription starts (see the module documentation).
+const REPLAY: Duration = Duration::from_secs(2);
+
+/// Where a wait stands after an inspect or an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Ready,
+    Failed(String),
+    /// Running without a healthcheck: ready after [`SETTLE`] without a `die`.
+    Settling,
+    Wait,
+}
+
+/// The verdict on an inspected container. `require_health`: a missing healthcheck is an error
+/// (`service_healthy`), and an exit is never success.
+pub(crate) fn judge(c: &ContainerInfo, require_health: bool) -> Verdict {
+    match (c.status.as_str(), c.health.as_deref()) {
+        // A one-shot (restart: no) that exited 0 has done its job.
+        ("exited", _) if c.exit_code == Some(0) && !require_health && c.one_shot => Verdict::Ready,
+        ("exited" | "dead", _) => {
+            Verdict::Failed(format!("exited with code {}", c.exit_code.unwrap_or(-1)))
+        }
+        ("running", Some("healthy")) => Verdict::Ready,
+        ("running", Some("unhealthy")) => Verdict::Failed("unhealthy".into()),
+        ("running", None) if require_health => {
+            Verdict::Failed("has no healthcheck (service_healthy needs one)".into())
+        }
+        ("running", None) => Verdict::Settling,
+        _ => Verdict::Wait,
+    }
+}
 
 impl<E: ContainerOps> Applier<'_, E> {
     /// Waits for `condition` (`service_healthy`, `service_completed_successfully`; anything
@@ -62,75 +114,172 @@ impl<E: ContainerOps> Applier<'_, E> {
         }
     }
 
+    /// The bound of a wait on `c`: `--wait-timeout` when given, else its healthcheck's own.
+    fn bound(&self, c: &ContainerInfo) -> Duration {
+        self.opts.wait_timeout.unwrap_or(match c.health_bound {
+            Some(b) => b + SLACK,
+            None => NO_HEALTHCHECK_BOUND,
+        })
+    }
+
+    /// Subscribes to the events of `name`, then inspects it: (its state, its events).
+    async fn subscribe(
+        &self,
+        name: &str,
+    ) -> Result<(ContainerInfo, BoxStream<'static, ContainerEvent>), String> {
+        let since = SystemTime::now() - REPLAY;
+        let id = self.inspect_or(name).await?.id;
+        let events = self.engine.events(&id, since);
+        Ok((self.inspect_or(&id).await?, events))
+    }
+
     async fn wait_exit0(&self, name: &str) -> Result<(), String> {
-        let deadline = Instant::now() + self.opts.wait_timeout;
+        let (mut c, mut events) = self.subscribe(name).await?;
+        let deadline = Instant::now() + self.bound(&c);
         loop {
-            let c = self.inspect_or(name).await?;
             if !c.running && c.status == "exited" {
                 return match c.exit_code {
                     Some(0) => Ok(()),
                     code => Err(format!("{name} exited with code {}", code.unwrap_or(-1))),
                 };
             }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "{name} did not complete within {:?}",
-                    self.opts.wait_timeout
-                ));
+            match tokio::time::timeout_at(deadline.into(), events.next()).await {
+                Err(_) => {
+                    return Err(format!(
+                        "{name} did not complete within {:?}",
+                        self.bound(&c)
+                    ))
+                }
+                Ok(Some(_)) => {}
+                // The engine closed the stream: listen again.
+                Ok(None) => (_, events) = self.subscribe(name).await?,
             }
-            tokio::time::sleep(POLL).await;
+            c = self.inspect_or(&c.id).await?;
         }
     }
 
-    /// Polls until `name` is healthy, or running when it has no healthcheck.
-    /// `require_health`: a missing healthcheck is an error (service_healthy).
+    /// Waits until `name` is healthy, or running when it has no healthcheck; fails at once on
+    /// `unhealthy` or a `die`. `require_health`: a missing healthcheck is an error
+    /// (`service_healthy`).
     pub(crate) async fn wait_ready(
         &self,
         name: &str,
         require_health: bool,
     ) -> Result<(), NotReady> {
-        let deadline = Instant::now() + self.opts.wait_timeout;
-        let mut polls = 0;
+        let (mut c, mut events) = self.subscribe(name).await.map_err(NotReady::msg)?;
+        let bound = self.bound(&c);
+        let deadline = Instant::now() + bound;
+        let mut verdict = judge(&c, require_health);
         loop {
-            let c = self.inspect_or(name).await.map_err(|message| NotReady {
-                message,
-                ..Default::default()
-            })?;
-            polls += 1;
-            match (c.status.as_str(), c.health.as_deref()) {
-                // A one-shot (restart: no) that exited 0 has done its job.
-                ("exited", _) if c.exit_code == Some(0) && !require_health && c.one_shot => {
-                    return Ok(())
+            let wait_until = match &verdict {
+                Verdict::Ready => return Ok(()),
+                Verdict::Failed(msg) => return Err(self.not_ready(&c.id, msg.clone()).await),
+                Verdict::Settling => deadline.min(Instant::now() + SETTLE),
+                Verdict::Wait => deadline,
+            };
+            let next = tokio::time::timeout_at(wait_until.into(), events.next()).await;
+            verdict = match next {
+                Err(_) if verdict == Verdict::Settling => Verdict::Ready,
+                Err(_) => {
+                    let c = self.inspect_or(&c.id).await.map_err(NotReady::msg)?;
+                    let state = c.health.as_deref().unwrap_or(&c.status);
+                    let msg = format!("still {state} after {bound:?}");
+                    return Err(self.not_ready(&c.id, msg).await);
                 }
-                ("exited" | "dead", _) => {
-                    let msg = format!("exited with code {}", c.exit_code.unwrap_or(-1));
-                    return Err(self.not_ready(name, msg, c).await);
+                Ok(Some(ContainerEvent::Health(h))) if h == "unhealthy" => {
+                    Verdict::Failed("unhealthy".into())
                 }
-                ("running", Some("healthy")) => return Ok(()),
-                // Without a healthcheck, running on two consecutive polls is ready.
-                ("running", None) if !require_health && polls >= 2 => return Ok(()),
-                ("running", None) if require_health => {
-                    return Err(NotReady {
-                        message: "has no healthcheck (service_healthy needs one)".into(),
-                        ..Default::default()
-                    })
+                Ok(Some(ContainerEvent::Health(h))) if h == "healthy" => Verdict::Ready,
+                Ok(Some(ContainerEvent::Die { exit_code })) => {
+                    c = self.inspect_or(&c.id).await.map_err(NotReady::msg)?;
+                    match judge(&c, require_health) {
+                        Verdict::Ready => Verdict::Ready,
+                        _ => Verdict::Failed(format!(
+                            "exited with code {}",
+                            exit_code.or(c.exit_code).unwrap_or(-1)
+                        )),
+                    }
                 }
-                _ => {}
-            }
-            if Instant::now() >= deadline {
-                let state = c.health.as_deref().unwrap_or(&c.status);
-                let msg = format!("still {state} after {:?}", self.opts.wait_timeout);
-                return Err(self.not_ready(name, msg, c).await);
-            }
-            tokio::time::sleep(POLL).await;
+                Ok(ev) => {
+                    if ev.is_none() {
+                        // The engine closed the stream: listen again.
+                        (_, events) = self.subscribe(&c.id).await.map_err(NotReady::msg)?;
+                    }
+                    c = self.inspect_or(&c.id).await.map_err(NotReady::msg)?;
+                    judge(&c, require_health)
+                }
+            };
         }
     }
 
-    async fn not_ready(&self, name: &str, message: String, c: ContainerInfo) -> NotReady {
+    /// Why `id` is not ready, with its last logs and health-check outputs.
+    async fn not_ready(&self, id: &str, message: String) -> NotReady {
+        let health_log = match self.engine.inspect(id).await {
+            Ok(Some(c)) => c.health_log,
+            _ => Vec::new(),
+        };
         NotReady {
             message,
-            logs: self.engine.logs_tail(name, 20).await,
-            health_log: c.health_log,
+            logs: self.engine.logs_tail(id, 20).await,
+            health_log,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(status: &str, health: Option<&str>, exit: Option<i64>, one_shot: bool) -> ContainerInfo {
+        ContainerInfo {
+            status: status.into(),
+            running: status == "running",
+            health: health.map(Into::into),
+            exit_code: exit,
+            one_shot,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn verdicts_on_inspected_states() {
+        use Verdict::*;
+        let failed = |m: &str| Failed(m.to_string());
+        let cases = [
+            (c("running", Some("healthy"), None, false), false, Ready),
+            (c("running", Some("starting"), None, false), false, Wait),
+            (
+                c("running", Some("unhealthy"), None, false),
+                false,
+                failed("unhealthy"),
+            ),
+            (c("running", None, None, false), false, Settling),
+            (
+                c("running", None, None, false),
+                true,
+                failed("has no healthcheck (service_healthy needs one)"),
+            ),
+            (c("exited", None, Some(0), true), false, Ready),
+            (
+                c("exited", None, Some(0), true),
+                true,
+                failed("exited with code 0"),
+            ),
+            (
+                c("exited", None, Some(0), false),
+                false,
+                failed("exited with code 0"),
+            ),
+            (
+                c("exited", None, Some(1), true),
+                false,
+                failed("exited with code 1"),
+            ),
+            (c("created", None, None, false), false, Wait),
+            (c("restarting", None, None, false), false, Wait),
+        ];
+        for (info, require, want) in cases {
+            assert_eq!(judge(&info, require), want, "{info:?}, require {require}");
         }
     }
 }

@@ -1,10 +1,20 @@
 //! The in-place recreate of one replica, decided as a list of steps and then done.
 //!
-//! The new container is created under a temporary name, the old one is stopped and renamed
-//! aside (kept), the new one takes the final name and starts; once it is ready the old one is
-//! removed, and if it is not, the old one is renamed back and started again (same id). The
-//! journal is written before each destructive step, so a run killed at any instant is finished
-//! or undone by [`super::recover`].
+//! Stop-first (the default): the new container is created under a temporary name, the old one
+//! is stopped and renamed aside (kept), the new one takes the final name and starts; once it
+//! is ready the old one is removed, and if it is not, the old one is renamed back and started
+//! again (same id).
+//!
+//! Start-first (`deploy.update_config.order`): the new container starts under the temporary
+//! name beside the old one, on the same networks but without their aliases, so that the
+//! engine's DNS sends no client to it before it listens. Once it is ready it is connected again
+//! with the aliases (the service name and the final container name, as Compose gives them) and
+//! both serve for a moment; then the old one is taken off its networks (new connections go to
+//! the new one), drained, stopped and removed, and the new one takes the final name. If the
+//! new one fails, the old one was never touched.
+//!
+//! The journal is written before each destructive step, so a run killed at any instant is
+//! finished or undone by [`super::recover`].
 
 use super::exec;
 use super::ops::ContainerOps;
@@ -17,6 +27,7 @@ use crate::journal::{Entry, Phase};
 use crate::observe::{Observed, SUFFIX_FAILED, SUFFIX_NEW, SUFFIX_OLD};
 use crate::plan::ReplicaPlan;
 use crate::spec::Spec;
+use crate::update::UpdateOrder;
 
 /// How a replica's change ended when it did not end well: the outcome and why.
 pub(crate) type Failure = (Outcome, NotReady);
@@ -31,6 +42,7 @@ pub(crate) fn entry(service: &str, final_name: &str, old_id: &str) -> Entry {
         old_id: Some(old_id.into()),
         new_id: None,
         phase: Phase::Creating,
+        old_networks: Default::default(),
     }
 }
 
@@ -81,6 +93,97 @@ pub(crate) fn steps(e: &Entry, grace: Option<i64>) -> Vec<(Step, OnError)> {
     ]
 }
 
+/// Start-first, up to the readiness wait: the new container runs beside the old one, which
+/// nothing here touches. It starts without its aliases (the engine's DNS would send clients
+/// to it before it listens); once ready, it is connected again to each of `serving`'s
+/// networks with their aliases, and serves beside the old one.
+pub(crate) fn start_first_steps(
+    e: &Entry,
+    serving: &[(String, Vec<String>)],
+) -> Vec<(Step, OnError)> {
+    let (temp, fin) = (e.temp_name.clone(), e.final_name.clone());
+    let mut steps = vec![
+        (Step::Remove(failed_name(&fin)), OnError::Abort),
+        (Step::Journal(Phase::Creating), OnError::Abort),
+        (
+            Step::Create(temp.clone()),
+            OnError::AbortAfter(vec![Step::Remove(temp.clone()), Step::ClearJournal]),
+        ),
+        // The journal holds the new id: recovery removes the new container, wherever it is.
+        (Step::Journal(Phase::Starting), OnError::Abort),
+        (Step::Start(temp.clone()), OnError::RollBack),
+        (Step::WaitReady(temp.clone()), OnError::RollBack),
+    ];
+    for (network, aliases) in serving {
+        let disconnect = Step::Disconnect {
+            container: temp.clone(),
+            network: network.clone(),
+        };
+        let connect = Step::Connect {
+            container: temp.clone(),
+            network: network.clone(),
+            aliases: aliases.clone(),
+        };
+        steps.extend([
+            (disconnect, OnError::RollBack),
+            (connect, OnError::RollBack),
+        ]);
+    }
+    if !serving.is_empty() {
+        // The engine's DNS lists the new address a moment before it answers.
+        steps.push((Step::Settle, OnError::Ignore));
+    }
+    steps
+}
+
+/// Each network of `spec` with the aliases a container of it serves under: the service's,
+/// and the final container name (as Compose adds it).
+pub(crate) fn serving_aliases(spec: &Spec, final_name: &str) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    if spec.network_mode.is_none() {
+        for (network, ep) in &spec.networks {
+            let mut aliases = ep.aliases.clone();
+            aliases.push(final_name.to_string());
+            out.push((network.clone(), aliases));
+        }
+    }
+    out
+}
+
+/// Start-first, the new container is ready: the old one leaves its networks (`e.old_networks`,
+/// journalled first), drains, stops within `grace` and goes; the new one takes the final name.
+pub(crate) fn start_first_commit(e: &Entry, grace: Option<i64>) -> Vec<(Step, OnError)> {
+    let old = e.old_id.clone().unwrap_or_default();
+    let mut steps = vec![(Step::Journal(Phase::Draining), OnError::RollBack)];
+    for network in e.old_networks.keys() {
+        let step = Step::Disconnect {
+            container: old.clone(),
+            network: network.clone(),
+        };
+        steps.push((step, OnError::Warn));
+    }
+    steps.extend([
+        (Step::Drain, OnError::Ignore),
+        (
+            Step::Stop {
+                container: old.clone(),
+                grace: grace.unwrap_or(10),
+            },
+            OnError::Warn,
+        ),
+        (Step::Remove(old), OnError::Unfinished),
+        (
+            Step::Rename {
+                container: e.temp_name.clone(),
+                to: e.final_name.clone(),
+            },
+            OnError::Unfinished,
+        ),
+        (Step::ClearJournal, OnError::Ignore),
+    ]);
+    steps
+}
+
 /// The new container is ready: commit (journal first), then the old container goes.
 pub(crate) fn commit(e: &Entry) -> Vec<(Step, OnError)> {
     let old = e.old_id.clone().unwrap_or_default();
@@ -107,19 +210,25 @@ pub(crate) fn rollback(e: &Entry, v: &View, cleanup_failed: bool) -> Vec<(Step, 
 }
 
 impl<E: ContainerOps> Applier<'_, E> {
-    /// Recreates replica `r` of `service` (see the module documentation).
+    /// Recreates replica `r` of `service` in `order` (see the module documentation).
     pub(crate) async fn recreate_replica(
         &self,
         service: &str,
         spec: &Spec,
         r: &ReplicaPlan,
         observed: &Observed,
+        order: UpdateOrder,
     ) -> Result<Outcome, Failure> {
         let old_id = r.container_id.clone().expect("recreate has a container");
         let mut e = entry(service, &r.name, &old_id);
         progress(
             service,
-            format!("recreating {} ({})", e.final_name, r.reasons.join("; ")),
+            format!(
+                "recreating {} {} ({})",
+                e.final_name,
+                order.as_str(),
+                r.reasons.join("; ")
+            ),
         );
         let anon = observed
             .containers
@@ -127,7 +236,12 @@ impl<E: ContainerOps> Applier<'_, E> {
             .find(|c| c.id == old_id)
             .map(|c| c.anon_volumes.clone())
             .unwrap_or_default();
-        for (step, on_error) in steps(&e, spec.stop_grace_period) {
+        let steps = match order {
+            UpdateOrder::StopFirst => steps(&e, spec.stop_grace_period),
+            UpdateOrder::StartFirst => start_first_steps(&e, &serving_aliases(spec, &e.final_name)),
+        };
+        let hidden = order == UpdateOrder::StartFirst;
+        for (step, on_error) in steps {
             let res = match &step {
                 Step::WaitReady(name) => {
                     progress(service, format!("waiting for {name} to be ready"));
@@ -138,7 +252,7 @@ impl<E: ContainerOps> Applier<'_, E> {
                     }
                 }
                 Step::Create(name) => self
-                    .create(service, spec, r.number, name, &anon)
+                    .create(service, spec, r.number, name, &anon, hidden)
                     .await
                     .map(|id| e.new_id = Some(id)),
                 _ => exec::run(self.engine, self.journal, &mut e, &step).await,
@@ -151,16 +265,38 @@ impl<E: ContainerOps> Applier<'_, E> {
                 pause_at("create").await;
             }
         }
-        self.commit(service, &mut e).await
+        let commit = match order {
+            UpdateOrder::StopFirst => commit(&e),
+            UpdateOrder::StartFirst => {
+                // What to connect the old container to again, should the new one vanish.
+                let old = self.engine.inspect(&old_id).await.ok().flatten();
+                e.old_networks = old.map(|c| c.networks).unwrap_or_default();
+                start_first_commit(&e, spec.stop_grace_period)
+            }
+        };
+        self.commit(service, &mut e, commit).await
     }
 
-    async fn commit(&self, service: &str, e: &mut Entry) -> Result<Outcome, Failure> {
-        for (step, on_error) in commit(e) {
-            if let Step::Remove(old) = &step {
-                progress(
+    async fn commit(
+        &self,
+        service: &str,
+        e: &mut Entry,
+        steps: Vec<(Step, OnError)>,
+    ) -> Result<Outcome, Failure> {
+        for (step, on_error) in steps {
+            match &step {
+                Step::Remove(old) => progress(
                     service,
                     format!("removing the old container {}", short(old)),
-                );
+                ),
+                Step::Disconnect { container, network } => progress(
+                    service,
+                    format!(
+                        "disconnecting the old container {} from {network}",
+                        short(container)
+                    ),
+                ),
+                _ => {}
             }
             match exec::run(self.engine, self.journal, e, &step).await {
                 Err(err) => {
@@ -168,7 +304,9 @@ impl<E: ContainerOps> Applier<'_, E> {
                         return end;
                     }
                 }
-                Ok(()) if step == Step::Journal(Phase::Committed) => pause_at("remove-old").await,
+                Ok(()) if matches!(step, Step::Journal(Phase::Committed | Phase::Draining)) => {
+                    pause_at("remove-old").await
+                }
                 Ok(()) => {}
             }
         }
@@ -195,6 +333,13 @@ impl<E: ContainerOps> Applier<'_, E> {
                 None
             }
             OnError::Ignore => None,
+            OnError::Unfinished => {
+                let err = err.context(format!(
+                    "{} runs, but the update is unfinished: the next apply finishes it",
+                    e.temp_name
+                ));
+                Some(Err((Outcome::Failed, NotReady::from_error(err))))
+            }
         }
     }
 

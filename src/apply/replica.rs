@@ -9,11 +9,13 @@ use super::recreate::Failure;
 use super::report::Outcome;
 use super::{progress, Applier};
 use crate::plan::ReplicaPlan;
-use crate::spec::{CreateContext, Spec};
+use crate::spec::{self, CreateContext, Spec};
 
 impl<E: ContainerOps> Applier<'_, E> {
     /// Creates (not starts) a container for replica `number` of `service` named `name`, and
-    /// connects it to the networks after the first.
+    /// connects it to the networks after the first. `hidden`: without its aliases (the service
+    /// name, the final container name), so that it receives no connection until it is ready
+    /// and connected again with them (start-first).
     pub(crate) async fn create(
         &self,
         service: &str,
@@ -21,6 +23,7 @@ impl<E: ContainerOps> Applier<'_, E> {
         number: u32,
         name: &str,
         anon: &[(String, String)],
+        hidden: bool,
     ) -> Result<String> {
         let img = self.desired.images.get(service);
         let image_id = img.and_then(|i| i.digest.clone()).unwrap_or_default();
@@ -32,7 +35,11 @@ impl<E: ContainerOps> Applier<'_, E> {
             &image_id,
             img.and_then(|i| i.digest.as_deref()),
         );
-        let mut body = spec.create_body(&ctx, name, anon);
+        // The container-name alias is the final name, also while it runs under a temporary one
+        // (beside the old container, in a start-first update), as Compose's containers have.
+        let p = &self.desired.project;
+        let alias = spec::container_name(&p.name, service, &p.services[service], number);
+        let mut body = spec.create_body(&ctx, &alias, anon);
         if !self.opts.extra_labels.is_empty() {
             let labels = body.labels.get_or_insert_with(Default::default);
             for (k, v) in &self.opts.extra_labels {
@@ -42,12 +49,22 @@ impl<E: ContainerOps> Applier<'_, E> {
         if let Some(r) = self.desired.run_from.get(service) {
             body.image = Some(r.clone());
         }
+        let mut extra = spec.extra_networks(&alias);
+        if hidden {
+            let endpoints = body.networking_config.iter_mut();
+            for ep in
+                endpoints.flat_map(|n| n.endpoints_config.iter_mut().flat_map(|e| e.values_mut()))
+            {
+                ep.aliases = None;
+            }
+            extra.iter_mut().for_each(|(_, ep)| ep.aliases = None);
+        }
         let id = self
             .engine
             .create(name, body)
             .await
             .with_context(|| format!("cannot create container {name}"))?;
-        for (net, ep) in spec.extra_networks(name) {
+        for (net, ep) in extra {
             self.engine
                 .connect(&net, &id, ep)
                 .await
@@ -84,7 +101,7 @@ impl<E: ContainerOps> Applier<'_, E> {
         progress(service, format!("creating {}", r.name));
         let failed = |e| (Outcome::Failed, NotReady::from_error(e));
         let id = self
-            .create(service, spec, r.number, &r.name, &[])
+            .create(service, spec, r.number, &r.name, &[], false)
             .await
             .map_err(failed)?;
         self.engine

@@ -61,7 +61,7 @@ pub(crate) enum Failed {
 pub(crate) fn recovery(e: &Entry, v: &View) -> Vec<Step> {
     let keep_new = match (&v.old, &v.new) {
         (None, _) => true,
-        (Some(_), Some(_)) => e.phase == Phase::Committed,
+        (Some(_), Some(_)) => matches!(e.phase, Phase::Committed | Phase::Draining),
         (Some(_), None) => false,
     };
     if keep_new {
@@ -105,6 +105,16 @@ pub(crate) fn undo(e: &Entry, v: &View, failed: &Failed) -> Vec<Step> {
     }
     if !old.running {
         steps.push(Step::Start(old.id.clone()));
+    }
+    // Start-first: a drain took it off its networks.
+    for (network, aliases) in &e.old_networks {
+        if !old.networks.contains_key(network) {
+            steps.push(Step::Connect {
+                container: old.id.clone(),
+                network: network.clone(),
+                aliases: aliases.clone(),
+            });
+        }
     }
     steps
 }

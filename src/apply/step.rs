@@ -5,6 +5,7 @@
 //! executor ([`super::exec`]) runs them and holds no decisions of its own.
 
 use std::fmt;
+use std::time::Duration;
 
 use crate::journal::Phase;
 
@@ -31,7 +32,31 @@ pub(crate) enum Step {
     WaitReady(String),
     /// Force-remove; a missing container is not an error.
     Remove(String),
+    /// Take the container off a network: new connections go to the others behind its aliases.
+    Disconnect {
+        container: String,
+        network: String,
+    },
+    /// Put the container back on a network, with these aliases.
+    Connect {
+        container: String,
+        network: String,
+        aliases: Vec<String>,
+    },
+    /// Let the connections a disconnected container still serves finish ([`DRAIN`]).
+    Drain,
+    /// Let a container just connected under its aliases become reachable at the address the
+    /// engine's DNS already gives out, before the other one leaves ([`DRAIN`]).
+    Settle,
 }
+
+/// How long a start-first update lets the old container finish what it serves once it is off
+/// its networks, before stopping it (which gives it its stop grace period on top).
+pub(crate) const DRAIN: Duration = if cfg!(test) {
+    Duration::from_millis(10)
+} else {
+    Duration::from_secs(1)
+};
 
 /// What a failed step means for the replica: decided with the step, not by the executor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +71,9 @@ pub(crate) enum OnError {
     Warn,
     /// Carry on silently (a best-effort step).
     Ignore,
+    /// Stop here and leave the journal as it is: the new container is in service, and the
+    /// next run's recovery finishes what is left.
+    Unfinished,
 }
 
 impl fmt::Display for Step {
@@ -59,6 +87,21 @@ impl fmt::Display for Step {
             Step::Start(c) => write!(f, "start {}", short(c)),
             Step::WaitReady(c) => write!(f, "wait for {} to be ready", short(c)),
             Step::Remove(c) => write!(f, "remove {}", short(c)),
+            Step::Disconnect { container, network } => {
+                write!(f, "disconnect {} from {network}", short(container))
+            }
+            Step::Connect {
+                container,
+                network,
+                aliases,
+            } => write!(
+                f,
+                "connect {} to {network} as {}",
+                short(container),
+                aliases.join(",")
+            ),
+            Step::Drain => write!(f, "drain {DRAIN:?}"),
+            Step::Settle => write!(f, "settle {DRAIN:?}"),
         }
     }
 }
@@ -71,6 +114,8 @@ pub(crate) fn phase_name(p: Phase) -> &'static str {
         Phase::Waiting => "waiting",
         Phase::Committed => "committed",
         Phase::RollingBack => "rolling-back",
+        Phase::Starting => "starting",
+        Phase::Draining => "draining",
     }
 }
 
@@ -123,7 +168,24 @@ mod tests {
                 Step::WaitReady("p-web-1".into()),
                 "wait for p-web-1 to be ready",
             ),
-            (Step::Remove(id), "remove 0123456789ab"),
+            (Step::Remove(id.clone()), "remove 0123456789ab"),
+            (
+                Step::Disconnect {
+                    container: id.clone(),
+                    network: "p_default".into(),
+                },
+                "disconnect 0123456789ab from p_default",
+            ),
+            (
+                Step::Connect {
+                    container: id,
+                    network: "p_default".into(),
+                    aliases: vec!["web".into(), "p-web-1".into()],
+                },
+                "connect 0123456789ab to p_default as web,p-web-1",
+            ),
+            (Step::Drain, "drain 10ms"),
+            (Step::Settle, "settle 10ms"),
         ];
         for (step, want) in cases {
             assert_eq!(step.to_string(), want);

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::fake::{self, Fake};
-use super::ops::ContainerInfo;
+use super::fake::{self, Fake, NET};
+use super::ops::{ContainerInfo, ContainerOps};
 use super::recover::recover_with;
 use super::recreate::{self, Failure};
 use super::report::Outcome;
@@ -17,6 +17,7 @@ use crate::journal::{Entry, Journal, Phase};
 use crate::observe::Observed;
 use crate::plan::{Desired, ReplicaAction, ReplicaPlan};
 use crate::spec::Spec;
+use crate::update::UpdateOrder;
 
 const FINAL: &str = "p-web-1";
 const TEMP: &str = "p-web-1-composeops-new";
@@ -35,6 +36,9 @@ fn entry(phase: Phase, new_recorded: bool) -> Entry {
     let mut e = recreate::entry("web", FINAL, &old_id());
     e.phase = phase;
     e.new_id = new_recorded.then(new_id);
+    if phase == Phase::Draining {
+        e.old_networks = [(NET.to_string(), vec!["web".to_string()])].into();
+    }
     e
 }
 
@@ -132,6 +136,19 @@ fn recovery_steps_for_each_phase_and_engine_state() {
         (Committed, true, Gone, Final(false), vec![format!("start {n}")]),
         // ... unless the new one vanished: the old one is better than nothing.
         (Committed, true, Aside(false), Gone, back(&[])),
+        // Start-first, killed while the new container starts beside the old one: the old one
+        // was never touched; the new one goes.
+        (Starting, true, Final(true), Temp(true), vec![format!("remove {n}")]),
+        (Starting, true, Final(true), Temp(false), vec![format!("remove {n}")]),
+        (Starting, true, Final(true), Gone, vec![]),
+        // Start-first, killed while the old one drains: finish (the new one takes the name).
+        (Draining, true, Final(true), Temp(true), vec![format!("remove {o}"), format!("rename {n} -> {FINAL}")]),
+        (Draining, true, Final(false), Temp(true), vec![format!("remove {o}"), format!("rename {n} -> {FINAL}")]),
+        (Draining, true, Gone, Temp(true), vec![format!("rename {n} -> {FINAL}")]),
+        (Draining, true, Gone, Final(true), vec![]),
+        // ... unless the new one vanished: the old one runs again, back on its networks.
+        (Draining, true, Final(true), Gone, vec![format!("connect {o} to {NET} as web")]),
+        (Draining, true, Final(false), Gone, vec![format!("start {o}"), format!("connect {o} to {NET} as web")]),
     ];
     for (phase, recorded, old, new, want) in table {
         let e = entry(phase, recorded);
@@ -163,6 +180,8 @@ async fn recovery_always_leaves_one_running_container_under_the_final_name() {
         Phase::Waiting,
         Phase::Committed,
         Phase::RollingBack,
+        Phase::Starting,
+        Phase::Draining,
     ] {
         for old in places {
             for new in places {
@@ -196,6 +215,11 @@ async fn check_recovery(phase: Phase, recorded: bool, old: At, new: At) {
     e.phase = phase;
     // A recorded id of a container that is gone since.
     e.new_id = recorded.then(|| new_id.clone().unwrap_or_else(|| fake::id(0xdead)));
+    if phase == Phase::Draining {
+        // The drain took the old container off its network.
+        e.old_networks = [(NET.to_string(), vec!["web".to_string()])].into();
+        fake.disconnect(NET, &old_id).await.unwrap();
+    }
     journal.write(&e).unwrap();
     let recovered = recover_with(&fake, &journal).await;
     assert!(
@@ -203,9 +227,14 @@ async fn check_recovery(phase: Phase, recorded: bool, old: At, new: At) {
         "{what}"
     );
     assert_eq!(journal.read().unwrap(), None, "{what}");
-    let keep_new = phase == Phase::Committed && new_id.is_some();
+    let committed = matches!(phase, Phase::Committed | Phase::Draining);
+    let keep_new = committed && new_id.is_some();
     let want = if keep_new { new_id.unwrap() } else { old_id };
     assert_one_running(&fake, &want, &what);
+    if !keep_new {
+        let cs = fake.containers();
+        assert!(cs[0].networks.contains_key(NET), "{what}: {cs:#?}");
+    }
 }
 
 fn assert_one_running(fake: &Fake, want_id: &str, what: &str) {
@@ -278,9 +307,17 @@ struct Rig {
     old_id: String,
     _dir: tempfile::TempDir,
     journal: Journal,
+    order: UpdateOrder,
 }
 
 impl Rig {
+    fn start_first() -> Rig {
+        Rig {
+            order: UpdateOrder::StartFirst,
+            ..Rig::new()
+        }
+    }
+
     fn new() -> Rig {
         let project = crate::load::test_project("services:\n  web:\n    image: app:1\n");
         let fake = Fake::default();
@@ -296,6 +333,7 @@ impl Rig {
             old_id,
             journal: Journal::new(dir.path(), "p"),
             _dir: dir,
+            order: UpdateOrder::StopFirst,
         }
     }
 
@@ -305,7 +343,7 @@ impl Rig {
             desired: &self.desired,
             journal: &self.journal,
             opts: ApplyOptions {
-                wait_timeout: Duration::from_secs(5),
+                wait_timeout: Some(Duration::from_secs(5)),
                 cleanup_failed,
                 extra_labels: Default::default(),
             },
@@ -324,7 +362,7 @@ impl Rig {
         let spec = Spec::from_service(&self.desired.project, "web");
         let a = self.applier(cleanup_failed);
         let observed = Observed::default();
-        let run = a.recreate_replica("web", &spec, &r, &observed);
+        let run = a.recreate_replica("web", &spec, &r, &observed, self.order);
         tokio::select! {
             out = run => Some(out),
             () = self.fake.crashed() => None,
@@ -373,10 +411,18 @@ async fn failed_new_container_is_rolled_back_and_kept_or_removed() {
 /// the journal said committed.
 #[tokio::test]
 async fn crash_at_every_call_of_a_recreate_is_recovered() {
-    for new_fails in [false, true] {
+    for (order, new_fails) in [
+        (UpdateOrder::StopFirst, false),
+        (UpdateOrder::StopFirst, true),
+        (UpdateOrder::StartFirst, false),
+        (UpdateOrder::StartFirst, true),
+    ] {
         let mut crashes = 0;
         for n in 1.. {
-            let rig = Rig::new();
+            let rig = Rig {
+                order,
+                ..Rig::new()
+            };
             if new_fails {
                 rig.fake.new_containers_fail();
             }
@@ -387,19 +433,103 @@ async fn crash_at_every_call_of_a_recreate_is_recovered() {
             crashes += 1;
             rig.fake.no_crash();
             let phase = rig.journal.read().unwrap().map(|e| e.phase);
-            let what = format!("new fails: {new_fails}, crash at call {n}, journal {phase:?}");
+            let what =
+                format!("{order:?}, new fails: {new_fails}, crash at call {n}, journal {phase:?}");
             recover_with(&rig.fake, &rig.journal).await.unwrap();
             assert_eq!(rig.journal.read().unwrap(), None, "{what}");
             let cs = rig.fake.containers();
-            let want = if phase == Some(Phase::Committed) {
+            let want = if matches!(phase, Some(Phase::Committed | Phase::Draining)) {
                 let new = cs.iter().find(|c| c.id != rig.old_id);
                 new.map(|c| c.id.clone()).unwrap_or_default()
             } else {
                 rig.old_id.clone()
             };
             assert_one_running(&rig.fake, &want, &what);
+            let cs = rig.fake.containers();
+            assert!(cs[0].networks.contains_key(NET), "{what}: {cs:#?}");
+            if order == UpdateOrder::StartFirst && phase != Some(Phase::Draining) {
+                assert!(
+                    !rig.fake.changed(&rig.old_id),
+                    "{what}: the old one was touched"
+                );
+            }
         }
         assert!(crashes >= 8, "only {crashes} crash points");
+    }
+}
+
+#[test]
+fn start_first_steps_never_touch_the_old_container_before_it_is_ready() {
+    let mut e = recreate::entry("web", FINAL, &old_id());
+    let o = "aaaaaaaaaaaa";
+    let serving = [(NET.to_string(), vec!["web".to_string(), FINAL.to_string()])];
+    let steps = recreate::start_first_steps(&e, &serving);
+    assert_eq!(
+        lines(steps.iter().map(|s| &s.0)),
+        [
+            format!("remove {FAILED}"),
+            "journal creating".into(),
+            format!("create {TEMP}"),
+            "journal starting".into(),
+            format!("start {TEMP}"),
+            format!("wait for {TEMP} to be ready"),
+            format!("disconnect {TEMP} from {NET}"),
+            format!("connect {TEMP} to {NET} as web,{FINAL}"),
+            "settle 10ms".into(),
+        ]
+    );
+    e.old_networks = [
+        (NET.to_string(), vec!["web".to_string()]),
+        ("p_back".to_string(), vec!["web".to_string()]),
+    ]
+    .into();
+    let commit = recreate::start_first_commit(&e, Some(7));
+    assert_eq!(
+        lines(commit.iter().map(|s| &s.0)),
+        [
+            "journal draining".to_string(),
+            format!("disconnect {o} from p_back"),
+            format!("disconnect {o} from {NET}"),
+            "drain 10ms".into(),
+            format!("stop {o} (7s)"),
+            format!("remove {o}"),
+            format!("rename {TEMP} -> {FINAL}"),
+            "journal clear".into(),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn start_first_replaces_the_container_on_its_networks() {
+    let rig = Rig::start_first();
+    let out = rig.recreate(false).await.expect("no crash");
+    assert_eq!(out.unwrap(), Outcome::Applied);
+    let cs = rig.fake.containers();
+    assert_eq!(cs.len(), 1, "{cs:#?}");
+    assert_ne!(cs[0].id, rig.old_id);
+    assert!(cs[0].running && cs[0].name == FINAL, "{cs:#?}");
+    // Same network, same aliases: the service name and the final container name.
+    assert_eq!(cs[0].networks[NET], ["web", FINAL], "{cs:#?}");
+    assert_eq!(rig.journal.read().unwrap(), None);
+}
+
+#[tokio::test]
+async fn start_first_failure_never_touches_the_old_container() {
+    for cleanup in [false, true] {
+        let rig = Rig::start_first();
+        rig.fake.new_containers_fail();
+        let (o, nr) = rig.recreate(cleanup).await.expect("no crash").unwrap_err();
+        assert_eq!(o, Outcome::RolledBack, "{}", nr.message);
+        assert!(
+            !rig.fake.changed(&rig.old_id),
+            "the old container was touched"
+        );
+        let cs = rig.fake.containers();
+        let old = cs.iter().find(|c| c.id == rig.old_id).unwrap();
+        assert!(old.running && old.name == FINAL && old.networks.contains_key(NET));
+        let failed: Vec<_> = cs.iter().filter(|c| c.id != rig.old_id).collect();
+        assert_eq!(failed.len(), usize::from(!cleanup), "{cs:#?}");
+        assert_eq!(rig.journal.read().unwrap(), None);
     }
 }
 

@@ -152,8 +152,10 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub plan: bool,
     /// How long a new container has to become healthy (running, without a healthcheck).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    pub wait_timeout: std::time::Duration,
+    /// Default: its healthcheck's own bound (start_period + interval × retries + timeout, plus
+    /// 10s), or 60s without a healthcheck. An unhealthy or exited container is rolled back at once.
+    #[arg(long, value_parser = parse_duration)]
+    pub wait_timeout: Option<std::time::Duration>,
     /// How long to wait for another apply of the same project to finish.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub lock_timeout: std::time::Duration,
@@ -268,7 +270,8 @@ pub struct AgentArgs {
     /// Longest retry delay (default 5m).
     #[arg(long, value_name = "DURATION")]
     pub retry_max: Option<String>,
-    /// How long a new container has to become healthy before it is rolled back (default 60s).
+    /// How long a new container has to become healthy before it is rolled back (default: its
+    /// healthcheck's own bound, or 60s without one).
     #[arg(long, value_name = "DURATION")]
     pub wait_timeout: Option<String>,
     /// Most HTTP connections open at once (default 64, at most a quarter of the open-file limit).
