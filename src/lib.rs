@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod apply;
+pub mod compose_hash;
 pub mod converge;
 pub mod duration;
 pub mod engine;
