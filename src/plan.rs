@@ -275,6 +275,7 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
         let svc = &p.services[&name];
         let spec = Spec::from_service(p, &name);
         let hash = spec.hash();
+        let compose_hash = crate::compose_hash::config_hash(p, &name);
         let image = desired
             .images
             .get(&name)
@@ -331,7 +332,7 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
                 continue;
             }
             let defaults = observed.images.get(&c.image_id).map(|i| &i.defaults);
-            let (fields, old_spec) = compare_spec(c, &spec, &hash, defaults);
+            let (fields, old_spec) = compare_spec(c, &spec, &hash, &compose_hash, defaults);
             let mut reasons = Vec::new();
             if !fields.is_empty() {
                 reasons.push(format!("changed: {}", fields.join(", ")));
@@ -486,6 +487,7 @@ fn compare_spec(
     c: &ObservedContainer,
     want: &Spec,
     hash: &str,
+    compose_hash: &str,
     defaults: Option<&ImageDefaults>,
 ) -> (Vec<String>, Option<Spec>) {
     let Some(have) = &c.spec else {
@@ -500,6 +502,15 @@ fn compare_spec(
             f.push("spec version".into());
         }
         return (f, Some(have.clone()));
+    }
+    // Made by Compose from this very service config (its hash says so): Compose would not
+    // recreate it, so neither does composeops. The image is compared separately.
+    if c.labels
+        .get(crate::spec::LABEL_CONFIG_HASH)
+        .map(String::as_str)
+        == Some(compose_hash)
+    {
+        return (Vec::new(), Some(have.clone()));
     }
     // Not made by composeops: compare what is comparable, without what the image supplies.
     let empty = ImageDefaults::default();

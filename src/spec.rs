@@ -796,7 +796,7 @@ impl Spec {
                     .filter(|a| {
                         a != &name
                             && a != short
-                            && !id.starts_with(a.as_str())
+                            && !(a.len() >= 12 && id.starts_with(a.as_str()))
                             && Some(a.as_str()) != cfg.hostname.as_deref()
                     })
                     .collect();

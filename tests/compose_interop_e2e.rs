@@ -18,7 +18,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::stack::show;
-use common::testbed;
+use common::{docker, testbed, unique_project, ProjectGuard};
+use serde_json::{json, Value};
+
+const HASH: &str = "com.docker.compose.config-hash";
 
 /// One corpus project: its directory and the global arguments/environment it loads with.
 struct Case {
@@ -151,4 +154,302 @@ fn load_options(case: &Case) -> composeops::load::LoadOptions {
         }
     }
     o
+}
+
+/// The runnable project's file, named so that no other compose file of the copied case
+/// directory is discovered or merged with it.
+const FILE: &str = "interop.yaml";
+
+/// A command that runs until stopped and stops at once on TERM (busybox `sh` as PID 1).
+const IDLE: &[&str] = &["sh", "-c", "trap 'exit 0' TERM INT; sleep 3600 & wait"];
+
+/// Compose's resolved form of `case`, made runnable offline in `dir` (a copy of the case
+/// directory): every image is the test bed's base image with an idle command and a passing
+/// healthcheck, published ports are ephemeral, networks and volumes are the project's own,
+/// paths point into `dir`. What Compose then hashes still varies as the corpus does (env,
+/// labels, volumes, restart, deploy, healthcheck timings, networks). `Err` says why a case
+/// cannot run here.
+fn runnable(case: &Case, dir: &Path) -> Result<String, String> {
+    let out = run_in_case(&testbed().compose_v5, case, &["config", "--format", "json"]);
+    assert!(out.status.success(), "{}: {}", case.name, show(&out));
+    let text = stdout(&out).replace(&case.dir.display().to_string(), &dir.display().to_string());
+    let mut project: Value = serde_json::from_str(&text).unwrap();
+    copy_dir(&case.dir, dir);
+    let top = project.as_object_mut().unwrap();
+    top.remove("name");
+    for kind in ["networks", "volumes"] {
+        for (_, r) in top
+            .get_mut(kind)
+            .and_then(Value::as_object_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(r) = r.as_object_mut() {
+                r.remove("name");
+                r.remove("external");
+            }
+        }
+    }
+    let services = top["services"].as_object_mut().unwrap();
+    let names: Vec<String> = services.keys().cloned().collect();
+    // Waited for as healthy: the image was to supply the healthcheck, the base image has none.
+    let waited: Vec<String> = services
+        .values()
+        .filter_map(|s| s.get("depends_on")?.as_object())
+        .flat_map(|d| d.iter())
+        .filter(|(_, d)| d["condition"] == "service_healthy")
+        .map(|(k, _)| k.clone())
+        .collect();
+    for (name, svc) in services.iter_mut() {
+        let svc = svc.as_object_mut().unwrap();
+        if svc.contains_key("build") {
+            return Err(format!("{name} needs a build"));
+        }
+        let shares = ["network_mode", "ipc", "pid"].iter().any(|k| {
+            svc.get(*k)
+                .and_then(Value::as_str)
+                .is_some_and(|m| m.starts_with("service:") || m.starts_with("container:"))
+        });
+        if shares || svc.contains_key("volumes_from") || svc.contains_key("links") {
+            return Err(format!(
+                "{name} shares another container's namespace (Compose hashes its container id)"
+            ));
+        }
+        svc.insert("image".into(), json!(testbed().base_image));
+        svc.insert("command".into(), json!(IDLE));
+        svc.insert("entrypoint".into(), Value::Null);
+        for k in ["pull_policy", "user"] {
+            svc.remove(k);
+        }
+        if waited.contains(name) && !svc.contains_key("healthcheck") {
+            svc.insert("healthcheck".into(), json!({}));
+        }
+        if let Some(Value::Object(h)) = svc.get_mut("healthcheck") {
+            if h.get("test").and_then(|t| t[0].as_str()) != Some("NONE")
+                && h.get("disable").is_none()
+            {
+                h.insert("test".into(), json!(["CMD", "true"]));
+                h.insert("interval".into(), json!("1s"));
+            }
+        }
+        // Dependencies on services a profile left out (`required: false`) are gone.
+        if let Some(Value::Object(d)) = svc.get_mut("depends_on") {
+            d.retain(|k, _| names.contains(k));
+        }
+        for (_, n) in svc
+            .get("networks")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            if n.get("ipv4_address").or(n.get("ipv6_address")).is_some() {
+                return Err(format!(
+                    "{name} has a static address, which needs IPAM settings that composeops \
+                     does not pass when it creates a network"
+                ));
+            }
+        }
+        for v in svc
+            .get("volumes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if v["type"] == "bind" {
+                let _ = std::fs::create_dir_all(v["source"].as_str().unwrap());
+            }
+        }
+        for p in svc
+            .get_mut("ports")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            let p = p.as_object_mut().unwrap();
+            p.remove("published");
+            p.remove("host_ip");
+        }
+    }
+    Ok(serde_json::to_string_pretty(&project).unwrap())
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// One runnable case on the engine: its own directory, state directory and project.
+struct Run {
+    dir: tempfile::TempDir,
+    state: tempfile::TempDir,
+    name: String,
+    _guard: ProjectGuard,
+}
+
+impl Run {
+    fn compose(&self, args: &[&str]) -> Output {
+        Command::new(&testbed().compose_v5)
+            .current_dir(self.dir.path())
+            .args(["-p", &self.name, "-f", FILE])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn composeops(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_composeops"))
+            .current_dir(self.dir.path())
+            .env("COMPOSEOPS_STATE_DIR", self.state.path())
+            .args(["-p", &self.name, "-f", FILE])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Container name -> (id, config-hash label), all states.
+    fn containers(&self) -> BTreeMap<String, (String, String)> {
+        let filter = format!("label=com.docker.compose.project={}", self.name);
+        let format = format!("{{{{.Names}}}} {{{{.ID}}}} {{{{.Label \"{HASH}\"}}}}");
+        docker(&["ps", "-a", "--filter", &filter, "--format", &format])
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split(' ');
+                Some((
+                    f.next()?.into(),
+                    (f.next()?.into(), f.next().unwrap_or("").into()),
+                ))
+            })
+            .collect()
+    }
+}
+
+/// Runs `out`, and says what failed unless it exited with `code`.
+fn expect(what: &str, out: Output, code: i32) -> Result<(), String> {
+    if out.status.code() == Some(code) {
+        Ok(())
+    } else {
+        Err(format!("{what} (expected exit {code}): {}", show(&out)))
+    }
+}
+
+/// Both directions for one case; `Err` describes the first disagreement.
+fn hand_over(case: &Case, yaml: &str, run: &Run) -> Result<usize, String> {
+    std::fs::write(run.dir.path().join(FILE), yaml).unwrap();
+    // Compose -> composeops.
+    expect("docker-compose up -d", run.compose(&["up", "-d"]), 0)?;
+    let by_compose = run.containers();
+    expect(
+        "composeops plan after docker-compose up",
+        run.composeops(&["plan", "--detailed-exitcode"]),
+        0,
+    )?;
+    expect(
+        "composeops apply after docker-compose up",
+        run.composeops(&["apply", "--wait-timeout", "60s"]),
+        0,
+    )?;
+    if run.containers() != by_compose {
+        return Err(format!(
+            "composeops apply recreated Compose's containers of {}",
+            case.name
+        ));
+    }
+    expect("docker-compose down", run.compose(&["down"]), 0)?;
+    // composeops -> Compose.
+    expect(
+        "composeops apply",
+        run.composeops(&["apply", "--wait-timeout", "60s"]),
+        0,
+    )?;
+    let by_composeops = run.containers();
+    let want = hashes(&stdout(&run.compose(&["config", "--hash", "*"])));
+    for (name, (_, hash)) in &by_composeops {
+        if !want.values().any(|h| h == hash) {
+            return Err(format!(
+                "{name}: config-hash {hash} is none of Compose's {want:?}"
+            ));
+        }
+    }
+    expect(
+        "docker-compose up -d after composeops",
+        run.compose(&["up", "-d"]),
+        0,
+    )?;
+    if run.containers() != by_composeops {
+        return Err(format!(
+            "docker-compose up recreated composeops' containers: before {by_composeops:?}, after {:?}",
+            run.containers()
+        ));
+    }
+    expect(
+        "composeops plan after docker-compose up",
+        run.composeops(&["plan", "--detailed-exitcode"]),
+        0,
+    )?;
+    Ok(by_composeops.len())
+}
+
+#[test]
+fn corpus_stacks_pass_between_compose_v5_and_composeops() {
+    let cases = cases();
+    let (mut checked, mut containers, mut skipped, mut failed) = (0, 0, Vec::new(), Vec::new());
+    let results: Vec<(String, Result<Result<usize, String>, String>)> = std::thread::scope(|s| {
+        let chunks: Vec<&[Case]> = cases.chunks(cases.len().div_ceil(2)).collect();
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                s.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|case| {
+                            let dir = tempfile::tempdir().unwrap();
+                            let r = runnable(case, dir.path()).map(|yaml| {
+                                let name = unique_project(&format!("interop-{}", &case.name[..2]));
+                                let run = Run {
+                                    dir,
+                                    state: tempfile::tempdir().unwrap(),
+                                    _guard: ProjectGuard::new(name.clone()),
+                                    name,
+                                };
+                                hand_over(case, &yaml, &run)
+                            });
+                            (case.name.clone(), r)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    for (name, r) in results {
+        match r {
+            Err(why) => skipped.push(format!("{name}: {why}")),
+            Ok(Ok(n)) => {
+                checked += 1;
+                containers += n;
+            }
+            Ok(Err(e)) => failed.push(format!("{name}: {e}")),
+        }
+    }
+    eprintln!(
+        "interop: {checked}/{} corpus projects handed over both ways without a recreate \
+         ({containers} containers); {} failed; {} skipped:\n  {}",
+        checked + failed.len(),
+        failed.len(),
+        skipped.len(),
+        skipped.join("\n  ")
+    );
+    assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+    assert!(checked >= 40, "too few corpus projects ran: {checked}");
 }
