@@ -22,6 +22,10 @@ use crate::spec::{container_name, ImageDefaults, Spec};
 pub struct DesiredImage {
     pub reference: String,
     pub digest: Option<String>,
+    /// The local image's id once present: what Compose writes as `com.docker.compose.image`
+    /// (and compares to recreate), whereas `digest` may be the registry's manifest digest.
+    #[serde(skip)]
+    pub local_id: Option<String>,
 }
 
 /// The loaded project plus each service's image, keyed by service name.
@@ -283,6 +287,7 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
             .unwrap_or_else(|| DesiredImage {
                 reference: spec.image.clone(),
                 digest: None,
+                local_id: None,
             });
         let unsupported = spec.unsupported_fields();
         if !unsupported.is_empty() {
@@ -770,6 +775,7 @@ mod tests {
                     DesiredImage {
                         reference: s.image.clone().unwrap(),
                         digest: Some("sha256:aaa".into()),
+                        local_id: None,
                     },
                 )
             })

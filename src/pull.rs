@@ -165,7 +165,14 @@ pub async fn desired_images(
                 Some(r) => Some(r.digest.clone()),
                 None => ids.get(&reference).cloned().flatten(),
             };
-            (name.clone(), DesiredImage { reference, digest })
+            let pulled = run_from.get(name).unwrap_or(&reference);
+            let local_id = ids.get(pulled).cloned().flatten();
+            let image = DesiredImage {
+                reference,
+                digest,
+                local_id,
+            };
+            (name.clone(), image)
         })
         .collect();
     Ok(Images {
