@@ -868,6 +868,36 @@ mod tests {
         assert!(!p.has_changes(), "{}", render_text(&p, false));
     }
 
+    /// A container Compose made carries no composeops spec; when its config-hash is Compose's
+    /// hash of the desired service it is adopted as is, even where the spec read back from
+    /// the engine differs; otherwise the field-by-field comparison decides.
+    #[test]
+    fn compose_container_with_compose_hash_is_adopted() {
+        let d = desired(YAML);
+        let mut o = converged(&d);
+        for c in &mut o.containers {
+            c.spec_hash = None;
+            c.spec
+                .as_mut()
+                .unwrap()
+                .environment
+                .insert("FROM_COMPOSE".into(), "1".into());
+            let h = crate::compose_hash::config_hash(&d.project, &c.service);
+            c.labels.insert(crate::spec::LABEL_CONFIG_HASH.into(), h);
+        }
+        let p = plan(&d, &o, PlanOptions::default());
+        assert!(!p.has_changes(), "{}", render_text(&p, false));
+        for c in &mut o.containers {
+            c.labels
+                .insert(crate::spec::LABEL_CONFIG_HASH.into(), "other".into());
+        }
+        let p = plan(&d, &o, PlanOptions::default());
+        assert!(p
+            .services
+            .iter()
+            .all(|s| s.changed_fields == vec!["environment"]));
+    }
+
     #[test]
     fn edit_recreates_only_that_service_and_masks_secrets() {
         let d = desired(YAML);
