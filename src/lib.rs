@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod apply;
 pub mod build;
+pub mod compose_hash;
 pub mod converge;
 pub mod down;
 pub mod duration;

@@ -27,6 +27,10 @@ pub struct DesiredImage {
     /// [`ServicePlan::build`]. With no digest, the build is still to come (plan).
     #[serde(skip)]
     pub build: Option<String>,
+    /// The local image's id once present: what Compose writes as `com.docker.compose.image`
+    /// (and compares to recreate), whereas `digest` may be the registry's manifest digest.
+    #[serde(skip)]
+    pub local_id: Option<String>,
 }
 
 /// The loaded project plus each service's image, keyed by service name.
@@ -287,6 +291,7 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
         let svc = &p.services[&name];
         let spec = Spec::from_service(p, &name);
         let hash = spec.hash();
+        let compose_hash = crate::compose_hash::config_hash(p, &name);
         let image = desired
             .images
             .get(&name)
@@ -295,6 +300,7 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
                 reference: spec.image.clone(),
                 digest: None,
                 build: None,
+                local_id: None,
             });
         // A build still to come makes an image whose id is unknown: it replaces every container.
         let rebuild = match (&image.build, &image.digest) {
@@ -351,7 +357,7 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
                 continue;
             }
             let defaults = observed.images.get(&c.image_id).map(|i| &i.defaults);
-            let (fields, old_spec) = compare_spec(c, &spec, &hash, defaults);
+            let (fields, old_spec) = compare_spec(c, &spec, &hash, &compose_hash, defaults);
             let mut reasons = Vec::new();
             if !fields.is_empty() {
                 reasons.push(format!("changed: {}", fields.join(", ")));
@@ -518,6 +524,7 @@ fn compare_spec(
     c: &ObservedContainer,
     want: &Spec,
     hash: &str,
+    compose_hash: &str,
     defaults: Option<&ImageDefaults>,
 ) -> (Vec<String>, Option<Spec>) {
     let Some(have) = &c.spec else {
@@ -532,6 +539,15 @@ fn compare_spec(
             f.push("spec version".into());
         }
         return (f, Some(have.clone()));
+    }
+    // Made by Compose from this very service config (its hash says so): Compose would not
+    // recreate it, so neither does composeops. The image is compared separately.
+    if c.labels
+        .get(crate::spec::LABEL_CONFIG_HASH)
+        .map(String::as_str)
+        == Some(compose_hash)
+    {
+        return (Vec::new(), Some(have.clone()));
     }
     // Not made by composeops: compare what is comparable, without what the image supplies.
     let empty = ImageDefaults::default();
@@ -792,6 +808,7 @@ mod tests {
                         reference: s.image.clone().unwrap(),
                         digest: Some("sha256:aaa".into()),
                         build: None,
+                        local_id: None,
                     },
                 )
             })
@@ -906,6 +923,36 @@ mod tests {
         let d = desired(YAML);
         let p = plan(&d, &converged(&d), PlanOptions::default());
         assert!(!p.has_changes(), "{}", render_text(&p, false));
+    }
+
+    /// A container Compose made carries no composeops spec; when its config-hash is Compose's
+    /// hash of the desired service it is adopted as is, even where the spec read back from
+    /// the engine differs; otherwise the field-by-field comparison decides.
+    #[test]
+    fn compose_container_with_compose_hash_is_adopted() {
+        let d = desired(YAML);
+        let mut o = converged(&d);
+        for c in &mut o.containers {
+            c.spec_hash = None;
+            c.spec
+                .as_mut()
+                .unwrap()
+                .environment
+                .insert("FROM_COMPOSE".into(), "1".into());
+            let h = crate::compose_hash::config_hash(&d.project, &c.service);
+            c.labels.insert(crate::spec::LABEL_CONFIG_HASH.into(), h);
+        }
+        let p = plan(&d, &o, PlanOptions::default());
+        assert!(!p.has_changes(), "{}", render_text(&p, false));
+        for c in &mut o.containers {
+            c.labels
+                .insert(crate::spec::LABEL_CONFIG_HASH.into(), "other".into());
+        }
+        let p = plan(&d, &o, PlanOptions::default());
+        assert!(p
+            .services
+            .iter()
+            .all(|s| s.changed_fields == vec!["environment"]));
     }
 
     #[test]

@@ -188,15 +188,15 @@ pub async fn desired_images(
                 Some(r) => Some(r.digest.clone()),
                 None => ids.get(&reference).cloned().flatten(),
             };
-            let build = None;
-            (
-                name.clone(),
-                DesiredImage {
-                    reference,
-                    digest,
-                    build,
-                },
-            )
+            let pulled = run_from.get(name).unwrap_or(&reference);
+            let local_id = ids.get(pulled).cloned().flatten();
+            let image = DesiredImage {
+                reference,
+                digest,
+                local_id,
+                build: None,
+            };
+            (name.clone(), image)
         })
         .collect();
     Ok(Images {

@@ -796,7 +796,7 @@ impl Spec {
                     .filter(|a| {
                         a != &name
                             && a != short
-                            && !id.starts_with(a.as_str())
+                            && !(a.len() >= 12 && id.starts_with(a.as_str()))
                             && Some(a.as_str()) != cfg.hostname.as_deref()
                     })
                     .collect();
@@ -1145,10 +1145,10 @@ impl CreateContext {
         l.insert(LABEL_PROJECT.into(), project.name.clone());
         l.insert(LABEL_SERVICE.into(), service.into());
         l.insert(LABEL_ONEOFF.into(), "False".into());
-        // Compose needs a non-empty config-hash to see the container; it is not Compose's hash.
+        // Compose's own hash: `docker compose up` then leaves this container alone.
         l.insert(
             LABEL_CONFIG_HASH.into(),
-            hash.split_once(':').map(|x| x.1).unwrap_or(&hash).into(),
+            crate::compose_hash::config_hash(project, service),
         );
         l.insert(
             LABEL_WORKING_DIR.into(),
@@ -1172,7 +1172,10 @@ impl CreateContext {
                 .join(","),
         );
         l.insert(LABEL_IMAGE.into(), image_id.into());
-        l.insert(LABEL_VERSION.into(), env!("CARGO_PKG_VERSION").into());
+        l.insert(
+            LABEL_VERSION.into(),
+            crate::compose_hash::COMPOSE_VERSION.into(),
+        );
         l.insert(LABEL_SPEC_HASH.into(), hash);
         l.insert(
             LABEL_SPEC.into(),

@@ -26,7 +26,9 @@ impl<E: ContainerOps> Applier<'_, E> {
         hidden: bool,
     ) -> Result<String> {
         let img = self.desired.images.get(service);
-        let image_id = img.and_then(|i| i.digest.clone()).unwrap_or_default();
+        let image_id = img
+            .and_then(|i| i.local_id.clone().or_else(|| i.digest.clone()))
+            .unwrap_or_default();
         let ctx = CreateContext::new(
             &self.desired.project,
             service,

@@ -89,6 +89,7 @@ pub(crate) async fn build_images(
             reference: s.reference.clone(),
             digest: local.as_ref().map(|(i, _)| i.id.clone()),
             build: reason.map(str::to_string),
+            local_id: None,
         };
         match reason {
             Some(_) if build => {
@@ -100,6 +101,7 @@ pub(crate) async fn build_images(
                     )));
                 };
                 image.digest = Some(img.id.clone());
+                image.local_id = Some(img.id.clone());
                 out.local.insert(img.id.clone(), img);
             }
             // Plan: what the build makes is unknown unless the inputs are the image's own.
