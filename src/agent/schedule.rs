@@ -38,7 +38,9 @@ impl Schedule {
             Some((first, rest)) if first.starts_with("CRON_TZ=") || first.starts_with("TZ=") => {
                 let name = first.split_once('=').map(|x| x.1).unwrap_or_default();
                 let zone = chrono_tz::Tz::from_str(name).map_err(|_| {
-                    anyhow!("unknown time zone {name:?}: use an IANA name such as Europe/Paris or UTC")
+                    anyhow!(
+                        "unknown time zone {name:?}: use an IANA name such as Europe/Paris or UTC"
+                    )
                 })?;
                 (Some(zone), rest.trim())
             }
@@ -122,7 +124,10 @@ mod tests {
         let now = Utc.with_ymd_and_hms(2026, 12, 1, 13, 0, 0).unwrap();
         assert_eq!(s.delay_from(now), Duration::from_secs(3600));
         let e = Schedule::parse("CRON_TZ=Mars/Olympus 0 4 * * *").unwrap_err();
-        assert!(e.to_string().contains("unknown time zone \"Mars/Olympus\""), "{e}");
+        assert!(
+            e.to_string().contains("unknown time zone \"Mars/Olympus\""),
+            "{e}"
+        );
         assert!(Schedule::parse("TZ=UTC").is_err());
     }
 }
