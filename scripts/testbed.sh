@@ -10,6 +10,9 @@
 #   - base image composeops-test/busybox:latest (docker import)    -> COMPOSEOPS_TEST_BASE_IMAGE
 #   - registry without auth on a free port                          -> COMPOSEOPS_TEST_REGISTRY
 #   - registry with htpasswd auth (tester / s3cret)                 -> COMPOSEOPS_TEST_AUTH_*
+#   - a second dockerd with --tlsverify on a free loopback port      -> COMPOSEOPS_TEST_TLS_*
+#     (certificates from openssl; COMPOSEOPS_TESTBED_TLS_ENGINE=0 leaves it out, and
+#     `scripts/testbed.sh stop-tls-engine` stops it and removes its data)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -39,6 +42,128 @@ apt_install() {
 pkg_installed() {
     [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
 }
+
+# ---------------------------------------------------------------- second engine, TLS (functions)
+# tests/engines_e2e.rs reaches an engine over tcp:// with --tlsverify, as a remote Docker host
+# is reached. It is a second dockerd on loopback with its own data root, exec root (and so its
+# own containerd), pid file and empty daemon.json, without a bridge or iptables rules, so the
+# main engine is never touched. vfs storage: the only image it holds is the tiny base image.
+TLS_ENGINE="$TB/tls-engine"
+TLS_SKIP=""
+TLS_PORT=""
+
+tls_docker() { # docker CLI against the second engine
+    DOCKER_CONFIG="$TLS_ENGINE/docker-config" DOCKER_HOST="tcp://127.0.0.1:$TLS_PORT" \
+        DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH="$TLS_ENGINE/client" docker "$@"
+}
+
+# make_cert DIR NAME CA_NAME SUBJECT EXT: NAME-key.pem and NAME.pem signed by CA_NAME in DIR.
+make_cert() {
+    local d=$1 n=$2 ca=$3 subj=$4 ext=$5
+    openssl req -new -newkey rsa:2048 -nodes -keyout "$d/$n-key.pem" -subj "$subj" \
+        -out "$d/$n.csr" 2>/dev/null
+    printf '%s\n' "$ext" >"$d/$n.ext"
+    openssl x509 -req -in "$d/$n.csr" -CA "$d/$ca.pem" -CAkey "$d/$ca-key.pem" \
+        -CAcreateserial -days 3650 -extfile "$d/$n.ext" -out "$d/$n.pem" 2>/dev/null
+}
+
+# CA, server and client certificates; client/ is a DOCKER_CERT_PATH (ca.pem, cert.pem,
+# key.pem), wrong-ca/ the same client key and certificate with a CA that did not sign the
+# server's certificate.
+tls_certs() {
+    local d="$TLS_ENGINE/certs"
+    [ -s "$TLS_ENGINE/wrong-ca/ca.pem" ] && return 0
+    command -v openssl >/dev/null || apt_install openssl
+    rm -rf "$d" "$TLS_ENGINE/client" "$TLS_ENGINE/wrong-ca"
+    mkdir -p "$d" "$TLS_ENGINE/client" "$TLS_ENGINE/wrong-ca"
+    local c
+    for c in ca other-ca; do
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=composeops test $c" \
+            -keyout "$d/$c-key.pem" -out "$d/$c.pem" 2>/dev/null
+    done
+    make_cert "$d" server ca /CN=localhost \
+        "subjectAltName=IP:127.0.0.1,DNS:localhost
+extendedKeyUsage=serverAuth"
+    make_cert "$d" client ca /CN=composeops-test-client "extendedKeyUsage=clientAuth"
+    cp "$d/ca.pem" "$TLS_ENGINE/client/ca.pem"
+    cp "$d/other-ca.pem" "$TLS_ENGINE/wrong-ca/ca.pem"
+    for c in client wrong-ca; do
+        cp "$d/client.pem" "$TLS_ENGINE/$c/cert.pem"
+        cp "$d/client-key.pem" "$TLS_ENGINE/$c/key.pem"
+    done
+}
+
+tls_engine_stop() {
+    local pidf="$TLS_ENGINE/dockerd.pid" pid i
+    [ -f "$pidf" ] || return 0
+    pid=$(cat "$pidf")
+    if kill -0 "$pid" 2>/dev/null; then
+        if [ -f "$TLS_ENGINE/port" ]; then
+            TLS_PORT=$(cat "$TLS_ENGINE/port")
+            # shellcheck disable=SC2046
+            tls_docker rm -f $(tls_docker ps -aq 2>/dev/null) >/dev/null 2>&1 || true
+        fi
+        kill "$pid"
+        for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    fi
+    rm -f "$pidf"
+}
+
+tls_engine_answers() {
+    DOCKER_CONFIG="$TLS_ENGINE/docker-config" DOCKER_HOST="tcp://127.0.0.1:$TLS_PORT" \
+        DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH="$TLS_ENGINE/client" timeout 10 docker version >/dev/null 2>&1
+}
+
+ensure_tls_engine() {
+    if [ "${COMPOSEOPS_TESTBED_TLS_ENGINE:-1}" = 0 ]; then
+        TLS_SKIP="COMPOSEOPS_TESTBED_TLS_ENGINE=0 when scripts/testbed.sh ran"; return
+    fi
+    mkdir -p "$TLS_ENGINE/docker-config"
+    tls_certs
+    TLS_PORT=$(cat "$TLS_ENGINE/port" 2>/dev/null || true)
+    if [ -n "$TLS_PORT" ] && [ -f "$TLS_ENGINE/dockerd.pid" ] &&
+        kill -0 "$(cat "$TLS_ENGINE/dockerd.pid")" 2>/dev/null && tls_engine_answers; then
+        return
+    fi
+    tls_engine_stop
+    if [ -z "$TLS_PORT" ] || ! port_free "$TLS_PORT"; then TLS_PORT=$(pick_port); fi
+    echo "$TLS_PORT" >"$TLS_ENGINE/port"
+    echo '{}' >"$TLS_ENGINE/daemon.json"
+    local d="$TLS_ENGINE/certs" pid i
+    log "starting a second dockerd with --tlsverify on 127.0.0.1:$TLS_PORT (log: .testbed/tls-engine/dockerd.log)"
+    setsid nohup dockerd --config-file "$TLS_ENGINE/daemon.json" \
+        --data-root "$TLS_ENGINE/data" --exec-root "$TLS_ENGINE/exec" \
+        --pidfile "$TLS_ENGINE/dockerd.pid" -H "tcp://127.0.0.1:$TLS_PORT" \
+        --tlsverify --tlscacert "$d/ca.pem" --tlscert "$d/server.pem" --tlskey "$d/server-key.pem" \
+        --bridge=none --iptables=false --ip-masq=false --storage-driver=vfs \
+        >>"$TLS_ENGINE/dockerd.log" 2>&1 </dev/null &
+    pid=$!
+    for i in $(seq 1 120); do
+        tls_engine_answers && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.5
+    done
+    if ! tls_engine_answers; then
+        kill "$pid" 2>/dev/null || true
+        TLS_SKIP="a second dockerd did not start here: $(tail -1 "$TLS_ENGINE/dockerd.log" | cut -c1-200)"
+        log "$TLS_SKIP"
+        return
+    fi
+}
+
+tls_engine_image() {
+    [ -z "$TLS_SKIP" ] || return 0
+    tls_docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 && return 0
+    log "loading $BASE_IMAGE into the second engine"
+    docker save "$BASE_IMAGE" | tls_docker load -q >/dev/null
+}
+
+if [ "${1:-}" = stop-tls-engine ]; then
+    tls_engine_stop
+    rm -rf "$TLS_ENGINE/data" "$TLS_ENGINE/exec"
+    log "second engine stopped, its data removed"
+    exit 0
+fi
 
 # ---------------------------------------------------------------- docker engine
 docker_answers() { command -v docker >/dev/null && timeout 20 docker info >/dev/null 2>&1; }
@@ -271,6 +396,10 @@ if [ "$(cat "$TB/pushed" 2>/dev/null || true)" != "$STAMP" ]; then
     echo "$STAMP" >"$TB/pushed"
 fi
 
+# ---------------------------------------------------------------- second engine, TLS
+ensure_tls_engine
+tls_engine_image
+
 # ---------------------------------------------------------------- env file
 cat >"$TB/env.tmp" <<EOF
 # generated by scripts/testbed.sh; source it before cargo test
@@ -281,5 +410,13 @@ export COMPOSEOPS_TEST_AUTH_REGISTRY=$AUTH_REGISTRY
 export COMPOSEOPS_TEST_AUTH_USER=$AUTH_USER
 export COMPOSEOPS_TEST_AUTH_PASSWORD=$AUTH_PASSWORD
 EOF
+if [ -z "$TLS_SKIP" ]; then
+    cat >>"$TB/env.tmp" <<EOF
+export COMPOSEOPS_TEST_TLS_HOST=tcp://127.0.0.1:$TLS_PORT
+export COMPOSEOPS_TEST_TLS_CERTS=$TLS_ENGINE
+EOF
+else
+    printf 'export COMPOSEOPS_TEST_TLS_SKIP=%q\n' "$TLS_SKIP" >>"$TB/env.tmp"
+fi
 mv "$TB/env.tmp" "$TB/env"
 log "ready: registry $REGISTRY, auth registry $AUTH_REGISTRY, compose $COMPOSE_V5"
