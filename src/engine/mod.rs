@@ -60,7 +60,11 @@ impl Engine {
         if let Some(tls) = &target.tls {
             let docker = tls_client(host, tls)?;
             let endpoint = format!("https://{}", authority(host));
-            return Ok((docker.negotiate_version().await?, endpoint));
+            let docker = docker
+                .negotiate_version()
+                .await
+                .map_err(|e| tls_hint(e, tls))?;
+            return Ok((docker, endpoint));
         }
         if host.starts_with("ssh://") {
             let (docker, stderr) = ssh::docker(ssh::SshHost::parse(host)?, TIMEOUT)?;
@@ -92,7 +96,7 @@ impl Engine {
         };
         let docker = match server {
             Some(_) => docker,
-            None => docker.negotiate_version().await?,
+            None => docker.negotiate_version().await.map_err(plain_hint)?,
         };
         Ok((docker, endpoint_of(&addr)))
     }
@@ -155,6 +159,39 @@ fn tls_client(host: &str, tls: &TlsFiles) -> Result<Docker> {
         TIMEOUT,
         bollard::API_DEFAULT_VERSION,
     )?)
+}
+
+/// A TLS failure said in the terms of the files the user gave.
+fn tls_hint(e: bollard::errors::Error, tls: &TlsFiles) -> anyhow::Error {
+    let e = anyhow!(e);
+    let text = format!("{e:#}");
+    let hint = if text.contains("invalid peer certificate") {
+        format!(
+            "certificate verify failed: the engine's certificate is not signed by {}",
+            tls.ca.display()
+        )
+    } else if text.contains("alert") {
+        format!(
+            "the engine refused the TLS handshake (client certificate {}, key {})",
+            tls.cert.display(),
+            tls.key.display()
+        )
+    } else {
+        return e;
+    };
+    e.context(hint)
+}
+
+/// A plain HTTP request answered by a TLS port: say how to turn TLS on.
+fn plain_hint(e: bollard::errors::Error) -> anyhow::Error {
+    let e = anyhow!(e);
+    match format!("{e:#}").contains("HTTP request to an HTTPS server") {
+        true => e.context(
+            "the engine speaks TLS: set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH, or use a \
+             docker context with TLS material",
+        ),
+        false => e,
+    }
 }
 
 /// An ssh failure with what ssh itself said (refused key, unknown host, no docker there).

@@ -64,7 +64,9 @@ impl SshHost {
             user,
             host: host.to_string(),
             port,
-            socket: Some(path).filter(|p| !p.is_empty() && *p != "/").map(str::to_string),
+            socket: Some(path)
+                .filter(|p| !p.is_empty() && *p != "/")
+                .map(str::to_string),
         })
     }
 

@@ -43,7 +43,10 @@ pub(crate) enum Source {
     HostFlag,
     DockerHost,
     /// A named context, and what chose it.
-    Context { name: String, chosen_by: String },
+    Context {
+        name: String,
+        chosen_by: String,
+    },
     Default,
 }
 
@@ -97,7 +100,10 @@ pub(crate) fn resolve(flags: &EngineFlags, env: &dyn Fn(&str) -> Option<String>)
         Some((c, "DOCKER_CONTEXT".to_string()))
     } else {
         current_context(&config_dir)?.map(|c| {
-            let by = format!("currentContext in {}", config_dir.join("config.json").display());
+            let by = format!(
+                "currentContext in {}",
+                config_dir.join("config.json").display()
+            );
             (c, by)
         })
     };
@@ -191,7 +197,10 @@ fn from_context(config_dir: &Path, name: String, chosen_by: String) -> Result<Ta
     let meta: Meta = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a docker context", meta_path.display()))?;
     let Some(ep) = meta.endpoints.get("docker").filter(|e| !e.host.is_empty()) else {
-        bail!("docker context {name:?} has no docker endpoint ({})", meta_path.display());
+        bail!(
+            "docker context {name:?} has no docker endpoint ({})",
+            meta_path.display()
+        );
     };
     let tls_dir = config_dir.join("contexts/tls").join(&id).join("docker");
     let files = tls_files(&tls_dir);
@@ -236,9 +245,9 @@ fn normalise(host: &str, tls: bool) -> Result<String> {
                 false => format!("tcp://{authority}:{port}"),
             })
         }
-        _ => bail!(
-            "unsupported Docker host {host:?}: composeops speaks unix://, tcp:// and ssh://"
-        ),
+        _ => {
+            bail!("unsupported Docker host {host:?}: composeops speaks unix://, tcp:// and ssh://")
+        }
     }
 }
 
@@ -291,7 +300,11 @@ mod tests {
     fn precedence_is_the_docker_clis() {
         let d = store();
         let cfg = d.path().to_str().unwrap();
-        std::fs::write(d.path().join("config.json"), r#"{"currentContext":"plain"}"#).unwrap();
+        std::fs::write(
+            d.path().join("config.json"),
+            r#"{"currentContext":"plain"}"#,
+        )
+        .unwrap();
         let ctx = |name: &str, by: &str| Source::Context {
             name: name.into(),
             chosen_by: by.into(),
@@ -336,7 +349,10 @@ mod tests {
             context: Some("remote".into()),
         };
         let e = resolve(&both, &env_of(&base)).unwrap_err().to_string();
-        assert!(e.contains("cannot specify both --host and --context"), "{e}");
+        assert!(
+            e.contains("cannot specify both --host and --context"),
+            "{e}"
+        );
         // `default` is no context at all.
         let dflt = [("DOCKER_CONFIG", cfg), ("DOCKER_CONTEXT", "default")];
         assert_eq!(
@@ -369,7 +385,10 @@ mod tests {
         assert_eq!(t.tls, Some(tls_files(&dir)));
         assert_eq!(resolve(&c("plain"), &env).unwrap().tls, None);
         let e = format!("{:#}", resolve(&c("nosuch"), &env).unwrap_err());
-        assert!(e.contains("docker context \"nosuch\" (chosen by --context) not found"), "{e}");
+        assert!(
+            e.contains("docker context \"nosuch\" (chosen by --context) not found"),
+            "{e}"
+        );
         let e = resolve(&c("insecure"), &env).unwrap_err().to_string();
         assert!(e.contains("skip-tls-verify"), "{e}");
     }
