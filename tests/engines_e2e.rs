@@ -246,3 +246,84 @@ fn unknown_contexts_and_conflicting_flags_are_refused() {
         show(&out)
     );
 }
+
+#[test]
+fn apply_over_ssh_as_the_docker_cli_does() {
+    let (host, path) = match (
+        std::env::var("COMPOSEOPS_TEST_SSH_HOST"),
+        std::env::var("COMPOSEOPS_TEST_SSH_PATH"),
+    ) {
+        (Ok(h), Ok(p)) => (h, p),
+        _ => {
+            let reason = std::env::var("COMPOSEOPS_TEST_SSH_SKIP").expect(
+                "COMPOSEOPS_TEST_SSH_* not set: run scripts/testbed.sh and source .testbed/env",
+            );
+            eprintln!("apply_over_ssh: skipped: {reason}");
+            return;
+        }
+    };
+    // The test bed's `ssh` (its keys and known_hosts) first in PATH; the far side's docker
+    // CLI dials the main engine.
+    let path = format!("{path}:{}", std::env::var("PATH").unwrap_or_default());
+    let s = Stack::new("eng-ssh");
+    s.write(COMPOSE);
+    let config = tempfile::tempdir().unwrap();
+    let cmd = |host: Option<&str>| {
+        let mut c = s.cmd();
+        c.env("PATH", &path)
+            .env("DOCKER_CONFIG", config.path())
+            .env("COMPOSEOPS_LOG", "composeops=debug")
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_TLS_VERIFY");
+        match host {
+            Some(h) => c.env("DOCKER_HOST", h),
+            None => c.env_remove("DOCKER_HOST"),
+        };
+        c
+    };
+    let out = run(
+        cmd(Some(&host)),
+        &["apply", "--offline", "--wait-timeout", "30s"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let filter = format!("label=com.docker.compose.project={}", s.name);
+    let ids = common::docker(&["ps", "-q", "--filter", &filter]);
+    assert_eq!(ids.lines().count(), 1, "running on the engine behind ssh");
+
+    let out = run(cmd(Some(&host)), &["apply", "--offline"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(stderr(&out).contains("api_calls=5"), "{}", show(&out));
+
+    // A context at the same ssh host sees the same project: nothing to do.
+    let spec = format!("host={host}");
+    let made = Command::new("docker")
+        .env("DOCKER_CONFIG", config.path())
+        .args(["context", "create", "over-ssh", "--docker", &spec])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", show(&made));
+    let out = run(
+        cmd(None),
+        &[
+            "--context",
+            "over-ssh",
+            "plan",
+            "--offline",
+            "--detailed-exitcode",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+
+    // A refused connection names the host and says what ssh said.
+    let out = run(cmd(Some("ssh://root@127.0.0.1:1")), &["plan", "--offline"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot reach the Docker engine at ssh://root@127.0.0.1:1 (from DOCKER_HOST)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ssh: connect to host 127.0.0.1 port 1"),
+        "{err}"
+    );
+}

@@ -199,6 +199,8 @@ fn with_ssh_stderr(e: bollard::errors::Error, stderr: &Arc<Mutex<String>>) -> an
     let said = stderr.lock().unwrap_or_else(|p| p.into_inner()).clone();
     match said.is_empty() {
         true => anyhow!(e),
+        // ssh prefixes its own messages with "ssh: " already.
+        false if said.starts_with("ssh:") => anyhow!(e).context(said),
         false => anyhow!(e).context(format!("ssh: {said}")),
     }
 }
