@@ -12,7 +12,7 @@
 #   - registry with htpasswd auth (tester / s3cret)                 -> COMPOSEOPS_TEST_AUTH_*
 #   - a second dockerd with --tlsverify on a free loopback port      -> COMPOSEOPS_TEST_TLS_*
 #     (certificates from openssl; COMPOSEOPS_TESTBED_TLS_ENGINE=0 leaves it out, and
-#     `scripts/testbed.sh stop-tls-engine` stops it and removes its data)
+#     `scripts/testbed.sh stop-extras` stops it and the sshd, removing its data)
 #   - sshd on a free loopback port with throwaway keys               -> COMPOSEOPS_TEST_SSH_*
 #     (openssh-server; COMPOSEOPS_TESTBED_SSHD=0 leaves it out)
 set -euo pipefail
@@ -160,13 +160,6 @@ tls_engine_image() {
     docker save "$BASE_IMAGE" | tls_docker load -q >/dev/null
 }
 
-if [ "${1:-}" = stop-tls-engine ]; then
-    tls_engine_stop
-    rm -rf "$TLS_ENGINE/data" "$TLS_ENGINE/exec"
-    log "second engine stopped, its data removed"
-    exit 0
-fi
-
 # ---------------------------------------------------------------- sshd (functions)
 # tests/engines_e2e.rs reaches the main engine over ssh://, as the docker CLI does: `ssh`
 # runs `docker system dial-stdio` on the far side. An sshd of the test bed's own on a free
@@ -230,6 +223,17 @@ CFG
         log "$SSH_SKIP"
     fi
 }
+
+# `scripts/testbed.sh stop-extras`: stop the second engine (removing its containers and data)
+# and the sshd; the next run starts them again.
+if [ "${1:-}" = stop-extras ]; then
+    tls_engine_stop
+    rm -rf "$TLS_ENGINE/data" "$TLS_ENGINE/exec"
+    [ -f "$SSHD/sshd.pid" ] && kill "$(cat "$SSHD/sshd.pid")" 2>/dev/null || true
+    rm -f "$SSHD/sshd.pid"
+    log "second engine and sshd stopped, the engine's data removed"
+    exit 0
+fi
 
 # ---------------------------------------------------------------- docker engine
 docker_answers() { command -v docker >/dev/null && timeout 20 docker info >/dev/null 2>&1; }
