@@ -87,12 +87,10 @@ impl Engine {
             },
             _ => *bollard::API_DEFAULT_VERSION,
         };
-        let docker = if addr.starts_with("unix://") {
-            Docker::connect_with_unix(&addr, TIMEOUT, &version)?
-        } else if addr.starts_with("http://") {
-            Docker::connect_with_http(&addr, TIMEOUT, &version)?
-        } else {
-            Docker::connect_with_host(&addr)?
+        // `target` admits only unix://, tcp:// (now http://) and ssh:// here.
+        let docker = match addr.starts_with("unix://") {
+            true => Docker::connect_with_unix(&addr, TIMEOUT, &version)?,
+            false => Docker::connect_with_http(&addr, TIMEOUT, &version)?,
         };
         let docker = match server {
             Some(_) => docker,
