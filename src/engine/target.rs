@@ -16,7 +16,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use sha2::{Digest, Sha256};
 
 /// What the command line says about the engine: `-H`/`--host` and `--context`, as the docker
@@ -91,24 +91,27 @@ pub(crate) fn resolve(flags: &EngineFlags, env: &dyn Fn(&str) -> Option<String>)
     if flag_host.is_some() && flag_context.is_some() {
         bail!("conflicting options: cannot specify both --host and --context");
     }
-    let config_dir = config_dir(env)?;
+    // Without HOME (a system service) there is no config directory: no current context.
+    let config_dir = config_dir(env);
+    let no_config =
+        || anyhow!("neither DOCKER_CONFIG nor HOME is set: cannot find the docker config");
     let chosen = if let Some(c) = flag_context {
         Some((c.to_string(), "--context".to_string()))
     } else if flag_host.is_some() || var("DOCKER_HOST").is_some() {
         None
     } else if let Some(c) = var("DOCKER_CONTEXT") {
         Some((c, "DOCKER_CONTEXT".to_string()))
-    } else {
-        current_context(&config_dir)?.map(|c| {
-            let by = format!(
-                "currentContext in {}",
-                config_dir.join("config.json").display()
-            );
+    } else if let Some(dir) = &config_dir {
+        current_context(dir)?.map(|c| {
+            let by = format!("currentContext in {}", dir.join("config.json").display());
             (c, by)
         })
+    } else {
+        None
     };
     if let Some((name, chosen_by)) = chosen.filter(|(n, _)| n != CONTEXT_DEFAULT) {
-        return from_context(&config_dir, name, chosen_by);
+        let dir = config_dir.ok_or_else(no_config)?;
+        return from_context(&dir, name, chosen_by);
     }
     let (host, source) = match (flag_host, var("DOCKER_HOST")) {
         (Some(h), _) => (h.to_string(), Source::HostFlag),
@@ -128,22 +131,22 @@ pub(crate) fn resolve(flags: &EngineFlags, env: &dyn Fn(&str) -> Option<String>)
         "" => DEFAULT_SOCKET.to_string(),
         _ => normalise(&host, verify)?,
     };
-    let tls = (verify && host.starts_with("tcp://")).then(|| {
-        let dir = var("DOCKER_CERT_PATH").map_or(config_dir, PathBuf::from);
-        tls_files(&dir)
-    });
+    let tls = match verify && host.starts_with("tcp://") {
+        true => {
+            let dir = var("DOCKER_CERT_PATH").map(PathBuf::from).or(config_dir);
+            Some(tls_files(&dir.ok_or_else(no_config)?))
+        }
+        false => None,
+    };
     Ok(Target { host, tls, source })
 }
 
 /// `$DOCKER_CONFIG`, else `~/.docker`.
-fn config_dir(env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf> {
-    if let Some(d) = env("DOCKER_CONFIG").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(d));
-    }
-    match env("HOME").filter(|v| !v.is_empty()) {
-        Some(h) => Ok(Path::new(&h).join(".docker")),
-        None => bail!("neither DOCKER_CONFIG nor HOME is set: cannot find the docker config"),
-    }
+fn config_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let var = |k: &str| env(k).filter(|v| !v.is_empty());
+    var("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| var("HOME").map(|h| Path::new(&h).join(".docker")))
 }
 
 fn tls_files(dir: &Path) -> TlsFiles {
@@ -369,6 +372,17 @@ mod tests {
             host_of(&EngineFlags::default(), &[("HOME", home)]),
             (DEFAULT_SOCKET.into(), Source::Default)
         );
+        // A system service may have no HOME at all: still the socket, or DOCKER_HOST.
+        assert_eq!(
+            host_of(&EngineFlags::default(), &[]),
+            (DEFAULT_SOCKET.into(), Source::Default)
+        );
+        let c = EngineFlags {
+            host: None,
+            context: Some("x".into()),
+        };
+        let e = resolve(&c, &env_of(&[])).unwrap_err().to_string();
+        assert!(e.contains("neither DOCKER_CONFIG nor HOME"), "{e}");
     }
 
     #[test]
