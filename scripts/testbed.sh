@@ -10,6 +10,11 @@
 #   - base image composeops-test/busybox:latest (docker import)    -> COMPOSEOPS_TEST_BASE_IMAGE
 #   - registry without auth on a free port                          -> COMPOSEOPS_TEST_REGISTRY
 #   - registry with htpasswd auth (tester / s3cret)                 -> COMPOSEOPS_TEST_AUTH_*
+#   - a second dockerd with --tlsverify on a free loopback port      -> COMPOSEOPS_TEST_TLS_*
+#     (certificates from openssl; COMPOSEOPS_TESTBED_TLS_ENGINE=0 leaves it out, and
+#     `scripts/testbed.sh stop-extras` stops it and the sshd, removing its data)
+#   - sshd on a free loopback port with throwaway keys               -> COMPOSEOPS_TEST_SSH_*
+#     (openssh-server; COMPOSEOPS_TESTBED_SSHD=0 leaves it out)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -39,6 +44,208 @@ apt_install() {
 pkg_installed() {
     [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
 }
+
+# ---------------------------------------------------------------- second engine, TLS (functions)
+# tests/engines_e2e.rs reaches an engine over tcp:// with --tlsverify, as a remote Docker host
+# is reached. It is a second dockerd on loopback with its own data root, exec root (and so its
+# own containerd), pid file and empty daemon.json, without iptables rules, so the main engine
+# is never touched. Both daemons share the host's network namespace, and a dockerd started
+# with --bridge=none deletes the host's docker0 (the main engine's default bridge) on start:
+# the second one gets its own bridge interface instead, and its own address pool. vfs storage: the only image it holds is the tiny base image.
+TLS_ENGINE="$TB/tls-engine"
+TLS_BRIDGE=cops-tls0
+TLS_BRIDGE_ADDR=10.239.239.1/24
+TLS_ADDRESS_POOL=10.240.0.0/16
+TLS_SKIP=""
+TLS_PORT=""
+
+tls_docker() { # docker CLI against the second engine
+    DOCKER_CONFIG="$TLS_ENGINE/docker-config" DOCKER_HOST="tcp://127.0.0.1:$TLS_PORT" \
+        DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH="$TLS_ENGINE/client" docker "$@"
+}
+
+# make_cert DIR NAME CA_NAME SUBJECT EXT: NAME-key.pem and NAME.pem signed by CA_NAME in DIR.
+make_cert() {
+    local d=$1 n=$2 ca=$3 subj=$4 ext=$5
+    openssl req -new -newkey rsa:2048 -nodes -keyout "$d/$n-key.pem" -subj "$subj" \
+        -out "$d/$n.csr" 2>/dev/null
+    printf '%s\n' "$ext" >"$d/$n.ext"
+    openssl x509 -req -in "$d/$n.csr" -CA "$d/$ca.pem" -CAkey "$d/$ca-key.pem" \
+        -CAcreateserial -days 3650 -extfile "$d/$n.ext" -out "$d/$n.pem" 2>/dev/null
+}
+
+# CA, server and client certificates; client/ is a DOCKER_CERT_PATH (ca.pem, cert.pem,
+# key.pem), wrong-ca/ the same client key and certificate with a CA that did not sign the
+# server's certificate.
+tls_certs() {
+    local d="$TLS_ENGINE/certs"
+    [ -s "$TLS_ENGINE/wrong-ca/ca.pem" ] && return 0
+    command -v openssl >/dev/null || apt_install openssl
+    rm -rf "$d" "$TLS_ENGINE/client" "$TLS_ENGINE/wrong-ca"
+    mkdir -p "$d" "$TLS_ENGINE/client" "$TLS_ENGINE/wrong-ca"
+    local c
+    for c in ca other-ca; do
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=composeops test $c" \
+            -keyout "$d/$c-key.pem" -out "$d/$c.pem" 2>/dev/null
+    done
+    make_cert "$d" server ca /CN=localhost \
+        "subjectAltName=IP:127.0.0.1,DNS:localhost
+extendedKeyUsage=serverAuth"
+    make_cert "$d" client ca /CN=composeops-test-client "extendedKeyUsage=clientAuth"
+    cp "$d/ca.pem" "$TLS_ENGINE/client/ca.pem"
+    cp "$d/other-ca.pem" "$TLS_ENGINE/wrong-ca/ca.pem"
+    for c in client wrong-ca; do
+        cp "$d/client.pem" "$TLS_ENGINE/$c/cert.pem"
+        cp "$d/client-key.pem" "$TLS_ENGINE/$c/key.pem"
+    done
+}
+
+tls_engine_stop() {
+    local pidf="$TLS_ENGINE/dockerd.pid" pid i
+    [ -f "$pidf" ] || return 0
+    pid=$(cat "$pidf")
+    if kill -0 "$pid" 2>/dev/null; then
+        if [ -f "$TLS_ENGINE/port" ]; then
+            TLS_PORT=$(cat "$TLS_ENGINE/port")
+            # shellcheck disable=SC2046
+            tls_docker rm -f $(tls_docker ps -aq 2>/dev/null) >/dev/null 2>&1 || true
+        fi
+        kill "$pid"
+        for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    fi
+    rm -f "$pidf"
+}
+
+tls_engine_answers() {
+    DOCKER_CONFIG="$TLS_ENGINE/docker-config" DOCKER_HOST="tcp://127.0.0.1:$TLS_PORT" \
+        DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH="$TLS_ENGINE/client" timeout 10 docker version >/dev/null 2>&1
+}
+
+ensure_tls_engine() {
+    if [ "${COMPOSEOPS_TESTBED_TLS_ENGINE:-1}" = 0 ]; then
+        TLS_SKIP="COMPOSEOPS_TESTBED_TLS_ENGINE=0 when scripts/testbed.sh ran"; return
+    fi
+    mkdir -p "$TLS_ENGINE/docker-config"
+    tls_certs
+    TLS_PORT=$(cat "$TLS_ENGINE/port" 2>/dev/null || true)
+    if [ -n "$TLS_PORT" ] && [ -f "$TLS_ENGINE/dockerd.pid" ] &&
+        kill -0 "$(cat "$TLS_ENGINE/dockerd.pid")" 2>/dev/null && tls_engine_answers; then
+        return
+    fi
+    tls_engine_stop
+    if [ -z "$TLS_PORT" ] || ! port_free "$TLS_PORT"; then TLS_PORT=$(pick_port); fi
+    echo "$TLS_PORT" >"$TLS_ENGINE/port"
+    echo '{}' >"$TLS_ENGINE/daemon.json"
+    local d="$TLS_ENGINE/certs" pid i
+    log "starting a second dockerd with --tlsverify on 127.0.0.1:$TLS_PORT (log: .testbed/tls-engine/dockerd.log)"
+    if ! ip link show "$TLS_BRIDGE" >/dev/null 2>&1; then
+        ip link add "$TLS_BRIDGE" type bridge && ip addr add "$TLS_BRIDGE_ADDR" dev "$TLS_BRIDGE" &&
+            ip link set "$TLS_BRIDGE" up ||
+            { TLS_SKIP="cannot create the second engine's bridge $TLS_BRIDGE"; log "$TLS_SKIP"; return; }
+    fi
+    setsid nohup dockerd --config-file "$TLS_ENGINE/daemon.json" \
+        --data-root "$TLS_ENGINE/data" --exec-root "$TLS_ENGINE/exec" \
+        --pidfile "$TLS_ENGINE/dockerd.pid" -H "tcp://127.0.0.1:$TLS_PORT" \
+        --tlsverify --tlscacert "$d/ca.pem" --tlscert "$d/server.pem" --tlskey "$d/server-key.pem" \
+        --bridge="$TLS_BRIDGE" --default-address-pool "base=$TLS_ADDRESS_POOL,size=24" \
+        --iptables=false --ip-masq=false --storage-driver=vfs \
+        >>"$TLS_ENGINE/dockerd.log" 2>&1 </dev/null &
+    pid=$!
+    for i in $(seq 1 120); do
+        tls_engine_answers && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.5
+    done
+    if ! tls_engine_answers; then
+        kill "$pid" 2>/dev/null || true
+        TLS_SKIP="a second dockerd did not start here: $(tail -1 "$TLS_ENGINE/dockerd.log" | cut -c1-200)"
+        log "$TLS_SKIP"
+        return
+    fi
+}
+
+tls_engine_image() {
+    [ -z "$TLS_SKIP" ] || return 0
+    tls_docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 && return 0
+    log "loading $BASE_IMAGE into the second engine"
+    docker save "$BASE_IMAGE" | tls_docker load -q >/dev/null
+}
+
+# ---------------------------------------------------------------- sshd (functions)
+# tests/engines_e2e.rs reaches the main engine over ssh://, as the docker CLI does: `ssh`
+# runs `docker system dial-stdio` on the far side. An sshd of the test bed's own on a free
+# loopback port, with throwaway host and client keys; the tests put an `ssh` first in PATH
+# that adds `-F .testbed/sshd/ssh_config` (ssh reads ~/.ssh from the password database, not
+# from $HOME). Debian's policy-rc.d keeps the package's own sshd from starting.
+SSHD="$TB/sshd"
+SSH_SKIP=""
+SSH_PORT=""
+
+ssh_answers() {
+    timeout 10 ssh -F "$SSHD/ssh_config" -p "$SSH_PORT" root@127.0.0.1 true >/dev/null 2>&1
+}
+
+ensure_sshd() {
+    if [ "${COMPOSEOPS_TESTBED_SSHD:-1}" = 0 ]; then
+        SSH_SKIP="COMPOSEOPS_TESTBED_SSHD=0 when scripts/testbed.sh ran"; return
+    fi
+    if [ "$(id -u)" != 0 ]; then
+        SSH_SKIP="sshd needs root to log in as the engine's user here"; return
+    fi
+    [ -x /usr/sbin/sshd ] || apt_install openssh-server
+    mkdir -p "$SSHD" /run/sshd
+    [ -s "$SSHD/host_key" ] || ssh-keygen -q -t ed25519 -N '' -f "$SSHD/host_key"
+    [ -s "$SSHD/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -f "$SSHD/id_ed25519"
+    cp "$SSHD/id_ed25519.pub" "$SSHD/authorized_keys"
+    SSH_PORT=$(cat "$SSHD/port" 2>/dev/null || true)
+    if [ -n "$SSH_PORT" ] && [ -f "$SSHD/sshd.pid" ] &&
+        kill -0 "$(cat "$SSHD/sshd.pid")" 2>/dev/null && ssh_answers; then
+        return
+    fi
+    [ -f "$SSHD/sshd.pid" ] && kill "$(cat "$SSHD/sshd.pid")" 2>/dev/null || true
+    if [ -z "$SSH_PORT" ] || ! port_free "$SSH_PORT"; then SSH_PORT=$(pick_port); fi
+    echo "$SSH_PORT" >"$SSHD/port"
+    cat >"$SSHD/sshd_config" <<CFG
+Port $SSH_PORT
+ListenAddress 127.0.0.1
+HostKey $SSHD/host_key
+PidFile $SSHD/sshd.pid
+AuthorizedKeysFile $SSHD/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+StrictModes no
+UsePAM no
+CFG
+    echo "[127.0.0.1]:$SSH_PORT $(cut -d' ' -f1,2 "$SSHD/host_key.pub")" >"$SSHD/known_hosts"
+    cat >"$SSHD/ssh_config" <<CFG
+Host 127.0.0.1
+    IdentityFile $SSHD/id_ed25519
+    IdentitiesOnly yes
+    UserKnownHostsFile $SSHD/known_hosts
+    StrictHostKeyChecking yes
+CFG
+    mkdir -p "$SSHD/bin"
+    printf '#!/bin/sh\nexec /usr/bin/ssh -F %s "$@"\n' "$SSHD/ssh_config" >"$SSHD/bin/ssh"
+    chmod +x "$SSHD/bin/ssh"
+    log "starting sshd on 127.0.0.1:$SSH_PORT"
+    if ! /usr/sbin/sshd -f "$SSHD/sshd_config" -E "$SSHD/sshd.log" || ! ssh_answers; then
+        SSH_SKIP="sshd did not accept the test key here: $(tail -1 "$SSHD/sshd.log" 2>/dev/null | cut -c1-200)"
+        log "$SSH_SKIP"
+    fi
+}
+
+# `scripts/testbed.sh stop-extras`: stop the second engine (removing its containers and data)
+# and the sshd; the next run starts them again.
+if [ "${1:-}" = stop-extras ]; then
+    tls_engine_stop
+    rm -rf "$TLS_ENGINE/data" "$TLS_ENGINE/exec"
+    ip link del "$TLS_BRIDGE" 2>/dev/null || true
+    [ -f "$SSHD/sshd.pid" ] && kill "$(cat "$SSHD/sshd.pid")" 2>/dev/null || true
+    rm -f "$SSHD/sshd.pid"
+    log "second engine and sshd stopped, the engine's data removed"
+    exit 0
+fi
 
 # ---------------------------------------------------------------- docker engine
 docker_answers() { command -v docker >/dev/null && timeout 20 docker info >/dev/null 2>&1; }
@@ -271,6 +478,13 @@ if [ "$(cat "$TB/pushed" 2>/dev/null || true)" != "$STAMP" ]; then
     echo "$STAMP" >"$TB/pushed"
 fi
 
+# ---------------------------------------------------------------- second engine, TLS
+ensure_tls_engine
+tls_engine_image
+
+# ---------------------------------------------------------------- sshd
+ensure_sshd
+
 # ---------------------------------------------------------------- env file
 cat >"$TB/env.tmp" <<EOF
 # generated by scripts/testbed.sh; source it before cargo test
@@ -281,5 +495,21 @@ export COMPOSEOPS_TEST_AUTH_REGISTRY=$AUTH_REGISTRY
 export COMPOSEOPS_TEST_AUTH_USER=$AUTH_USER
 export COMPOSEOPS_TEST_AUTH_PASSWORD=$AUTH_PASSWORD
 EOF
+if [ -z "$TLS_SKIP" ]; then
+    cat >>"$TB/env.tmp" <<EOF
+export COMPOSEOPS_TEST_TLS_HOST=tcp://127.0.0.1:$TLS_PORT
+export COMPOSEOPS_TEST_TLS_CERTS=$TLS_ENGINE
+EOF
+else
+    printf 'export COMPOSEOPS_TEST_TLS_SKIP=%q\n' "$TLS_SKIP" >>"$TB/env.tmp"
+fi
+if [ -z "$SSH_SKIP" ]; then
+    cat >>"$TB/env.tmp" <<EOF
+export COMPOSEOPS_TEST_SSH_HOST=ssh://root@127.0.0.1:$SSH_PORT
+export COMPOSEOPS_TEST_SSH_PATH=$SSHD/bin
+EOF
+else
+    printf 'export COMPOSEOPS_TEST_SSH_SKIP=%q\n' "$SSH_SKIP" >>"$TB/env.tmp"
+fi
 mv "$TB/env.tmp" "$TB/env"
 log "ready: registry $REGISTRY, auth registry $AUTH_REGISTRY, compose $COMPOSE_V5"

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use indexmap::IndexMap;
 
 use crate::apply::{recover, Applier, ApplyOptions, Outcome, Report, ServiceOutcome};
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineFlags};
 use crate::error::{Error, ErrorKind, Result};
 use crate::journal::{Journal, ProjectLock};
 use crate::model::Project;
@@ -106,9 +106,10 @@ pub struct Planned {
     pub digests: IndexMap<String, ResolvedImage>,
 }
 
-/// Connects to the engine (`-H`/DOCKER_HOST, else the local socket).
-pub async fn connect(host: Option<&str>) -> Result<Engine> {
-    Engine::connect(host)
+/// Connects to the engine the flags, DOCKER_HOST, DOCKER_CONTEXT or the docker CLI's current
+/// context select (else the local socket), as Docker Compose does.
+pub async fn connect(flags: &EngineFlags) -> Result<Engine> {
+    Engine::connect(flags)
         .await
         .map_err(Error::of(ErrorKind::EngineUnavailable))
 }

@@ -22,7 +22,7 @@ use super::reconciler::{
 use crate::apply::{ApplyOptions, Outcome};
 use crate::converge::{self, DigestCache, DigestUse, ImageSource, PlanRequest, Planned};
 use crate::down::{self, Residue};
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineFlags};
 use crate::journal::ProjectLock;
 use crate::plan::ServiceAction;
 use crate::pull::PullMode;
@@ -30,8 +30,9 @@ use crate::pull::PullMode;
 /// Settings of the pipeline that do not change between runs.
 #[derive(Debug, Clone)]
 pub struct PipelineOptions {
-    /// `-H`/DOCKER_HOST.
-    pub host: Option<String>,
+    /// `-H` and `--context` (the environment and the docker CLI's config are read at each
+    /// connection, as for the CLI).
+    pub engine: EngineFlags,
     /// Journal and project locks live here (shared with `composeops apply --state-dir`).
     pub state_dir: PathBuf,
     pub wait_timeout: Option<Duration>,
@@ -88,7 +89,7 @@ impl Reconciler for Pipeline {
     ) -> BoxFuture<'a, Result<(DesiredState, Prepared)>> {
         async move {
             let project = load(src).await?;
-            let engine = converge::connect(self.opts.host.as_deref()).await?;
+            let engine = converge::connect(&self.opts.engine).await?;
             let lock = converge::lock(
                 &engine,
                 &self.opts.state_dir,
@@ -155,7 +156,7 @@ impl Reconciler for Pipeline {
 
     fn retire<'a>(&'a self, name: &'a str, remove: bool) -> BoxFuture<'a, Result<Residue>> {
         async move {
-            let engine = converge::connect(self.opts.host.as_deref()).await?;
+            let engine = converge::connect(&self.opts.engine).await?;
             Ok(if remove {
                 let lock = self.opts.lock_timeout;
                 down::remove_project(&engine, &self.opts.state_dir, name, lock).await?

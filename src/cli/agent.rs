@@ -35,7 +35,7 @@ pub(crate) fn run(global: &Global, a: &AgentArgs) -> Result<i32> {
     let settings = file.overlay(a.as_config()).resolve()?;
     common::init_tracing(Logs::Agent(settings.log_format), global.ansi);
     let pipeline = Pipeline::new(PipelineOptions {
-        host: global.host.clone(),
+        engine: global.engine(),
         state_dir: settings.state_dir.clone(),
         wait_timeout: settings.wait_timeout,
         lock_timeout: Duration::from_secs(600),

@@ -18,7 +18,7 @@ pub(crate) fn run(global: &Global, a: &ApplyArgs) -> Result<i32> {
     let dir = common::state_dir(a.common.state_dir.as_ref());
     let req = super::plan::request(&a.common, PullMode::Policy, true);
     let (plan, report) = common::runtime()?.block_on(async {
-        let engine = converge::connect(global.host.as_deref()).await?;
+        let engine = converge::connect(&global.engine()).await?;
         let _lock = converge::lock(&engine, &dir, &project.name, a.lock_timeout).await?;
         let planned = converge::plan(&engine, &dir, project, &req).await?;
         common::warn_all(&planned.plan.warnings);

@@ -39,15 +39,21 @@ pub struct Global {
     /// Profiles to enable (repeatable; default: COMPOSE_PROFILES).
     #[arg(long = "profile", global = true, value_name = "PROFILE")]
     pub profiles: Vec<String>,
-    /// Docker daemon socket (default: DOCKER_HOST, else the local socket).
-    #[arg(
-        short = 'H',
-        long = "host",
-        global = true,
-        env = "DOCKER_HOST",
-        value_name = "HOST"
-    )]
+    /// Docker daemon to connect to: unix://PATH, tcp://HOST[:PORT] (TLS with
+    /// DOCKER_TLS_VERIFY and DOCKER_CERT_PATH) or ssh://[USER@]HOST[:PORT] (default:
+    /// DOCKER_HOST, else the docker context, else the local socket).
+    #[arg(short = 'H', long = "host", global = true, value_name = "HOST")]
     pub host: Option<String>,
+    /// Docker context to use, as `docker --context` (default: DOCKER_CONTEXT, else the
+    /// current context of `docker context use`; DOCKER_HOST overrides both of those).
+    #[arg(
+        short = 'c',
+        long = "context",
+        global = true,
+        value_name = "NAME",
+        conflicts_with = "host"
+    )]
+    pub context: Option<String>,
     /// When to colour output: auto (a terminal, without NO_COLOR or TERM=dumb), never, always.
     #[arg(
         long,
@@ -212,6 +218,15 @@ pub struct ConfigArgs {
 }
 
 impl Global {
+    /// `-H` and `--context`; the library reads DOCKER_HOST, DOCKER_CONTEXT and the docker
+    /// CLI's config itself, so that errors can say where the address came from.
+    pub fn engine(&self) -> composeops::engine::EngineFlags {
+        composeops::engine::EngineFlags {
+            host: self.host.clone(),
+            context: self.context.clone(),
+        }
+    }
+
     pub fn load_options(&self, path: Option<&PathBuf>) -> LoadOptions {
         let mut o = LoadOptions::from_process();
         if let Some(p) = path {

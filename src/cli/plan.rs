@@ -41,7 +41,7 @@ pub(crate) fn run(global: &Global, a: &PlanArgs) -> Result<i32> {
     let dir = common::state_dir(a.common.state_dir.as_ref());
     let req = request(&a.common, PullMode::Never, false);
     let planned = common::runtime()?.block_on(async {
-        let engine = converge::connect(global.host.as_deref()).await?;
+        let engine = converge::connect(&global.engine()).await?;
         let p = converge::plan(&engine, &dir, project, &req).await;
         tracing::debug!(api_calls = engine.calls(), "engine API calls");
         p

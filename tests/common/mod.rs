@@ -5,6 +5,7 @@
 //! which prepares the bed and exports the environment variables read here.
 #![allow(dead_code)]
 
+pub mod engines;
 pub mod stack;
 
 use std::io::{Read, Write};
