@@ -400,8 +400,10 @@ async fn dead_or_hanging_receivers_neither_block_the_caller_nor_retry_forever() 
     ];
     let start = Instant::now();
     send_with(&targets, event(), policy);
+    // Shorter than one try against the hanging receiver: the caller did not wait for it (a
+    // tighter bound fails on a loaded machine without proving more).
     assert!(
-        start.elapsed() < Duration::from_millis(50),
+        start.elapsed() < policy.timeout,
         "send waited {:?}",
         start.elapsed()
     );
