@@ -31,7 +31,7 @@ use crate::pull::{desired_images, PullMode};
 use crate::resolve::{registry_image, ResolveOptions, ResolvedImage, Resolver};
 
 /// Where each service's image digest comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageSource {
     /// The local images only (`--offline`): what Compose does.
     Local,
@@ -42,6 +42,9 @@ pub enum ImageSource {
     Registry,
     /// The digests pinned in composeops.lock (`--locked`); no registry request.
     Locked,
+    /// The digests a saved plan resolved (`apply FILE`); no registry request. Services absent
+    /// use their local or built image, as they did when the plan was made.
+    Saved(Arc<IndexMap<String, ResolvedImage>>),
 }
 
 /// Registry digests found by earlier runs, keyed by (scope, reference as written). The CLI
@@ -169,7 +172,8 @@ pub async fn plan(
     // While the registry answers, observe: the running containers' images, inspected here,
     // spare desired_images the inspect of a desired image that already runs.
     let mut observed = observe_project(engine, &project.name).await?;
-    let pinned = match (req.source, resolving) {
+    let pinned = match (&req.source, resolving) {
+        (ImageSource::Saved(digests), _) => Some(digests.as_ref().clone()),
         (ImageSource::Locked, _) => {
             let lock = crate::lock::read_for_locked(&project)
                 .map_err(Error::of(ErrorKind::InvalidInput))?;

@@ -2,25 +2,84 @@
 //! `--json` (the plan and the report).
 
 use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Result;
 
 use composeops::apply::{ApplyJson, ApplyOptions, Report, EXIT_CONVERGED};
-use composeops::converge;
+use composeops::converge::{self, ImageSource, PlanRequest};
+use composeops::model::Project;
 use composeops::plan::{render_text, Plan};
 use composeops::pull::PullMode;
+use composeops::saved_plan::SavedPlan;
 
 use super::args::{ApplyArgs, Global};
 use super::common;
 
 pub(crate) fn run(global: &Global, a: &ApplyArgs) -> Result<i32> {
+    if let Some(file) = a.common.path.as_ref().filter(|p| p.is_file()) {
+        return run_saved(global, a, file);
+    }
     let project = common::load(global, a.common.path.as_ref())?;
-    let dir = common::state_dir(a.common.state_dir.as_ref());
     let req = super::plan::request(&a.common, PullMode::Policy, true);
+    converge_and_report(global, a, project, req, None)
+}
+
+/// `apply FILE`: the saved plan's project, loaded again as it was, planned again against the
+/// saved digests, and applied only if nothing changed since.
+fn run_saved(global: &Global, a: &ApplyArgs, file: &Path) -> Result<i32> {
+    let given: Vec<&str> = [
+        (!global.files.is_empty(), "-f"),
+        (global.project_name.is_some(), "-p"),
+        (global.project_directory.is_some(), "--project-directory"),
+        (!global.env_files.is_empty(), "--env-file"),
+        (!global.profiles.is_empty(), "--profile"),
+        (a.common.prune, "--prune"),
+        (a.common.locked, "--locked"),
+        (a.common.offline, "--offline"),
+    ]
+    .into_iter()
+    .filter_map(|(set, flag)| set.then_some(flag))
+    .collect();
+    if !given.is_empty() {
+        anyhow::bail!(
+            "{}: a saved plan carries its project, files, profiles, images and --prune; {} \
+             cannot change them (make the plan again with them instead)",
+            file.display(),
+            given.join(", ")
+        );
+    }
+    let saved = SavedPlan::read(file)?;
+    let loaded = composeops::load::load(&saved.inputs.load_options())?;
+    common::warn_all(&loaded.warnings);
+    saved.check_project(&loaded.project)?;
+    let req = PlanRequest {
+        source: ImageSource::Saved(Arc::new(saved.digests.clone())),
+        pull: PullMode::Policy,
+        prune: saved.inputs.prune,
+        lock_held: true,
+        digests: Default::default(),
+    };
+    converge_and_report(global, a, loaded.project, req, Some(&saved))
+}
+
+/// Locks, plans, checks a saved plan still holds, applies, and prints the report.
+fn converge_and_report(
+    global: &Global,
+    a: &ApplyArgs,
+    project: Project,
+    req: PlanRequest,
+    saved: Option<&SavedPlan>,
+) -> Result<i32> {
+    let dir = common::state_dir(a.common.state_dir.as_ref());
     let (plan, report) = common::runtime()?.block_on(async {
         let engine = converge::connect(&global.engine()).await?;
         let _lock = converge::lock(&engine, &dir, &project.name, a.lock_timeout).await?;
         let planned = converge::plan(&engine, &dir, project, &req).await?;
+        if let Some(s) = saved {
+            s.check_current(&planned)?;
+        }
         common::warn_all(&planned.plan.warnings);
         if a.plan && !a.common.json {
             print!(

@@ -130,7 +130,8 @@ pub struct EngineArgs {
     /// new image pushed under the same tag shows as a change and is pulled by digest.)
     #[arg(long)]
     pub offline: bool,
-    /// Compose directory (default: the current directory).
+    /// Compose directory (default: the current directory); for `apply`, also a plan saved by
+    /// `plan -o FILE`.
     pub path: Option<PathBuf>,
 }
 
@@ -141,6 +142,10 @@ pub struct PlanArgs {
     /// Exit 0 when there is nothing to change, 2 when there is, 1 on error.
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Also save the plan to FILE (JSON): `composeops apply FILE` applies exactly it, or
+    /// refuses if the compose files or what runs changed in between.
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    pub out: Option<PathBuf>,
     /// Preview a node's share of a fleet repo instead: list each stack under PATH as "runs
     /// here" or "skipped (nodes: ...)" for this node name (no engine needed).
     #[arg(long, value_name = "NAME")]
@@ -213,7 +218,8 @@ pub struct ConfigArgs {
     /// Print the image names, one per line.
     #[arg(long)]
     pub images: bool,
-    /// Compose directory (default: the current directory).
+    /// Compose directory (default: the current directory); for `apply`, also a plan saved by
+    /// `plan -o FILE`.
     pub path: Option<PathBuf>,
 }
 

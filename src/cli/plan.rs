@@ -10,6 +10,7 @@ use composeops::converge::{self, ImageSource, PlanRequest};
 use composeops::fleet::Node;
 use composeops::plan::render_text;
 use composeops::pull::PullMode;
+use composeops::saved_plan::{Inputs, SavedPlan};
 
 use super::args::{EngineArgs, Global, PlanArgs};
 use super::common;
@@ -38,6 +39,10 @@ pub(crate) fn run(global: &Global, a: &PlanArgs) -> Result<i32> {
     }
     // Load first: bad input is an error before the engine is even contacted.
     let project = common::load(global, a.common.path.as_ref())?;
+    let inputs = a.out.as_ref().map(|_| {
+        let opts = global.load_options(a.common.path.as_ref());
+        Inputs::new(&project, &opts, a.common.prune)
+    });
     let dir = common::state_dir(a.common.state_dir.as_ref());
     let req = request(&a.common, PullMode::Never, false);
     let planned = common::runtime()?.block_on(async {
@@ -46,6 +51,13 @@ pub(crate) fn run(global: &Global, a: &PlanArgs) -> Result<i32> {
         tracing::debug!(api_calls = engine.calls(), "engine API calls");
         p
     })?;
+    if let (Some(file), Some(inputs)) = (&a.out, inputs) {
+        SavedPlan::new(inputs, &planned).write(file)?;
+        eprintln!(
+            "Saved the plan to {0}: `composeops apply {0}` applies exactly it.",
+            file.display()
+        );
+    }
     let mut out = std::io::stdout().lock();
     if a.common.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&planned.plan)?)?;

@@ -77,7 +77,9 @@ impl Default for ResolveOptions {
 ///
 /// For the plan's `DesiredImage { reference, digest }`: `reference` is [`Self::reference`] and
 /// `digest` is `Some(self.digest)`; apply pulls [`Self::pull_reference`].
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct ResolvedImage {
     /// The reference as written in the compose file (after interpolation).
     pub reference: String,
@@ -101,7 +103,9 @@ pub struct ResolvedImage {
 }
 
 /// Where a [`ResolvedImage`]'s digest came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     /// Looked up in the registry during this run.
