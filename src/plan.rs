@@ -41,6 +41,10 @@ pub struct Desired {
     /// Service -> the reference apply pulls and creates from, when not the one in the compose
     /// file (`--locked`: `repository@digest`, so what was planned is what runs).
     pub run_from: BTreeMap<String, String>,
+    /// Service -> the contents of its configs and secrets: their digests, compared with the
+    /// running containers' [`crate::configs::LABEL_CONTENT_DIGESTS`], and the files apply
+    /// writes into new containers. Services without configs or secrets are absent.
+    pub files: BTreeMap<String, crate::configs::ServiceFiles>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -362,6 +366,10 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
             if !fields.is_empty() {
                 reasons.push(format!("changed: {}", fields.join(", ")));
             }
+            if let Some(f) = desired.files.get(&name) {
+                let label = c.labels.get(crate::configs::LABEL_CONTENT_DIGESTS);
+                reasons.extend(f.changes(label.map(String::as_str)));
+            }
             if let Some(d) = &image.digest {
                 let same = match observed.images.get(&c.image_id) {
                     Some(i) => i.matches(d),
@@ -557,8 +565,10 @@ fn compare_spec(
     h.image = w.image.clone(); // compared by digest, not by how it was written
     h.unsupported = w.unsupported.clone(); // not readable from the engine
     h.secrets = w.secrets.clone();
-    // The engine adds its own log options (daemon.json log-opts) and `label=disable` with
-    // `pid: host`: compare only what the compose file sets.
+    h.configs = w.configs.clone();
+    h.files = w.files.clone(); // written into the container, not readable from inspect
+                               // The engine adds its own log options (daemon.json log-opts) and `label=disable` with
+                               // `pid: host`: compare only what the compose file sets.
     h.logging = match (&h.logging, &w.logging) {
         (_, None) => None,
         (None, Some(_)) => None,
@@ -817,6 +827,7 @@ mod tests {
             project,
             images,
             run_from: BTreeMap::new(),
+            files: BTreeMap::new(),
         }
     }
 

@@ -58,6 +58,7 @@ const APPLIED_EXTRA: &[&str] = &[
     "extra_hosts",
     "dns",
     "secrets",
+    "configs",
     "tmpfs",
     "logging",
     "expose",
@@ -141,6 +142,13 @@ pub struct Spec {
     /// Secret names mounted under /run/secrets (their file contents are never in the spec).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// Config names mounted (`file:` sources are bind mounts in `mounts`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<String>,
+    /// Files written into the container before it starts (`content:` and `environment:`
+    /// sources): where and how, never what; their digests are a label of their own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logging: Option<LoggingSpec>,
     /// Exposed (not published) ports, `3000/tcp`, sorted.
@@ -236,6 +244,20 @@ pub struct MountSpec {
     pub target: String,
     #[serde(default, skip_serializing_if = "is_false")]
     pub read_only: bool,
+}
+
+/// A config or secret written into the container (see [`crate::configs`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FileSpec {
+    /// `config NAME` or `secret NAME`.
+    pub source: String,
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<String>,
+    /// Octal, `0444` unless set.
+    pub mode: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -457,38 +479,7 @@ impl Spec {
                 read_only: false,
             });
         }
-        if let Some(Value::Array(secrets)) = x.get("secrets") {
-            for sec in secrets {
-                let (src, target) = match sec {
-                    Value::String(n) => (n.clone(), None),
-                    Value::Object(o) => (
-                        o.get("source").map(value_str).unwrap_or_default(),
-                        o.get("target").map(value_str),
-                    ),
-                    _ => continue,
-                };
-                let file = project
-                    .secrets
-                    .get(&src)
-                    .and_then(|d| d.get("file"))
-                    .map(value_str);
-                let target = target.unwrap_or_else(|| src.clone());
-                let target = if target.starts_with('/') {
-                    target
-                } else {
-                    format!("/run/secrets/{target}")
-                };
-                s.secrets.push(src.clone());
-                if let Some(file) = file {
-                    s.mounts.push(MountSpec {
-                        kind: "bind".into(),
-                        source: Some(file),
-                        target,
-                        read_only: true,
-                    });
-                }
-            }
-        }
+        crate::configs::fill_spec(project, service, &mut s);
         s.mounts.sort_by(|a, b| a.target.cmp(&b.target));
         if svc.network_mode.is_none() {
             for (key, ep) in &svc.networks {
