@@ -416,7 +416,8 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
                             }
                             _ => (old.clone(), spec.clone()),
                         };
-                        sp.diff = Some(spec_diff(&name, &old, &new));
+                        // Equal specs (a content change alone): no diff to show.
+                        sp.diff = Some(spec_diff(&name, &old, &new)).filter(|d| !d.is_empty());
                     }
                     sp.changed_fields = fields.clone();
                 }
@@ -1042,5 +1043,37 @@ mod tests {
             json_schema(),
             "schemas/plan.schema.json is stale: run COMPOSEOPS_UPDATE_SCHEMAS=1 cargo test --lib"
         );
+    }
+
+    #[test]
+    fn a_content_change_recreates_only_its_service_and_names_it() {
+        let yaml = |c: &str| {
+            format!(
+                "services:\n  a:\n    image: a:1\n    configs: [c]\n  b:\n    image: b:1\n\
+                 configs:\n  c:\n    content: {c}\n"
+            )
+        };
+        let with_files = |c: &str| {
+            let mut d = desired(&yaml(c));
+            d.files = crate::configs::resolve(&d.project).unwrap();
+            d
+        };
+        let before = with_files("first-Qx7");
+        let mut o = converged(&before);
+        let label = before.files["a"].label().unwrap();
+        let a = o.containers.iter_mut().find(|c| c.service == "a").unwrap();
+        a.labels
+            .insert(crate::configs::LABEL_CONTENT_DIGESTS.into(), label);
+        assert!(!plan(&before, &o, PlanOptions::default()).has_changes());
+        let p = plan(&with_files("second-Zk9"), &o, PlanOptions::default());
+        assert_eq!(p.actions(), ["recreate a (config c content changed)"]);
+        let s = &p.services[0];
+        assert_eq!((s.diff.as_ref(), s.changed_fields.len()), (None, 0));
+        assert!(!serde_json::to_string(&p).unwrap().contains("second-Zk9"));
+        // Made by Compose (no digests label): Compose wrote the contents when it started it.
+        for c in &mut o.containers {
+            c.labels.clear();
+        }
+        assert!(!plan(&with_files("second-Zk9"), &o, PlanOptions::default()).has_changes());
     }
 }

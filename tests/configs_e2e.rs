@@ -151,7 +151,7 @@ fn configs_and_secrets_are_mounted_as_compose_does_and_content_changes_recreate(
     );
 
     // Converged: plan is empty, and Compose v5 recreates nothing composeops made.
-    let (code, plan) = plan(&s, TOKEN_A);
+    let (code, plan) = plan_of(&s, TOKEN_A);
     assert_eq!(code, 0, "{plan}");
     let before = s.ids();
     let up = s.compose_v5(TOKEN_A, &["up", "-d"]);
@@ -161,7 +161,7 @@ fn configs_and_secrets_are_mounted_as_compose_does_and_content_changes_recreate(
     // One content changes: only the service that mounts it is recreated, and plan says why
     // without showing it.
     s.write(&compose_yaml("goodbye"));
-    let (code, plan) = plan(&s, TOKEN_A);
+    let (code, plan) = plan_of(&s, TOKEN_A);
     assert_eq!(code, 2, "{plan}");
     assert!(plan.contains("config motd content changed"), "{plan}");
     assert!(!plan.contains("goodbye"), "{plan}");
@@ -175,7 +175,7 @@ fn configs_and_secrets_are_mounted_as_compose_does_and_content_changes_recreate(
     assert_eq!(s.exec("app", "cat /etc/motd"), "goodbye ${HOME}");
 
     // The secret's value changes: recreated, named, never shown.
-    let (code, plan) = plan(&s, TOKEN_B);
+    let (code, plan) = plan_of(&s, TOKEN_B);
     assert_eq!(code, 2, "{plan}");
     assert!(plan.contains("secret token content changed"), "{plan}");
     let out = s.with_token(TOKEN_B, &["apply", "--wait-timeout", "30s"]);
@@ -189,11 +189,11 @@ fn configs_and_secrets_are_mounted_as_compose_does_and_content_changes_recreate(
     assert!(down.status.success(), "{}", show(&down));
     let up = s.compose_v5(TOKEN_B, &["up", "-d"]);
     assert!(up.status.success(), "{}", show(&up));
-    let (code, plan) = plan(&s, TOKEN_B);
+    let (code, plan) = plan_of(&s, TOKEN_B);
     assert_eq!(code, 0, "plan after compose up:\n{plan}");
 }
 
-fn plan(s: &Stack, token: &str) -> (i32, String) {
+fn plan_of(s: &Stack, token: &str) -> (i32, String) {
     let out = s.with_token(token, &["plan", "--detailed-exitcode"]);
     (out.status.code().unwrap_or(-1), show(&out))
 }
