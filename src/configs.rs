@@ -19,12 +19,13 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::load::LoadError;
 use crate::model::Project;
-use crate::spec::{FileSpec, MountSpec, Spec};
 
 /// Label of a container: `{"config app": "sha256:…", …}`, the digest of each config's and
 /// secret's contents when the container was created.
@@ -191,25 +192,47 @@ fn source_of(def: &Value) -> Source {
     }
 }
 
-/// Adds the configs and secrets of `service` to its spec: names, bind mounts of `file:`
-/// sources (unless a volume already has the target, as in Compose), and the files written
-/// before start (where and how, never what).
-pub(crate) fn fill_spec(project: &Project, service: &str, s: &mut Spec) {
+/// A config or secret written into the container: where and how, never what (its digest is
+/// in [`LABEL_CONTENT_DIGESTS`]). Part of the spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FileSpec {
+    /// `config NAME` or `secret NAME`.
+    pub source: String,
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<String>,
+    /// Octal, `0444` unless set.
+    pub mode: String,
+}
+
+/// What a service's configs and secrets add to its spec.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct SpecParts {
+    pub secrets: Vec<String>,
+    pub configs: Vec<String>,
+    /// Read-only bind mounts of `file:` sources: (target, host path).
+    pub binds: Vec<(String, String)>,
+    pub files: Vec<FileSpec>,
+}
+
+/// The spec's share of `service`'s configs and secrets: their names, bind mounts of `file:`
+/// sources (except at a target in `taken`, the service's own mounts, which win as in
+/// Compose), and the files written before start.
+pub(crate) fn spec_parts(project: &Project, service: &str, taken: &[&str]) -> SpecParts {
+    let mut p = SpecParts::default();
     for r in refs(project, service) {
         match r.kind {
-            Kind::Secret => s.secrets.push(r.name.clone()),
-            Kind::Config => s.configs.push(r.name.clone()),
+            Kind::Secret => p.secrets.push(r.name.clone()),
+            Kind::Config => p.configs.push(r.name.clone()),
         }
+        let free = |t: &str| !taken.contains(&t) && !p.binds.iter().any(|(b, _)| b == t);
         match &r.source {
-            Source::File(path) if !s.mounts.iter().any(|m| m.target == r.target) => {
-                s.mounts.push(MountSpec {
-                    kind: "bind".into(),
-                    source: Some(path.display().to_string()),
-                    target: r.target.clone(),
-                    read_only: true,
-                })
+            Source::File(path) if free(&r.target) => {
+                p.binds.push((r.target.clone(), path.display().to_string()))
             }
-            Source::Content(_) | Source::Env(_) => s.files.push(FileSpec {
+            Source::Content(_) | Source::Env(_) => p.files.push(FileSpec {
                 source: r.key(),
                 target: r.target.clone(),
                 uid: r.uid.clone(),
@@ -219,6 +242,7 @@ pub(crate) fn fill_spec(project: &Project, service: &str, s: &mut Spec) {
             _ => {}
         }
     }
+    p
 }
 
 /// What Compose warns about and ignores: `uid`, `gid` or `mode` on a `file:` source (the

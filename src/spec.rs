@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+pub use crate::configs::FileSpec;
 use crate::model::{Project, Service};
 
 /// Version prefix of the spec hash: bump it when the spec's shape or meaning changes.
@@ -246,20 +247,6 @@ pub struct MountSpec {
     pub read_only: bool,
 }
 
-/// A config or secret written into the container (see [`crate::configs`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct FileSpec {
-    /// `config NAME` or `secret NAME`.
-    pub source: String,
-    pub target: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uid: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gid: Option<String>,
-    /// Octal, `0444` unless set.
-    pub mode: String,
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EndpointSpec {
     /// Sorted; always includes the service name.
@@ -479,7 +466,17 @@ impl Spec {
                 read_only: false,
             });
         }
-        crate::configs::fill_spec(project, service, &mut s);
+        let taken: Vec<&str> = s.mounts.iter().map(|m| m.target.as_str()).collect();
+        let files = crate::configs::spec_parts(project, service, &taken);
+        for (target, source) in files.binds {
+            s.mounts.push(MountSpec {
+                kind: "bind".into(),
+                source: Some(source),
+                target,
+                read_only: true,
+            });
+        }
+        (s.secrets, s.configs, s.files) = (files.secrets, files.configs, files.files);
         s.mounts.sort_by(|a, b| a.target.cmp(&b.target));
         if svc.network_mode.is_none() {
             for (key, ep) in &svc.networks {
@@ -1231,5 +1228,25 @@ mod tests {
         b.environment.insert("A".into(), "2".into());
         b.image = "busybox:2".into();
         assert_eq!(a.changed_fields(&b), vec!["image", "environment"]);
+    }
+
+    #[test]
+    fn configs_and_secrets_are_applied_not_unsupported() {
+        let p = project(
+            "services:\n  a:\n    image: busybox\n    volumes: ['/srv:/etc/x']\n    \
+             configs: [{source: f, target: /etc/x}, {source: f, target: y}, c]\n    \
+             secrets: [s]\nconfigs:\n  f: {file: ./f}\n  c: {content: hi}\n\
+             secrets:\n  s: {environment: S}\n",
+        );
+        let s = Spec::from_service(&p, "a");
+        assert!(s.unsupported.is_empty(), "{:?}", s.unsupported);
+        let mounts: Vec<(&str, &str, bool)> = s
+            .mounts
+            .iter()
+            .map(|m| (m.kind.as_str(), m.target.as_str(), m.read_only))
+            .collect();
+        // The service's own bind keeps /etc/x; a relative config target is under /.
+        assert_eq!(mounts, [("bind", "/etc/x", false), ("bind", "/y", true)]);
+        assert_eq!((s.secrets.len(), s.configs.len(), s.files.len()), (1, 3, 2));
     }
 }
