@@ -567,9 +567,10 @@ fn compare_spec(
     h.unsupported = w.unsupported.clone(); // not readable from the engine
     h.secrets = w.secrets.clone();
     h.configs = w.configs.clone();
-    h.files = w.files.clone(); // written into the container, not readable from inspect
-                               // The engine adds its own log options (daemon.json log-opts) and `label=disable` with
-                               // `pid: host`: compare only what the compose file sets.
+    // Written into the container before it started: not readable from inspect.
+    h.files = w.files.clone();
+    // The engine adds its own log options (daemon.json log-opts) and `label=disable` with
+    // `pid: host`: compare only what the compose file sets.
     h.logging = match (&h.logging, &w.logging) {
         (_, None) => None,
         (None, Some(_)) => None,

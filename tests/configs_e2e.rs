@@ -63,7 +63,8 @@ impl Stack {
     }
 }
 
-/// `app` mounts all three kinds; `web` only the file config.
+/// `app` mounts all three kinds; `web` only the file config; `worker` only the secret, and
+/// is updated start-first (the files are written before start in both orders).
 fn compose_yaml(motd: &str) -> String {
     let base = &testbed().base_image;
     let cmd = r#"["sh", "-c", "trap 'exit 0' TERM INT; while true; do sleep 1; done"]"#;
@@ -89,6 +90,13 @@ fn compose_yaml(motd: &str) -> String {
     image: {base}
     command: {cmd}
     configs: [appconf]
+  worker:
+    image: {base}
+    command: {cmd}
+    secrets: [token]
+    deploy:
+      update_config:
+        order: start-first
 configs:
   appconf:
     file: ./app.conf
@@ -170,8 +178,10 @@ fn configs_and_secrets_are_mounted_as_compose_does_and_content_changes_recreate(
     let after = s.ids();
     let app = format!("{}-app-1", s.name);
     let web = format!("{}-web-1", s.name);
+    let worker = format!("{}-worker-1", s.name);
     assert_ne!(after[&app], before[&app], "app was not recreated");
     assert_eq!(after[&web], before[&web], "web was recreated");
+    assert_eq!(after[&worker], before[&worker], "worker was recreated");
     assert_eq!(s.exec("app", "cat /etc/motd"), "goodbye ${HOME}");
 
     // The secret's value changes: recreated, named, never shown.
@@ -182,7 +192,31 @@ fn configs_and_secrets_are_mounted_as_compose_does_and_content_changes_recreate(
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert_secret_never_shown(&s, TOKEN_B, &out);
     assert_eq!(s.exec("app", "cat /run/secrets/token"), TOKEN_B);
+    assert_eq!(s.exec("worker", "cat /run/secrets/token"), TOKEN_B);
     assert_eq!(s.ids()[&web], before[&web], "web was recreated");
+    assert_ne!(s.ids()[&worker], after[&worker], "worker was not recreated");
+    assert_eq!(
+        s.ids().len(),
+        3,
+        "a temporary container was left: {:?}",
+        s.ids()
+    );
+
+    // Writing fails on the engine (a file cannot replace the directory /etc): the new
+    // container goes, the old one keeps running under its name, nothing is left half-made.
+    let running = s.ids();
+    s.write(&compose_yaml("goodbye").replace("target: etc/motd", "target: /etc"));
+    let out = s.with_token(TOKEN_B, &["apply", "--wait-timeout", "30s"]);
+    let text = show(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("rolled-back") && text.contains("cannot overwrite directory"),
+        "{text}"
+    );
+    assert_no_token("failed apply", &text);
+    assert_eq!(s.ids(), running, "{text}");
+    assert_eq!(s.exec("app", "cat /etc/motd"), "goodbye ${HOME}");
+    s.write(&compose_yaml("goodbye"));
 
     // Handed to Compose: what `up` makes, composeops leaves alone.
     let down = s.compose_v5(TOKEN_B, &["down", "-t", "1"]);

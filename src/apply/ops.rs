@@ -140,7 +140,10 @@ impl ContainerOps for Engine {
     }
 
     async fn upload(&self, id: &str, tar: Vec<u8>, keep_owner: bool) -> Result<()> {
-        let mut opts = UploadToContainerOptionsBuilder::default().path("/");
+        // As Compose (and `docker cp`): a file never replaces a directory, nor the reverse.
+        let mut opts = UploadToContainerOptionsBuilder::default()
+            .path("/")
+            .no_overwrite_dir_non_dir("true");
         if keep_owner {
             opts = opts.copy_uidgid("1");
         }
