@@ -251,8 +251,20 @@ pub(crate) fn warnings(project: &Project) -> Vec<String> {
     let mut out = Vec::new();
     for service in project.services.keys() {
         for r in refs(project, service) {
-            let set = r.uid.is_some() || r.gid.is_some() || r.mode.is_some();
-            if set && matches!(r.source, Source::File(_)) {
+            let Source::File(path) = &r.source else {
+                continue;
+            };
+            let denied = |e: std::io::Error| e.kind() == std::io::ErrorKind::PermissionDenied;
+            if path.is_file() && std::fs::File::open(path).is_err_and(denied) {
+                out.push(format!(
+                    "service {service}: {} {}: {} is not readable by composeops (the engine \
+                     mounts it): a change of its contents alone will not recreate the service",
+                    r.kind.as_str(),
+                    r.name,
+                    path.display()
+                ));
+            }
+            if r.uid.is_some() || r.gid.is_some() || r.mode.is_some() {
                 out.push(format!(
                     "service {service}: {} {} is a bind-mounted file: its uid, gid and mode are \
                      ignored (as Compose ignores them)",
@@ -390,7 +402,8 @@ enum Contents {
     Bytes(Vec<u8>),
     /// A `file:` source, hashed as it is read (it is bind-mounted, never held).
     Digest(String),
-    /// A directory bind-mounted as a config: its files are not followed.
+    /// Mounted but not hashed: a directory (its files are not followed), or a file this user
+    /// may not read.
     Directory,
 }
 
@@ -436,8 +449,13 @@ fn file_digest(path: &Path) -> Result<Contents, String> {
     if meta.is_dir() {
         return Ok(Contents::Directory);
     }
-    let mut f =
-        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut f = match std::fs::File::open(path) {
+        // The engine mounts what this user may not read (see `warnings`).
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Ok(Contents::Directory)
+        }
+        other => other.map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+    };
     let mut h = Sha256::new();
     let mut buf = [0u8; 64 * 1024];
     loop {
