@@ -150,6 +150,13 @@ pub async fn plan(
     req: &PlanRequest,
 ) -> Result<Planned> {
     let mut warnings = Vec::new();
+    // What Compose would refuse only once a container exists (a missing file, an unset
+    // variable) is refused here, before any engine request.
+    let files = crate::configs::resolve(&project).map_err(|e| {
+        let e = crate::load::locate_in_files(e, &project.config_files);
+        Error::InvalidInput(e.to_string())
+    })?;
+    warnings.extend(crate::configs::warnings(&project));
     // Registry lookups start first and run beside the engine requests: building the registry
     // client (its TLS root store) costs more CPU than a whole no-op reconcile, and a second
     // worker thread hides it behind recovery and observation.
@@ -214,6 +221,7 @@ pub async fn plan(
         project,
         images: images.images,
         run_from: images.run_from,
+        files,
     };
     let mut plan = plan::plan(&desired, &observed, PlanOptions { prune: req.prune });
     warnings.extend(plan.warnings);

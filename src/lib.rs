@@ -7,6 +7,7 @@ pub mod agent;
 pub mod apply;
 pub mod build;
 pub mod compose_hash;
+pub mod configs;
 pub mod converge;
 pub mod down;
 pub mod duration;

@@ -41,6 +41,10 @@ pub struct Desired {
     /// Service -> the reference apply pulls and creates from, when not the one in the compose
     /// file (`--locked`: `repository@digest`, so what was planned is what runs).
     pub run_from: BTreeMap<String, String>,
+    /// Service -> the contents of its configs and secrets: their digests, compared with the
+    /// running containers' [`crate::configs::LABEL_CONTENT_DIGESTS`], and the files apply
+    /// writes into new containers. Services without configs or secrets are absent.
+    pub files: BTreeMap<String, crate::configs::ServiceFiles>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -362,6 +366,10 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
             if !fields.is_empty() {
                 reasons.push(format!("changed: {}", fields.join(", ")));
             }
+            if let Some(f) = desired.files.get(&name) {
+                let label = c.labels.get(crate::configs::LABEL_CONTENT_DIGESTS);
+                reasons.extend(f.changes(label.map(String::as_str)));
+            }
             if let Some(d) = &image.digest {
                 let same = match observed.images.get(&c.image_id) {
                     Some(i) => i.matches(d),
@@ -408,7 +416,8 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
                             }
                             _ => (old.clone(), spec.clone()),
                         };
-                        sp.diff = Some(spec_diff(&name, &old, &new));
+                        // Equal specs (a content change alone): no diff to show.
+                        sp.diff = Some(spec_diff(&name, &old, &new)).filter(|d| !d.is_empty());
                     }
                     sp.changed_fields = fields.clone();
                 }
@@ -557,6 +566,9 @@ fn compare_spec(
     h.image = w.image.clone(); // compared by digest, not by how it was written
     h.unsupported = w.unsupported.clone(); // not readable from the engine
     h.secrets = w.secrets.clone();
+    h.configs = w.configs.clone();
+    // Written into the container before it started: not readable from inspect.
+    h.files = w.files.clone();
     // The engine adds its own log options (daemon.json log-opts) and `label=disable` with
     // `pid: host`: compare only what the compose file sets.
     h.logging = match (&h.logging, &w.logging) {
@@ -817,6 +829,7 @@ mod tests {
             project,
             images,
             run_from: BTreeMap::new(),
+            files: BTreeMap::new(),
         }
     }
 
@@ -1031,5 +1044,37 @@ mod tests {
             json_schema(),
             "schemas/plan.schema.json is stale: run COMPOSEOPS_UPDATE_SCHEMAS=1 cargo test --lib"
         );
+    }
+
+    #[test]
+    fn a_content_change_recreates_only_its_service_and_names_it() {
+        let yaml = |c: &str| {
+            format!(
+                "services:\n  a:\n    image: a:1\n    configs: [c]\n  b:\n    image: b:1\n\
+                 configs:\n  c:\n    content: {c}\n"
+            )
+        };
+        let with_files = |c: &str| {
+            let mut d = desired(&yaml(c));
+            d.files = crate::configs::resolve(&d.project).unwrap();
+            d
+        };
+        let before = with_files("first-Qx7");
+        let mut o = converged(&before);
+        let label = before.files["a"].label().unwrap();
+        let a = o.containers.iter_mut().find(|c| c.service == "a").unwrap();
+        a.labels
+            .insert(crate::configs::LABEL_CONTENT_DIGESTS.into(), label);
+        assert!(!plan(&before, &o, PlanOptions::default()).has_changes());
+        let p = plan(&with_files("second-Zk9"), &o, PlanOptions::default());
+        assert_eq!(p.actions(), ["recreate a (config c content changed)"]);
+        let s = &p.services[0];
+        assert_eq!((s.diff.as_ref(), s.changed_fields.len()), (None, 0));
+        assert!(!serde_json::to_string(&p).unwrap().contains("second-Zk9"));
+        // Made by Compose (no digests label): Compose wrote the contents when it started it.
+        for c in &mut o.containers {
+            c.labels.clear();
+        }
+        assert!(!plan(&with_files("second-Zk9"), &o, PlanOptions::default()).has_changes());
     }
 }

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+pub use crate::configs::FileSpec;
 use crate::model::{Project, Service};
 
 /// Version prefix of the spec hash: bump it when the spec's shape or meaning changes.
@@ -58,6 +59,7 @@ const APPLIED_EXTRA: &[&str] = &[
     "extra_hosts",
     "dns",
     "secrets",
+    "configs",
     "tmpfs",
     "logging",
     "expose",
@@ -141,6 +143,13 @@ pub struct Spec {
     /// Secret names mounted under /run/secrets (their file contents are never in the spec).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// Config names mounted (`file:` sources are bind mounts in `mounts`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<String>,
+    /// Files written into the container before it starts (`content:` and `environment:`
+    /// sources): where and how, never what; their digests are a label of their own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logging: Option<LoggingSpec>,
     /// Exposed (not published) ports, `3000/tcp`, sorted.
@@ -457,38 +466,17 @@ impl Spec {
                 read_only: false,
             });
         }
-        if let Some(Value::Array(secrets)) = x.get("secrets") {
-            for sec in secrets {
-                let (src, target) = match sec {
-                    Value::String(n) => (n.clone(), None),
-                    Value::Object(o) => (
-                        o.get("source").map(value_str).unwrap_or_default(),
-                        o.get("target").map(value_str),
-                    ),
-                    _ => continue,
-                };
-                let file = project
-                    .secrets
-                    .get(&src)
-                    .and_then(|d| d.get("file"))
-                    .map(value_str);
-                let target = target.unwrap_or_else(|| src.clone());
-                let target = if target.starts_with('/') {
-                    target
-                } else {
-                    format!("/run/secrets/{target}")
-                };
-                s.secrets.push(src.clone());
-                if let Some(file) = file {
-                    s.mounts.push(MountSpec {
-                        kind: "bind".into(),
-                        source: Some(file),
-                        target,
-                        read_only: true,
-                    });
-                }
-            }
+        let taken: Vec<&str> = s.mounts.iter().map(|m| m.target.as_str()).collect();
+        let files = crate::configs::spec_parts(project, service, &taken);
+        for (target, source) in files.binds {
+            s.mounts.push(MountSpec {
+                kind: "bind".into(),
+                source: Some(source),
+                target,
+                read_only: true,
+            });
         }
+        (s.secrets, s.configs, s.files) = (files.secrets, files.configs, files.files);
         s.mounts.sort_by(|a, b| a.target.cmp(&b.target));
         if svc.network_mode.is_none() {
             for (key, ep) in &svc.networks {
@@ -1240,5 +1228,25 @@ mod tests {
         b.environment.insert("A".into(), "2".into());
         b.image = "busybox:2".into();
         assert_eq!(a.changed_fields(&b), vec!["image", "environment"]);
+    }
+
+    #[test]
+    fn configs_and_secrets_are_applied_not_unsupported() {
+        let p = project(
+            "services:\n  a:\n    image: busybox\n    volumes: ['/srv:/etc/x']\n    \
+             configs: [{source: f, target: /etc/x}, {source: f, target: y}, c]\n    \
+             secrets: [s]\nconfigs:\n  f: {file: ./f}\n  c: {content: hi}\n\
+             secrets:\n  s: {environment: S}\n",
+        );
+        let s = Spec::from_service(&p, "a");
+        assert!(s.unsupported.is_empty(), "{:?}", s.unsupported);
+        let mounts: Vec<(&str, &str, bool)> = s
+            .mounts
+            .iter()
+            .map(|m| (m.kind.as_str(), m.target.as_str(), m.read_only))
+            .collect();
+        // The service's own bind keeps /etc/x; a relative config target is under /.
+        assert_eq!(mounts, [("bind", "/etc/x", false), ("bind", "/y", true)]);
+        assert_eq!((s.secrets.len(), s.configs.len(), s.files.len()), (1, 3, 2));
     }
 }

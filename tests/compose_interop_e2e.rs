@@ -278,6 +278,8 @@ struct Run {
     dir: tempfile::TempDir,
     state: tempfile::TempDir,
     name: String,
+    /// The case's shell environment: what `environment:` secrets and configs read at run time.
+    env: Vec<(String, String)>,
     _guard: ProjectGuard,
 }
 
@@ -285,6 +287,7 @@ impl Run {
     fn compose(&self, args: &[&str]) -> Output {
         Command::new(&testbed().compose_v5)
             .current_dir(self.dir.path())
+            .envs(self.env.iter().cloned())
             .args(["-p", &self.name, "-f", FILE])
             .args(args)
             .output()
@@ -295,6 +298,7 @@ impl Run {
         Command::new(env!("CARGO_BIN_EXE_composeops"))
             .current_dir(self.dir.path())
             .env("COMPOSEOPS_STATE_DIR", self.state.path())
+            .envs(self.env.iter().cloned())
             .args(["-p", &self.name, "-f", FILE])
             .args(args)
             .output()
@@ -412,6 +416,7 @@ fn check_case(case: &Case) -> Outcome {
     let run = Run {
         dir,
         state: tempfile::tempdir().unwrap(),
+        env: case.env.clone(),
         _guard: ProjectGuard::new(name.clone()),
         name,
     };
@@ -484,6 +489,7 @@ fn registry_image_stack_passes_to_compose_without_recreate() {
     let run = Run {
         dir: tempfile::tempdir().unwrap(),
         state: tempfile::tempdir().unwrap(),
+        env: Vec::new(),
         _guard: ProjectGuard::new(name.clone()),
         name,
     };

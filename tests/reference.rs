@@ -30,7 +30,7 @@ use std::process::{Command, Output};
 const DEFAULT_COMPOSE_V5: &str = "/root/.pyenv/versions/3.11.7/bin/docker-compose";
 
 /// Service fields compared between the two tools; anything else Compose prints
-/// (expose, logging, dns, configs, ...) is not part of the reference contract.
+/// (expose, logging, dns, ...) is not part of the reference contract.
 const SERVICE_FIELDS: &[&str] = &[
     "image",
     "command",
@@ -46,10 +46,15 @@ const SERVICE_FIELDS: &[&str] = &[
     "deploy",
     "pull_policy",
     "profiles",
+    "configs",
+    "secrets",
 ];
 
 /// Fields compared for each top-level network and volume.
 const RESOURCE_FIELDS: &[&str] = &["name", "external"];
+
+/// Fields compared for each top-level config and secret.
+const FILE_FIELDS: &[&str] = &["name", "external", "file", "content", "environment"];
 
 /// One case directory of the corpus, with its optional inputs read.
 struct Case {
@@ -379,7 +384,11 @@ fn project(doc: &Value) -> Value {
     }
     out.insert("services".into(), Value::Object(services));
 
-    for kind in ["networks", "volumes"] {
+    for kind in ["networks", "volumes", "configs", "secrets"] {
+        let fields = match kind {
+            "configs" | "secrets" => FILE_FIELDS,
+            _ => RESOURCE_FIELDS,
+        };
         let mut resources = Map::new();
         for (key, res) in doc
             .get(kind)
@@ -387,7 +396,7 @@ fn project(doc: &Value) -> Value {
             .into_iter()
             .flatten()
         {
-            resources.insert(key.clone(), select(res, RESOURCE_FIELDS));
+            resources.insert(key.clone(), select(res, fields));
         }
         out.insert(kind.into(), Value::Object(resources));
     }

@@ -178,11 +178,23 @@ fn desired_state(planned: &Planned, opts: &RunOptions) -> DesiredState {
         .collect();
     let project_json = serde_json::to_vec(&project.to_json()).unwrap_or_default();
     let digests_json = serde_json::to_vec(&digests).unwrap_or_default();
-    let fp = fingerprint(&[
+    // A config file or a variable behind a secret can change with the compose files as they
+    // were: a fix there is a new desired state too.
+    let contents: BTreeMap<&String, Option<String>> = (planned.desired.files.iter())
+        .map(|(s, f)| (s, f.label()))
+        .collect();
+    let contents_json = serde_json::to_vec(&contents).unwrap_or_default();
+    let mut parts: Vec<&[u8]> = vec![
         opts.project_revision.as_deref().unwrap_or("").as_bytes(),
         &project_json,
         &digests_json,
-    ]);
+    ];
+    // Without configs or secrets, the fingerprint stays what it was (a remembered rollback
+    // still matches).
+    if !contents.is_empty() {
+        parts.push(&contents_json);
+    }
+    let fp = fingerprint(&parts);
     DesiredState {
         project_name: project.name.clone(),
         revision: opts.revision.clone(),

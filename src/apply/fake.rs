@@ -39,6 +39,9 @@ struct State {
     calls: usize,
     crash_at: Option<usize>,
     new_fail: bool,
+    upload_fail: bool,
+    /// (container id, archive size, keep owner) of each upload, in call order.
+    uploads: Vec<(String, usize, bool)>,
     /// Ids of the containers a changing call addressed, in call order.
     changed: Vec<String>,
 }
@@ -74,6 +77,16 @@ impl Fake {
     /// Containers created from now on exit with code 1 when started.
     pub(crate) fn new_containers_fail(&self) {
         self.s.lock().unwrap().new_fail = true;
+    }
+
+    /// Uploads into containers fail from now on.
+    pub(crate) fn uploads_fail(&self) {
+        self.s.lock().unwrap().upload_fail = true;
+    }
+
+    /// The uploads made so far: (container id, archive size, keep owner).
+    pub(crate) fn uploads(&self) -> Vec<(String, usize, bool)> {
+        self.s.lock().unwrap().uploads.clone()
     }
 
     /// The `n`-th call from now (1-based) never returns.
@@ -181,6 +194,17 @@ impl ContainerOps for Fake {
         _since: std::time::SystemTime,
     ) -> BoxStream<'static, ContainerEvent> {
         futures_util::stream::pending().boxed()
+    }
+
+    async fn upload(&self, id: &str, tar: Vec<u8>, keep_owner: bool) -> Result<()> {
+        self.tick().await;
+        let id = self.change(id, |c| c.id.clone())?;
+        let mut s = self.s.lock().unwrap();
+        if s.upload_fail {
+            bail!("Error response from daemon: no space left on device");
+        }
+        s.uploads.push((id, tar.len(), keep_owner));
+        Ok(())
     }
 
     async fn start(&self, id: &str) -> Result<()> {

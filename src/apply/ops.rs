@@ -17,6 +17,7 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, EventsOptionsBuilder, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
@@ -72,6 +73,9 @@ pub trait ContainerOps {
     /// The `start`, `die` and `health_status` events of container `id`, from `since` (a few
     /// seconds back, so an event raced by the subscription itself is replayed, not lost).
     fn events(&self, id: &str, since: std::time::SystemTime) -> BoxStream<'static, ContainerEvent>;
+    /// Extracts the tar archive `tar` at `/` in container `id` (created, not started), keeping
+    /// the archive's owners when `keep_owner`, else owned by the container's root.
+    async fn upload(&self, id: &str, tar: Vec<u8>, keep_owner: bool) -> Result<()>;
     /// Starts `id`; already running is success.
     async fn start(&self, id: &str) -> Result<()>;
     /// Stops `id` within `grace_secs`; already stopped or missing is success.
@@ -133,6 +137,21 @@ impl ContainerOps for Engine {
             .events(Some(opts))
             .filter_map(|m| async move { m.ok().and_then(event) })
             .boxed()
+    }
+
+    async fn upload(&self, id: &str, tar: Vec<u8>, keep_owner: bool) -> Result<()> {
+        // As Compose (and `docker cp`): a file never replaces a directory, nor the reverse.
+        let mut opts = UploadToContainerOptionsBuilder::default()
+            .path("/")
+            .no_overwrite_dir_non_dir("true");
+        if keep_owner {
+            opts = opts.copy_uidgid("1");
+        }
+        let body = bollard::body_full(tar.into());
+        Ok(self
+            .call()
+            .upload_to_container(id, Some(opts.build()), body)
+            .await?)
     }
 
     async fn start(&self, id: &str) -> Result<()> {

@@ -51,6 +51,11 @@ impl<E: ContainerOps> Applier<'_, E> {
         if let Some(r) = self.desired.run_from.get(service) {
             body.image = Some(r.clone());
         }
+        let files = self.desired.files.get(service);
+        if let Some(label) = files.and_then(|f| f.label()) {
+            let labels = body.labels.get_or_insert_with(Default::default);
+            labels.insert(crate::configs::LABEL_CONTENT_DIGESTS.into(), label);
+        }
         let mut extra = spec.extra_networks(&alias);
         if hidden {
             let endpoints = body.networking_config.iter_mut();
@@ -72,7 +77,43 @@ impl<E: ContainerOps> Applier<'_, E> {
                 .await
                 .with_context(|| format!("cannot connect {name} to network {net}"))?;
         }
+        if let Some(f) = files {
+            if let Err(e) = self.write_files(service, &id, name, f).await {
+                // Never left behind without its files: a start would run it without them.
+                let _ = self.engine.remove(&id).await;
+                return Err(e);
+            }
+        }
         Ok(id)
+    }
+
+    /// Writes the `content:` and `environment:` configs and secrets into the new container
+    /// `id`, before anything starts it (as Compose does, for every way a container is made).
+    /// Errors name the targets, never what they hold.
+    async fn write_files(
+        &self,
+        service: &str,
+        id: &str,
+        name: &str,
+        files: &crate::configs::ServiceFiles,
+    ) -> Result<()> {
+        if files.uploads.is_empty() {
+            return Ok(());
+        }
+        let targets: Vec<&str> = files.uploads.iter().map(|u| u.target.as_str()).collect();
+        progress(
+            service,
+            format!("writing {} into {name}", targets.join(", ")),
+        );
+        let archives = crate::configs::archives(&files.uploads)
+            .with_context(|| format!("cannot archive {}", targets.join(", ")))?;
+        for (keep_owner, tar) in archives {
+            self.engine
+                .upload(id, tar, keep_owner)
+                .await
+                .with_context(|| format!("cannot write {} into {name}", targets.join(", ")))?;
+        }
+        Ok(())
     }
 
     pub(crate) async fn start_existing(

@@ -328,6 +328,7 @@ impl Rig {
                 project,
                 images: BTreeMap::new(),
                 run_from: BTreeMap::new(),
+                files: BTreeMap::new(),
             },
             fake,
             old_id,
@@ -537,4 +538,74 @@ async fn start_first_failure_never_touches_the_old_container() {
 fn fake_ids_are_engine_shaped() {
     assert_eq!(fake::id(0xb01).len(), 64);
     assert_eq!(super::step::short(&fake::id(0xb01)), "000000000b01");
+}
+
+impl Rig {
+    /// The service mounts a `content:` config, written into each new container.
+    fn with_files(mut self) -> Rig {
+        let yaml = "services:\n  web:\n    image: app:1\n    configs: [c]\nconfigs:\n  c:\n    content: hello\n";
+        self.desired.project = crate::load::test_project(yaml);
+        self.desired.files = crate::configs::resolve(&self.desired.project).unwrap();
+        self
+    }
+}
+
+#[tokio::test]
+async fn files_are_written_into_the_new_container_before_it_starts() {
+    for rig in [Rig::new().with_files(), Rig::start_first().with_files()] {
+        let out = rig.recreate(false).await.expect("no crash");
+        assert_eq!(out.unwrap(), Outcome::Applied);
+        let cs = rig.fake.containers();
+        assert_eq!(cs.len(), 1, "{cs:#?}");
+        let ups = rig.fake.uploads();
+        assert_eq!(ups.len(), 1);
+        assert_eq!((ups[0].0.as_str(), ups[0].2), (cs[0].id.as_str(), false));
+    }
+}
+
+/// An upload that fails leaves no new container and the old one as it was, in both orders.
+#[tokio::test]
+async fn failed_upload_removes_the_new_container_and_keeps_the_old_one() {
+    for rig in [Rig::new().with_files(), Rig::start_first().with_files()] {
+        rig.fake.uploads_fail();
+        let (o, nr) = rig.recreate(false).await.expect("no crash").unwrap_err();
+        assert_eq!(o, Outcome::RolledBack);
+        assert!(
+            nr.message.contains("cannot write /c into"),
+            "{}",
+            nr.message
+        );
+        assert!(!nr.message.contains("hello"), "{}", nr.message);
+        assert_eq!(rig.journal.read().unwrap(), None);
+        assert_one_running(&rig.fake, &rig.old_id, "after a failed upload");
+        assert!(!rig.fake.changed(&rig.old_id), "the old one was touched");
+    }
+}
+
+/// A kill at the upload (or any other call) of a recreate with files is recovered.
+#[tokio::test]
+async fn crash_at_every_call_of_a_recreate_with_files_is_recovered() {
+    for order in [UpdateOrder::StopFirst, UpdateOrder::StartFirst] {
+        for n in 1.. {
+            let rig = Rig {
+                order,
+                ..Rig::new()
+            }
+            .with_files();
+            rig.fake.crash_at(n);
+            if rig.recreate(false).await.is_some() {
+                break;
+            }
+            rig.fake.no_crash();
+            let phase = rig.journal.read().unwrap().map(|e| e.phase);
+            recover_with(&rig.fake, &rig.journal).await.unwrap();
+            let cs = rig.fake.containers();
+            let want = if matches!(phase, Some(Phase::Committed | Phase::Draining)) {
+                cs.iter().find(|c| c.id != rig.old_id).unwrap().id.clone()
+            } else {
+                rig.old_id.clone()
+            };
+            assert_one_running(&rig.fake, &want, &format!("{order:?}, crash at {n}"));
+        }
+    }
 }

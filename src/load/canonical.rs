@@ -200,6 +200,7 @@ pub fn canonicalise_project(project: &mut Obj, cx: &Context) -> Result<()> {
     if matches!(project.get("volumes"), Some(Value::Object(m)) if m.is_empty()) {
         project.remove("volumes");
     }
+    super::file_refs::check_defined(project)?;
     for kind in ["volumes", "secrets", "configs"] {
         if let Some(v) = project.get_mut(kind) {
             if v.is_null() {
@@ -289,6 +290,7 @@ fn canonicalise_service(svc: &mut Obj, path: &str, cx: &Context) -> Result<()> {
         healthcheck(v, &format!("{path}.healthcheck"))?;
     }
     canonicalise_depends_on(svc, path)?;
+    super::file_refs::canonicalise(svc, path)?;
     let net_path = format!("{path}.networks");
     match svc.get_mut("networks") {
         Some(v) if !v.is_null() => *v = Value::Object(service_networks(v, &net_path)?),

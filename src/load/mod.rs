@@ -10,6 +10,7 @@ pub mod canonical;
 pub mod dotenv;
 pub mod error;
 mod extensions;
+mod file_refs;
 mod input;
 pub mod interpolate;
 pub mod merge;
@@ -914,13 +915,26 @@ fn locate(e: LoadError, sources: &[SourceFile]) -> LoadError {
             None => e,
         };
     };
-    let mut best: Option<(&SourceFile, usize)> = None;
-    for s in sources {
-        let mut p = path.as_str();
+    match best_source(sources.iter().map(|s| (&s.path, &s.lines)), &path) {
+        Some((file, lines)) => e.in_file(file).at_line(lines.line_of(&path)),
+        None => e,
+    }
+}
+
+/// The file that wrote the longest part of `path` (the later one on a tie: it overrides).
+fn best_source<'a>(
+    sources: impl Iterator<Item = (&'a PathBuf, &'a yaml::LineIndex)>,
+    path: &str,
+) -> Option<(&'a PathBuf, &'a yaml::LineIndex)> {
+    let mut best = None;
+    let mut best_len = 0;
+    for (file, lines) in sources {
+        let mut p = path;
         loop {
-            if s.lines.has(p) {
-                if best.is_none_or(|(_, l)| p.len() >= l) {
-                    best = Some((s, p.len()));
+            if lines.has(p) {
+                if best.is_none() || p.len() >= best_len {
+                    best = Some((file, lines));
+                    best_len = p.len();
                 }
                 break;
             }
@@ -930,10 +944,40 @@ fn locate(e: LoadError, sources: &[SourceFile]) -> LoadError {
             }
         }
     }
-    match best {
-        Some((s, _)) => e.in_file(&s.path).at_line(s.lines.line_of(&path)),
-        None => e,
-    }
+    best
+}
+
+/// [`locate`] for a check made after loading (by a later stage, on the [`Project`]): reads
+/// the project's compose files again to name the file and line of each error's field. Files
+/// that cannot be read any more are skipped; the first compose file is named at worst.
+pub fn locate_in_files(e: LoadError, files: &[PathBuf]) -> LoadError {
+    let indexed: Vec<(PathBuf, yaml::LineIndex)> = files
+        .iter()
+        .filter_map(|f| {
+            let src = std::fs::read_to_string(f).ok()?;
+            Some((f.clone(), yaml::LineIndex::from_source(&src)))
+        })
+        .collect();
+    let one = |e: LoadError| {
+        let found = e
+            .origin
+            .path
+            .as_deref()
+            .and_then(|p| best_source(indexed.iter().map(|(f, l)| (f, l)), p))
+            .map(|(f, l)| {
+                (
+                    f.clone(),
+                    e.origin.path.as_deref().and_then(|p| l.line_of(p)),
+                )
+            });
+        match (found, files.first()) {
+            (Some((f, line)), _) => e.in_file(&f).at_line(line),
+            (None, Some(f)) => e.in_file(f),
+            (None, None) => e,
+        }
+    };
+    let all: Vec<LoadError> = e.each().into_iter().map(one).collect();
+    LoadError::all(all).unwrap_err()
 }
 
 /// Loads `yaml` as project `p` from a temporary directory: a fixture for unit tests of the
