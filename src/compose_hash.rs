@@ -13,8 +13,9 @@
 //! - `omitempty` does not omit a non-pointer struct (`deploy.resources`, `deploy.placement`
 //!   are always `{}`), `expose` entries are strings, `x-*` extensions are not encoded.
 //!
-//! Not covered: `network_mode`/`ipc`/`pid: service:X` and `volumes_from`, which Compose
-//! hashes after replacing the service by its container id.
+//! `network_mode`/`ipc`/`pid: service:X` and `volumes_from` are hashed as Compose hashes
+//! them: after their resolution to container ids ([`config_hash_resolved`]), so the hash of a
+//! dependent changes whenever the container it shares changes.
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -282,12 +283,23 @@ const CLEARED: &[&str] = &["build", "pull_policy", "scale", "depends_on", "profi
 
 /// Compose v5's config-hash of `service` (hex sha256, no prefix).
 pub fn config_hash(project: &Project, service: &str) -> String {
+    config_hash_resolved(project, service, None)
+}
+
+/// [`config_hash`] of the service with its container references resolved (`shares`), which is
+/// what Compose hashes for a service that uses `service:X` or `volumes_from`.
+pub(crate) fn config_hash_resolved(
+    project: &Project,
+    service: &str,
+    shares: Option<&crate::namespaces::Shares>,
+) -> String {
     let json = project.to_json();
-    let svc = json
+    let mut svc = json
         .get("services")
         .and_then(|s| s.get(service))
         .cloned()
         .unwrap_or(Value::Null);
+    crate::namespaces::hash_form(&mut svc, shares);
     hex(&Sha256::digest(hash_input(svc).as_bytes()))
 }
 

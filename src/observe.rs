@@ -102,6 +102,9 @@ pub struct ObservedContainer {
     /// composeops' spec (from its label), or the spec read back from inspect for others.
     pub spec: Option<Spec>,
     pub spec_hash: Option<String>,
+    /// The containers its `service:X`, `volumes_from` and links pointed at when created: from
+    /// composeops' label, or read back from inspect. `None` when unknown.
+    pub shares: Option<crate::namespaces::Shares>,
 }
 
 impl ObservedContainer {
@@ -208,6 +211,9 @@ pub async fn observe(engine: &Engine, project: &str) -> Result<Observed> {
             spec: labels
                 .get(spec::LABEL_SPEC)
                 .and_then(|s| serde_json::from_str(s).ok()),
+            shares: labels
+                .get(spec::LABEL_SHARES)
+                .and_then(|s| serde_json::from_str(s).ok()),
             labels,
             ..Default::default()
         };
@@ -242,6 +248,10 @@ pub async fn observe(engine: &Engine, project: &str) -> Result<Observed> {
                     &ins,
                     ins.config.as_ref().and_then(|c| c.image.as_deref()),
                 ));
+                c.shares = ins
+                    .host_config
+                    .as_ref()
+                    .map(crate::namespaces::Shares::from_host_config);
                 c.health = ins
                     .state
                     .as_ref()

@@ -17,6 +17,7 @@ mod recreate;
 mod replica;
 mod report;
 mod rollback;
+mod shares;
 mod step;
 #[cfg(test)]
 mod tests;

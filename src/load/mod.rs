@@ -180,6 +180,9 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     project.config_files = files;
     project.environment = environment;
     project.disabled_services = disabled;
+    // Container references between services, checked here so that a bad one stops the run
+    // before the engine is asked anything.
+    crate::namespaces::validate(&project).map_err(|e| locate(e, &sources))?;
     if opts.files.is_empty() && sources.is_empty() {
         warnings.push("no compose file found".into());
     }
