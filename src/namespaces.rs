@@ -54,7 +54,7 @@ pub(crate) struct Ref {
     pub service: String,
 }
 
-fn mode<'a>(svc: &'a Service, kind: Kind) -> Option<&'a str> {
+fn mode(svc: &Service, kind: Kind) -> Option<&str> {
     match kind {
         Kind::Network => svc.network_mode.as_deref(),
         Kind::Ipc | Kind::Pid => svc.extra.get(kind.field()).and_then(Value::as_str),
@@ -64,7 +64,11 @@ fn mode<'a>(svc: &'a Service, kind: Kind) -> Option<&'a str> {
 
 fn strings(svc: &Service, field: &str) -> Vec<String> {
     match svc.extra.get(field) {
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(String::from).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(String::from)
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -248,7 +252,8 @@ pub(crate) fn resolve(
         for name in lookup(x).names {
             s.links.push(format!("{name}:{alias}"));
             s.links.push(format!("{name}:{x}-{number}"));
-            s.links.push(format!("{name}:{}-{x}-{number}", project.name));
+            s.links
+                .push(format!("{name}:{}-{x}-{number}", project.name));
         }
     }
     Ok(s)
@@ -341,7 +346,10 @@ pub(crate) fn validate(project: &Project) -> Result<(), LoadError> {
             .map(|r| (r.kind.field().to_string(), r.service))
             .collect();
         for l in links(svc) {
-            targets.push(("links".into(), l.split(':').next().unwrap_or(&l).to_string()));
+            targets.push((
+                "links".into(),
+                l.split(':').next().unwrap_or(&l).to_string(),
+            ));
         }
         for (field, x) in targets {
             if project.services.contains_key(&x) {
@@ -387,11 +395,10 @@ pub(crate) fn validate(project: &Project) -> Result<(), LoadError> {
     }
     LoadError::all(errors)?;
     if let Some((cycle, field)) = cycle(project) {
-        return Err(LoadError::new(format!(
-            "dependency cycle detected: {}",
-            cycle.join(" -> ")
-        ))
-        .at_path(format!("services.{}.{field}", cycle[0])));
+        return Err(
+            LoadError::new(format!("dependency cycle detected: {}", cycle.join(" -> ")))
+                .at_path(format!("services.{}.{field}", cycle[0])),
+        );
     }
     Ok(())
 }

@@ -591,6 +591,13 @@ fn compare_spec(
     }
     h.volumes_from = w.volumes_from.clone();
     h.links = w.links.clone();
+    // In another container's network namespace the hostname is that container's.
+    if w.network_mode
+        .as_deref()
+        .is_some_and(|m| m.starts_with("service:") || m.starts_with("container:"))
+    {
+        h.hostname = w.hostname.clone();
+    }
     // The engine adds its own log options (daemon.json log-opts) and `label=disable` with
     // `pid: host`: compare only what the compose file sets.
     h.logging = match (&h.logging, &w.logging) {
@@ -1003,6 +1010,7 @@ mod tests {
             // As read back from inspect: no composeops labels, the engine's resolved form.
             let mut spec = c.spec.clone().unwrap();
             spec.network_mode = Some("container:vpn-old".into());
+            spec.hostname = Some("vpn-old".into());
             c.spec = Some(spec);
             c.spec_hash = None;
         }

@@ -105,11 +105,9 @@ mod tests {
         let (o, why) = svc(&fixed);
         assert_eq!(o, UpdateOrder::StopFirst);
         assert!(why.unwrap().contains("fixed host port 8081"));
-        let joined = format!(
-            "services:\n  vpn:\n    image: app:1\n  web:\n    image: app:1\n    \
-             network_mode: service:vpn\n    deploy: {{update_config: {{order: start-first}}}}\n"
-        );
-        let (o, why) = svc(&joined);
+        let joined = "services:\n  vpn:\n    image: app:1\n  web:\n    image: app:1\n    \
+             network_mode: service:vpn\n    deploy: {update_config: {order: start-first}}\n";
+        let (o, why) = svc(joined);
         assert_eq!(o, UpdateOrder::StopFirst);
         assert!(why.unwrap().contains("network namespace (service:vpn)"));
         let stop = format!("{base}    deploy: {{update_config: {{order: stop-first}}}}\n");

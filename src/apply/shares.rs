@@ -13,7 +13,11 @@ use crate::spec::container_name;
 
 impl<E: ContainerOps> Applier<'_, E> {
     /// `None` when `service` refers to no other service's container.
-    pub(crate) async fn resolve_shares(&self, service: &str, number: u32) -> Result<Option<Shares>> {
+    pub(crate) async fn resolve_shares(
+        &self,
+        service: &str,
+        number: u32,
+    ) -> Result<Option<Shares>> {
         let p = &self.desired.project;
         let svc = &p.services[service];
         if !Shares::needed(svc) {

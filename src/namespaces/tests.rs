@@ -48,7 +48,10 @@ fn service_references_resolve_to_the_container_id() {
     assert_eq!(app.pid.as_deref(), Some(joined.as_str()));
     let bk = resolve(&p, "bk", 2, &lookup).unwrap();
     // The mode is kept for the engine (Compose v5.6.1 drops it: see hash_form).
-    assert_eq!(bk.volumes_from, [format!("{VPN_ID}:ro"), "nsxext:ro".into()]);
+    assert_eq!(
+        bk.volumes_from,
+        [format!("{VPN_ID}:ro"), "nsxext:ro".into()]
+    );
     // Compose's three names per linked container, numbered after the dependent's replica.
     assert_eq!(
         bk.links,
@@ -154,7 +157,10 @@ fn bad_references_are_refused_naming_file_and_field() {
     let e = load_err(
         "services:\n  a:\n    image: x\n    profiles: [off]\n  b:\n    image: x\n    ipc: service:a\n",
     );
-    assert!(e.contains("services.b.ipc") && e.contains("disabled"), "{e}");
+    assert!(
+        e.contains("services.b.ipc") && e.contains("disabled"),
+        "{e}"
+    );
     let e = load_err("services:\n  b:\n    image: x\n    volumes_from: ['zz:ro']\n");
     assert!(e.contains("services.b.volumes_from"), "{e}");
     let e = load_err(
