@@ -179,6 +179,7 @@ impl<E: ContainerOps> Applier<'_, E> {
             Ok(restart) => restart,
             Err(msg) => {
                 progress(&sp.service, format!("skipped: {msg}"));
+                self.rejoin_after_rollback(sp, outcomes).await;
                 so.outcome = Outcome::Skipped;
                 so.message = Some(msg);
                 return Ok(so);
