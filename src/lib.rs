@@ -13,6 +13,7 @@ pub mod duration;
 pub mod engine;
 pub mod error;
 pub mod fleet;
+pub(crate) mod image_pull;
 pub mod journal;
 pub mod load;
 pub mod lock;

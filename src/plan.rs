@@ -1121,7 +1121,7 @@ mod tests {
     fn checked_in_schema_is_current() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/plan.schema.json");
         let have = std::fs::read_to_string(path).unwrap_or_default();
-        if std::env::var_os("UPDATE_SCHEMAS").is_some() {
+        if std::env::var_os("COMPOSEOPS_UPDATE_SCHEMAS").is_some() {
             std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas")).unwrap();
             std::fs::write(path, json_schema()).unwrap();
             return;
@@ -1129,7 +1129,7 @@ mod tests {
         assert_eq!(
             have,
             json_schema(),
-            "schemas/plan.schema.json is stale: run UPDATE_SCHEMAS=1 cargo test --lib"
+            "schemas/plan.schema.json is stale: run COMPOSEOPS_UPDATE_SCHEMAS=1 cargo test --lib"
         );
     }
 }

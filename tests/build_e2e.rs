@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::stack::{show, Stack};
-use common::{docker, docker_output, http_get, testbed};
+use common::{copy_dir, docker, docker_output, http_get, testbed};
 
 /// The quickstart example copied into a fresh stack directory, on a free loopback port.
 struct Quickstart {
@@ -116,19 +116,6 @@ impl Drop for BuiltImages {
 fn with_images(stack: Stack) -> (Stack, BuiltImages) {
     let images = BuiltImages(stack.name.clone());
     (stack, images)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), &dest).unwrap();
-        }
-    }
 }
 
 fn service<'a>(plan: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {

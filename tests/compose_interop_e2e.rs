@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::stack::show;
-use common::{docker, testbed, unique_project, ProjectGuard};
+use common::{copy_dir, docker, testbed, unique_project, ProjectGuard};
 use serde_json::{json, Value};
 
 const HASH: &str = "com.docker.compose.config-hash";
@@ -261,19 +261,6 @@ fn runnable(case: &Case, dir: &Path) -> Result<String, String> {
         }
     }
     Ok(serde_json::to_string_pretty(&project).unwrap())
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
 }
 
 /// One runnable case on the engine: its own directory, state directory and project.

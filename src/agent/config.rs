@@ -38,8 +38,9 @@ pub struct AgentConfig {
     /// `5m`). Never merges, never resets local edits. Off when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_pull: Option<String>,
-    /// When to look for new image digests in the registry: a 5-field cron expression
-    /// (`0 4 * * *`) or a duration (`1h`). Off when unset: tags are resolved only when the
+    /// When to look for new image digests in the registry: a duration (`1h`) or a cron
+    /// expression of 5 fields (`0 4 * * *`) or 6 with seconds first, in UTC unless prefixed by
+    /// `CRON_TZ=Area/City` (or `TZ=`). Off when unset: tags are resolved only when the
     /// compose files change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check_images: Option<String>,

@@ -111,7 +111,7 @@ mod tests {
     #[test]
     fn checked_in_schema_is_current() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/apply.schema.json");
-        if std::env::var_os("UPDATE_SCHEMAS").is_some() {
+        if std::env::var_os("COMPOSEOPS_UPDATE_SCHEMAS").is_some() {
             std::fs::write(path, super::json_schema()).unwrap();
             return;
         }
@@ -119,7 +119,7 @@ mod tests {
         assert_eq!(
             have,
             super::json_schema(),
-            "schemas/apply.schema.json is stale: run UPDATE_SCHEMAS=1 cargo test --lib"
+            "schemas/apply.schema.json is stale: run COMPOSEOPS_UPDATE_SCHEMAS=1 cargo test --lib"
         );
     }
 }

@@ -76,7 +76,7 @@ pub(crate) async fn build_images(
         if policy == "always" && build && svc.image.is_some() {
             // Compose pulls a build service's image under `always`; a pull that fails is a
             // warning and the image is built if still missing.
-            match crate::pull::pull(engine, &s.reference).await {
+            match crate::image_pull::pull(engine, &s.reference).await {
                 Ok(()) => local = run::inspect(engine, &s.reference).await?,
                 Err(e) => {
                     warnings.push(format!("cannot pull {} ({e:#}); building it", s.reference))

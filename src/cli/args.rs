@@ -236,7 +236,8 @@ pub struct AgentArgs {
     /// Fetch and fast-forward the checkout from its upstream this often (never merges or resets).
     #[arg(long, value_name = "DURATION")]
     pub git_pull: Option<String>,
-    /// Look for new image digests: a 5-field cron expression ("0 4 * * *") or a duration (1h).
+    /// Look for new image digests: a duration (1h) or a cron expression, 5 fields
+    /// ("0 4 * * *") or 6 with seconds first, in UTC unless prefixed by CRON_TZ=Area/City.
     #[arg(long, value_name = "CRON|DURATION")]
     pub check_images: Option<String>,
     /// Deploy only the digests pinned in composeops.lock.

@@ -293,6 +293,21 @@ impl Drop for ProjectGuard {
     }
 }
 
+/// Copies the directory tree `from` into `to` (an example or fixture into a test's own
+/// directory, so the test may edit it).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
 /// Minimal HTTP/1.0 GET to `addr` (`host:port`, must be 127.0.0.1), optionally with basic auth.
 /// Returns the status code and body.
 pub fn http_get(addr: &str, path: &str, basic_auth: Option<(&str, &str)>) -> (u16, String) {
