@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::load::LoadError;
 use crate::model::{Project, Service};
 
 /// Which shared thing a reference is about.
@@ -166,29 +165,6 @@ pub(crate) struct Target {
     pub names: Vec<String>,
 }
 
-/// Each service's [`Target`] among the observed containers (one-offs and the transitional
-/// containers of an interrupted apply left out), as Compose's resolution sees them.
-pub(crate) fn observed_targets(observed: &crate::observe::Observed) -> BTreeMap<String, Target> {
-    let mut by: BTreeMap<String, Vec<(&str, &str)>> = BTreeMap::new();
-    for c in &observed.containers {
-        if !c.oneoff && !c.transitional() && !c.service.is_empty() {
-            by.entry(c.service.clone())
-                .or_default()
-                .push((c.name.as_str(), c.id.as_str()));
-        }
-    }
-    by.into_iter()
-        .map(|(svc, mut cs)| {
-            cs.sort();
-            let t = Target {
-                primary_id: cs.first().map(|(_, id)| id.to_string()),
-                names: cs.iter().map(|(n, _)| n.to_string()).collect(),
-            };
-            (svc, t)
-        })
-        .collect()
-}
-
 /// The error Compose gives when X has no container to share.
 fn missing(kind: Kind, x: &str) -> String {
     let what = match kind {
@@ -333,11 +309,24 @@ pub(crate) fn stale(
     out
 }
 
-/// Refuses, before anything reaches the engine, what Compose refuses or the engine would:
+/// A reference the loader refuses: the field path and the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl Problem {
+    fn new(path: String, message: String) -> Problem {
+        Problem { path, message }
+    }
+}
+
+/// What to refuse, before anything reaches the engine, of what Compose refuses or the engine would:
 /// a reference to a service that is not in the project (or is disabled by its profiles),
 /// a dependency cycle, and `network_mode: service:X` (or `container:`) beside `networks`,
 /// `ports`, `expose` or `hostname` (the engine rejects these with a shared network namespace).
-pub(crate) fn validate(project: &Project) -> Result<(), LoadError> {
+pub(crate) fn validate(project: &Project) -> Vec<Problem> {
     let mut errors = Vec::new();
     for (name, svc) in &project.services {
         let at = |field: &str| format!("services.{name}.{field}");
@@ -360,12 +349,10 @@ pub(crate) fn validate(project: &Project) -> Result<(), LoadError> {
             } else {
                 ""
             };
-            errors.push(
-                LoadError::new(format!(
-                    "service {name:?} refers to undefined service {x:?} in {field}{why}"
-                ))
-                .at_path(at(&field)),
-            );
+            errors.push(Problem::new(
+                at(&field),
+                format!("service {name:?} refers to undefined service {x:?} in {field}{why}"),
+            ));
         }
         if joins_network(svc) {
             let mode = svc.network_mode.as_deref().unwrap_or_default();
@@ -382,25 +369,26 @@ pub(crate) fn validate(project: &Project) -> Result<(), LoadError> {
                 }
             }
             for f in clash {
-                errors.push(
-                    LoadError::new(format!(
+                errors.push(Problem::new(
+                    at(f),
+                    format!(
                         "service {name:?} declares mutually exclusive `network_mode: {mode}` and \
                          `{f}`: a container that joins another's network namespace has none of \
                          its own (set {f} on the service that owns the namespace)"
-                    ))
-                    .at_path(at(f)),
-                );
+                    ),
+                ));
             }
         }
     }
-    LoadError::all(errors)?;
-    if let Some((cycle, field)) = cycle(project) {
-        return Err(
-            LoadError::new(format!("dependency cycle detected: {}", cycle.join(" -> ")))
-                .at_path(format!("services.{}.{field}", cycle[0])),
-        );
+    if errors.is_empty() {
+        if let Some((cycle, field)) = cycle(project) {
+            errors.push(Problem::new(
+                format!("services.{}.{field}", cycle[0]),
+                format!("dependency cycle detected: {}", cycle.join(" -> ")),
+            ));
+        }
     }
-    Ok(())
+    errors
 }
 
 /// A dependency cycle (depends_on, which holds the implicit dependencies of shared namespaces,

@@ -107,6 +107,32 @@ pub struct ObservedContainer {
     pub shares: Option<crate::namespaces::Shares>,
 }
 
+impl Observed {
+    /// Each service's [`Target`](crate::namespaces::Target) among the observed containers
+    /// (one-offs and the transitional containers of an interrupted apply left out), as
+    /// Compose's resolution of `service:X` sees them: the first by name is the one shared.
+    pub(crate) fn targets(&self) -> BTreeMap<String, crate::namespaces::Target> {
+        let mut by: BTreeMap<String, Vec<(&str, &str)>> = BTreeMap::new();
+        for c in &self.containers {
+            if !c.oneoff && !c.transitional() && !c.service.is_empty() {
+                by.entry(c.service.clone())
+                    .or_default()
+                    .push((c.name.as_str(), c.id.as_str()));
+            }
+        }
+        by.into_iter()
+            .map(|(svc, mut cs)| {
+                cs.sort();
+                let t = crate::namespaces::Target {
+                    primary_id: cs.first().map(|(_, id)| id.to_string()),
+                    names: cs.iter().map(|(n, _)| n.to_string()).collect(),
+                };
+                (svc, t)
+            })
+            .collect()
+    }
+}
+
 impl ObservedContainer {
     /// Made by composeops (carries its spec label).
     pub fn is_own(&self) -> bool {

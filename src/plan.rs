@@ -288,7 +288,7 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
     let missing_vol: BTreeSet<&str> = plan.volumes.iter().map(|r| r.name.as_str()).collect();
     // What `service:X` resolves to now, and the services whose containers this plan replaces
     // (their dependents must follow, or keep a dead namespace).
-    let targets = crate::namespaces::observed_targets(observed);
+    let targets = observed.targets();
     let mut replaced: BTreeSet<String> = BTreeSet::new();
 
     for name in apply_order(p) {
@@ -1016,6 +1016,28 @@ mod tests {
         }
         let p = plan(&d, &o, PlanOptions::default());
         assert!(!p.has_changes(), "{}", render_text(&p, false));
+    }
+
+    #[test]
+    fn namespace_owners_come_first_and_resolve_to_their_first_container_by_name() {
+        let p = project(
+            "services:\n  app:\n    image: x\n    network_mode: service:vpn\n  bk:\n    \
+             image: x\n    volumes_from: [app]\n  vpn:\n    image: x\n",
+        );
+        assert_eq!(apply_order(&p), ["vpn", "app", "bk"]);
+        // Compose sorts by name: p-db-1 < p-db-10 < p-db-2.
+        let mut o = Observed::default();
+        for (n, id) in [("p-db-2", "b"), ("p-db-10", "c"), ("p-db-1", "a")] {
+            o.containers.push(ObservedContainer {
+                id: id.into(),
+                name: n.into(),
+                service: "db".into(),
+                ..Default::default()
+            });
+        }
+        let t = &o.targets()["db"];
+        assert_eq!(t.primary_id.as_deref(), Some("a"));
+        assert_eq!(t.names, ["p-db-1", "p-db-10", "p-db-2"]);
     }
 
     #[test]

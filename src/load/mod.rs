@@ -182,7 +182,10 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     project.disabled_services = disabled;
     // Container references between services, checked here so that a bad one stops the run
     // before the engine is asked anything.
-    crate::namespaces::validate(&project).map_err(|e| locate(e, &sources))?;
+    let problems = crate::namespaces::validate(&project)
+        .into_iter()
+        .map(|p| LoadError::new(p.message).at_path(p.path));
+    LoadError::all(problems.collect()).map_err(|e| locate(e, &sources))?;
     if opts.files.is_empty() && sources.is_empty() {
         warnings.push("no compose file found".into());
     }
