@@ -233,6 +233,31 @@ fn a_stack_passes_between_compose_v5_and_composeops_both_ways() {
 }
 
 #[test]
+fn a_service_in_another_network_namespace_is_updated_stop_first() {
+    let s = Stack::new("ns-order");
+    let start_first = |rev: &str| {
+        stack_yaml(rev).replace(
+            "    pid: service:vpn\n",
+            "    pid: service:vpn\n    deploy: {update_config: {order: start-first}}\n    \
+             environment: {APP: \"1\"}\n",
+        )
+    };
+    s.write(&start_first("1"));
+    s.apply_ok();
+    s.write(&start_first("1").replace("APP: \"1\"", "APP: \"2\""));
+    let (code, out) = s.plan();
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("joins another container's network namespace (service:vpn)"),
+        "{out}"
+    );
+    let before = s.id("app");
+    s.apply_ok();
+    assert_ne!(s.id("app"), before);
+    assert_shared(&s);
+}
+
+#[test]
 fn bad_references_are_refused_before_any_engine_call() {
     let s = Stack::new("ns-bad");
     let base = &testbed().base_image;
