@@ -13,8 +13,9 @@
 //! - `omitempty` does not omit a non-pointer struct (`deploy.resources`, `deploy.placement`
 //!   are always `{}`), `expose` entries are strings, `x-*` extensions are not encoded.
 //!
-//! Not covered: `network_mode`/`ipc`/`pid: service:X` and `volumes_from`, which Compose
-//! hashes after replacing the service by its container id.
+//! `network_mode`/`ipc`/`pid: service:X` and `volumes_from` are hashed as Compose hashes
+//! them: after their resolution to container ids ([`config_hash_resolved`]), so the hash of a
+//! dependent changes whenever the container it shares changes.
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -282,12 +283,23 @@ const CLEARED: &[&str] = &["build", "pull_policy", "scale", "depends_on", "profi
 
 /// Compose v5's config-hash of `service` (hex sha256, no prefix).
 pub fn config_hash(project: &Project, service: &str) -> String {
+    config_hash_resolved(project, service, None)
+}
+
+/// [`config_hash`] of the service with its container references resolved (`shares`), which is
+/// what Compose hashes for a service that uses `service:X` or `volumes_from`.
+pub(crate) fn config_hash_resolved(
+    project: &Project,
+    service: &str,
+    shares: Option<&crate::namespaces::Shares>,
+) -> String {
     let json = project.to_json();
-    let svc = json
+    let mut svc = json
         .get("services")
         .and_then(|s| s.get(service))
         .cloned()
         .unwrap_or(Value::Null);
+    crate::namespaces::hash_form(&mut svc, shares);
     hex(&Sha256::digest(hash_input(svc).as_bytes()))
 }
 
@@ -450,5 +462,56 @@ mod tests {
         let n = |v: f64| go_number(&serde_json::Number::from_f64(v).unwrap());
         assert_eq!(n(1.0), "1");
         assert_eq!(n(0.25), "0.25");
+    }
+
+    /// Labels Compose v5.6.1 wrote for this project, whose vpn container had id `VPN`:
+    /// Compose hashes `service:X` and `volumes_from` after resolving them to containers.
+    #[test]
+    fn shared_namespaces_hash_as_compose_v5_resolves_them() {
+        const VPN: &str = "ffaf6156a1d519870de003f736e89c5b2b24ec3a8ead8f229781832668aca89e";
+        let p = project(
+            "services:
+  vpn:
+    image: composeops-test/busybox:latest
+    command: [sh, -c, \"nc -lk -p 7000 -e echo hi || sleep 3600\"]
+    ipc: shareable
+  app:
+    image: composeops-test/busybox:latest
+    command: [sleep, \"3600\"]
+    network_mode: service:vpn
+    ipc: service:vpn
+    pid: service:vpn
+  bk:
+    image: composeops-test/busybox:latest
+    command: [sleep, \"3600\"]
+    volumes_from: [vpn:ro, \"container:nsxext:ro\"]
+    links: [vpn, \"vpn:tunnel\"]
+",
+        );
+        let at = |id: &str| {
+            let id = id.to_string();
+            move |x: &str| crate::namespaces::Target {
+                primary_id: (x == "vpn").then(|| id.clone()),
+                names: vec!["p-vpn-1".into()],
+            }
+        };
+        let resolved = |svc: &str, id: &str| {
+            let s = crate::namespaces::resolve(&p, svc, 1, &at(id)).unwrap();
+            config_hash_resolved(&p, svc, Some(&s))
+        };
+        assert_eq!(
+            resolved("app", VPN),
+            "14146b39300e3ba4e1c88165b972d40555cc73df534725ff9e492903140c5c81"
+        );
+        assert_eq!(
+            resolved("bk", VPN),
+            "2434d8d9b94914a457bc1b7f982607611f51b4bc5b2cf41fc4b22ea81aca65a8"
+        );
+        assert_eq!(
+            config_hash(&p, "vpn"),
+            "a85c6da21632b54f09d093db382bb0afcdae0f7bd6ba2ccbc9413e9c87c91338"
+        );
+        // Another container of vpn, another hash: how Compose sees a stale dependent.
+        assert_ne!(resolved("app", &"0".repeat(64)), resolved("app", VPN));
     }
 }

@@ -20,6 +20,7 @@ pub mod journal;
 pub mod load;
 pub mod lock;
 pub mod model;
+pub mod namespaces;
 pub mod observe;
 pub mod plan;
 pub mod progress;

@@ -102,6 +102,35 @@ pub struct ObservedContainer {
     /// composeops' spec (from its label), or the spec read back from inspect for others.
     pub spec: Option<Spec>,
     pub spec_hash: Option<String>,
+    /// The containers its `service:X`, `volumes_from` and links pointed at when created: from
+    /// composeops' label, or read back from inspect. `None` when unknown.
+    pub shares: Option<crate::namespaces::Shares>,
+}
+
+impl Observed {
+    /// Each service's [`Target`](crate::namespaces::Target) among the observed containers
+    /// (one-offs and the transitional containers of an interrupted apply left out), as
+    /// Compose's resolution of `service:X` sees them: the first by name is the one shared.
+    pub(crate) fn targets(&self) -> BTreeMap<String, crate::namespaces::Target> {
+        let mut by: BTreeMap<String, Vec<(&str, &str)>> = BTreeMap::new();
+        for c in &self.containers {
+            if !c.oneoff && !c.transitional() && !c.service.is_empty() {
+                by.entry(c.service.clone())
+                    .or_default()
+                    .push((c.name.as_str(), c.id.as_str()));
+            }
+        }
+        by.into_iter()
+            .map(|(svc, mut cs)| {
+                cs.sort();
+                let t = crate::namespaces::Target {
+                    primary_id: cs.first().map(|(_, id)| id.to_string()),
+                    names: cs.iter().map(|(n, _)| n.to_string()).collect(),
+                };
+                (svc, t)
+            })
+            .collect()
+    }
 }
 
 impl ObservedContainer {
@@ -208,6 +237,9 @@ pub async fn observe(engine: &Engine, project: &str) -> Result<Observed> {
             spec: labels
                 .get(spec::LABEL_SPEC)
                 .and_then(|s| serde_json::from_str(s).ok()),
+            shares: labels
+                .get(spec::LABEL_SHARES)
+                .and_then(|s| serde_json::from_str(s).ok()),
             labels,
             ..Default::default()
         };
@@ -242,6 +274,10 @@ pub async fn observe(engine: &Engine, project: &str) -> Result<Observed> {
                     &ins,
                     ins.config.as_ref().and_then(|c| c.image.as_deref()),
                 ));
+                c.shares = ins
+                    .host_config
+                    .as_ref()
+                    .map(crate::namespaces::Shares::from_host_config);
                 c.health = ins
                     .state
                     .as_ref()

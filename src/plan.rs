@@ -290,12 +290,24 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
     }
     let missing_net: BTreeSet<&str> = plan.networks.iter().map(|r| r.name.as_str()).collect();
     let missing_vol: BTreeSet<&str> = plan.volumes.iter().map(|r| r.name.as_str()).collect();
+    // What `service:X` resolves to now, and the services whose containers this plan replaces
+    // (their dependents must follow, or keep a dead namespace).
+    let targets = observed.targets();
+    let mut replaced: BTreeSet<String> = BTreeSet::new();
 
     for name in apply_order(p) {
         let svc = &p.services[&name];
         let spec = Spec::from_service(p, &name);
         let hash = spec.hash();
-        let compose_hash = crate::compose_hash::config_hash(p, &name);
+        let shares = crate::namespaces::resolve(p, &name, 1, &|x| {
+            targets.get(x).cloned().unwrap_or_default()
+        })
+        .ok();
+        let compose_hash = crate::compose_hash::config_hash_resolved(p, &name, shares.as_ref());
+        let primary: BTreeMap<String, String> = targets
+            .iter()
+            .filter_map(|(k, t)| t.primary_id.clone().map(|id| (k.clone(), id)))
+            .collect();
         let image = desired
             .images
             .get(&name)
@@ -391,6 +403,12 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
                 }
             }
             reasons.extend(rebuild.clone());
+            reasons.extend(crate::namespaces::stale(
+                svc,
+                c.shares.as_ref(),
+                &primary,
+                &replaced,
+            ));
             if spec.network_mode.is_none() {
                 for net in spec.networks.keys() {
                     if !c.networks.contains(net) || missing_net.contains(net.as_str()) {
@@ -481,6 +499,9 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
             }
         }
         sp.reasons = reasons;
+        if matches!(sp.action, ServiceAction::Recreate | ServiceAction::Create) {
+            replaced.insert(name.clone());
+        }
         let (order, why_not) = update::order(&name, svc);
         sp.update_order = order;
         if let (Some(w), ServiceAction::Recreate) = (why_not, sp.action) {
@@ -569,6 +590,26 @@ fn compare_spec(
     h.configs = w.configs.clone();
     // Written into the container before it started: not readable from inspect.
     h.files = w.files.clone();
+    // The engine holds `service:X` resolved (`container:<id>`), and links by container name:
+    // whether those still point at the right containers is `namespaces::stale`'s to judge.
+    for (hv, wv) in [
+        (&mut h.network_mode, &w.network_mode),
+        (&mut h.ipc, &w.ipc),
+        (&mut h.pid, &w.pid),
+    ] {
+        if wv.as_deref().is_some_and(|m| m.starts_with("service:")) {
+            *hv = wv.clone();
+        }
+    }
+    h.volumes_from = w.volumes_from.clone();
+    h.links = w.links.clone();
+    // In another container's network namespace the hostname is that container's.
+    if w.network_mode
+        .as_deref()
+        .is_some_and(|m| m.starts_with("service:") || m.starts_with("container:"))
+    {
+        h.hostname = w.hostname.clone();
+    }
     // The engine adds its own log options (daemon.json log-opts) and `label=disable` with
     // `pid: host`: compare only what the compose file sets.
     h.logging = match (&h.logging, &w.logging) {
@@ -929,6 +970,87 @@ mod tests {
             ]
         );
         assert!(p.has_changes());
+    }
+
+    const SHARED: &str = "services:\n  app:\n    image: app:1\n    network_mode: service:vpn\n  vpn:\n    image: vpn:1\n    environment: {REV: '1'}\n";
+
+    /// `converged`, with app created in the namespace of vpn's container (`vpn_id`).
+    fn converged_shared(d: &Desired, vpn_id: &str) -> Observed {
+        let mut o = converged(d);
+        for c in o.containers.iter_mut() {
+            if c.service == "vpn" {
+                c.id = vpn_id.into();
+            } else {
+                c.shares = Some(crate::namespaces::Shares {
+                    network_mode: Some("container:vpn-old".into()),
+                    ..Default::default()
+                });
+            }
+        }
+        o
+    }
+
+    #[test]
+    fn a_namespace_owner_recreated_takes_its_dependents_along() {
+        let d = desired(SHARED);
+        let o = converged_shared(&d, "vpn-old");
+        let p = plan(&d, &o, PlanOptions::default());
+        assert!(!p.has_changes(), "{}", render_text(&p, false));
+        let mut d2 = desired(&SHARED.replace("REV: '1'", "REV: '2'"));
+        d2.run_from.clear();
+        let p = plan(&d2, &o, PlanOptions::default());
+        assert_eq!(
+            p.actions(),
+            [
+                "recreate vpn (changed: environment)",
+                "recreate app (network namespace of vpn is recreated)"
+            ]
+        );
+        // Replaced behind composeops' back: app points at a container vpn no longer has.
+        let o = converged_shared(&d, "vpn-new");
+        let p = plan(&d, &o, PlanOptions::default());
+        assert_eq!(
+            p.actions(),
+            ["recreate app (network namespace of vpn is gone (it points at another container))"]
+        );
+    }
+
+    #[test]
+    fn a_compose_made_dependent_is_adopted_without_a_spurious_diff() {
+        let d = desired(SHARED);
+        let mut o = converged_shared(&d, "vpn-old");
+        for c in o.containers.iter_mut().filter(|c| c.service == "app") {
+            // As read back from inspect: no composeops labels, the engine's resolved form.
+            let mut spec = c.spec.clone().unwrap();
+            spec.network_mode = Some("container:vpn-old".into());
+            spec.hostname = Some("vpn-old".into());
+            c.spec = Some(spec);
+            c.spec_hash = None;
+        }
+        let p = plan(&d, &o, PlanOptions::default());
+        assert!(!p.has_changes(), "{}", render_text(&p, false));
+    }
+
+    #[test]
+    fn namespace_owners_come_first_and_resolve_to_their_first_container_by_name() {
+        let p = project(
+            "services:\n  app:\n    image: x\n    network_mode: service:vpn\n  bk:\n    \
+             image: x\n    volumes_from: [app]\n  vpn:\n    image: x\n",
+        );
+        assert_eq!(apply_order(&p), ["vpn", "app", "bk"]);
+        // Compose sorts by name: p-db-1 < p-db-10 < p-db-2.
+        let mut o = Observed::default();
+        for (n, id) in [("p-db-2", "b"), ("p-db-10", "c"), ("p-db-1", "a")] {
+            o.containers.push(ObservedContainer {
+                id: id.into(),
+                name: n.into(),
+                service: "db".into(),
+                ..Default::default()
+            });
+        }
+        let t = &o.targets()["db"];
+        assert_eq!(t.primary_id.as_deref(), Some("a"));
+        assert_eq!(t.names, ["p-db-1", "p-db-10", "p-db-2"]);
     }
 
     #[test]

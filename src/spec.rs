@@ -39,6 +39,9 @@ pub const LABEL_VOLUME: &str = "com.docker.compose.volume";
 pub const LABEL_SPEC_HASH: &str = "io.composeops.spec-hash";
 pub const LABEL_SPEC: &str = "io.composeops.spec";
 pub const LABEL_DIGEST: &str = "io.composeops.image-digest";
+/// What `service:X`, `volumes_from` and `links` resolved to when the container was created
+/// (JSON of [`crate::namespaces::Shares`]): a later plan sees from it whether they are stale.
+pub const LABEL_SHARES: &str = "io.composeops.shares";
 /// The git revision a container was deployed from (set by the agent).
 pub const LABEL_REVISION: &str = "io.composeops.revision";
 
@@ -71,6 +74,8 @@ const APPLIED_EXTRA: &[&str] = &[
     "ulimits",
     "pid",
     "ipc",
+    "volumes_from",
+    "links",
 ];
 
 /// Fields that never reach the container (or are handled elsewhere): not part of the spec.
@@ -80,7 +85,6 @@ const NOT_IN_SPEC: &[&str] = &[
     "depends_on",
     "profiles",
     "pull_policy",
-    "links",
     "env_file",
 ];
 
@@ -175,6 +179,12 @@ pub struct Spec {
     /// The engine default (`private`) is `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipc: Option<String>,
+    /// As written (`db`, `db:ro`, `container:name`); resolved to container ids at create time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes_from: Vec<String>,
+    /// As written (`db`, `db:alias`); resolved to container names at create time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
     /// Service fields composeops does not apply yet: part of the hash (so an edit is seen),
     /// not of the container. See [`Spec::unsupported_fields`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -418,6 +428,8 @@ impl Spec {
         }
         s.pid = opt_str(x.get("pid")).filter(|p| !p.is_empty());
         s.ipc = opt_str(x.get("ipc")).filter(|p| !p.is_empty() && p != "private");
+        s.volumes_from = crate::namespaces::volumes_from(svc);
+        s.links = crate::namespaces::links(svc);
         for (k, v) in &svc.environment {
             if let Some(v) = v {
                 s.environment.insert(k.clone(), v.clone());
@@ -697,6 +709,7 @@ impl Spec {
             .ipc_mode
             .clone()
             .filter(|p| !p.is_empty() && p != "private");
+        s.volumes_from = hc.volumes_from.clone().unwrap_or_default();
         for e in cfg.env.unwrap_or_default() {
             let (k, v) = e.split_once('=').unwrap_or((&e, ""));
             s.environment.insert(k.to_string(), v.to_string());
@@ -899,12 +912,20 @@ impl Spec {
             }
         };
         let first_net = self.networks.iter().next();
-        let network_mode = self
+        let shares = ctx.shares.clone().unwrap_or_default();
+        let network_mode = shares
             .network_mode
             .clone()
+            .or_else(|| self.network_mode.clone())
             .or_else(|| first_net.map(|(n, _)| n.clone()));
         let networking_config = first_net.map(|(net, ep)| NetworkingConfig {
-            endpoints_config: Some(HashMap::from([(net.clone(), endpoint(ep, name))])),
+            endpoints_config: Some(HashMap::from([(
+                net.clone(),
+                EndpointSettings {
+                    links: nonempty(&shares.links),
+                    ..endpoint(ep, name)
+                },
+            )])),
         });
         ContainerCreateBody {
             image: Some(self.image.clone()),
@@ -991,8 +1012,10 @@ impl Spec {
                             .collect(),
                     )
                 },
-                pid_mode: self.pid.clone(),
-                ipc_mode: self.ipc.clone(),
+                pid_mode: shares.pid.clone().or_else(|| self.pid.clone()),
+                ipc_mode: shares.ipc.clone().or_else(|| self.ipc.clone()),
+                volumes_from: nonempty(&shares.volumes_from),
+                links: nonempty(&shares.links),
                 ..Default::default()
             }),
             networking_config,
@@ -1115,6 +1138,8 @@ impl ImageDefaults {
 pub struct CreateContext {
     pub number: u32,
     pub labels: HashMap<String, String>,
+    /// The service's container references, resolved (see [`CreateContext::sharing`]).
+    pub shares: Option<crate::namespaces::Shares>,
 }
 
 impl CreateContext {
@@ -1172,7 +1197,32 @@ impl CreateContext {
         if let Some(d) = digest {
             l.insert(LABEL_DIGEST.into(), d.into());
         }
-        CreateContext { number, labels: l }
+        CreateContext {
+            number,
+            labels: l,
+            shares: None,
+        }
+    }
+
+    /// With the service's `service:X`, `volumes_from` and `links` resolved to containers: the
+    /// create body uses them, the config-hash is Compose's hash of the resolved service (as
+    /// Compose computes it), and they are recorded for later plans.
+    pub fn sharing(
+        mut self,
+        project: &Project,
+        service: &str,
+        shares: crate::namespaces::Shares,
+    ) -> Self {
+        self.labels.insert(
+            LABEL_CONFIG_HASH.into(),
+            crate::compose_hash::config_hash_resolved(project, service, Some(&shares)),
+        );
+        self.labels.insert(
+            LABEL_SHARES.into(),
+            serde_json::to_string(&shares).expect("shares serialise"),
+        );
+        self.shares = Some(shares);
+        self
     }
 }
 

@@ -59,6 +59,13 @@ pub fn order(service: &str, svc: &Service) -> (UpdateOrder, Option<String>) {
 
 /// What keeps two containers of `svc` from running at the same time.
 fn why_not_twice(svc: &Service) -> Option<String> {
+    // Both copies would live in one network namespace: one stack, one set of ports.
+    if crate::namespaces::joins_network(svc) {
+        return Some(format!(
+            "it joins another container's network namespace ({})",
+            svc.network_mode.as_deref().unwrap_or_default()
+        ));
+    }
     let fixed: Vec<String> = svc
         .ports
         .iter()
@@ -98,6 +105,11 @@ mod tests {
         let (o, why) = svc(&fixed);
         assert_eq!(o, UpdateOrder::StopFirst);
         assert!(why.unwrap().contains("fixed host port 8081"));
+        let joined = "services:\n  vpn:\n    image: app:1\n  web:\n    image: app:1\n    \
+             network_mode: service:vpn\n    deploy: {update_config: {order: start-first}}\n";
+        let (o, why) = svc(joined);
+        assert_eq!(o, UpdateOrder::StopFirst);
+        assert!(why.unwrap().contains("network namespace (service:vpn)"));
         let stop = format!("{base}    deploy: {{update_config: {{order: stop-first}}}}\n");
         assert_eq!(svc(&stop), (UpdateOrder::StopFirst, None));
     }

@@ -198,3 +198,34 @@ fn completion_scripts_and_man_pages_are_generated_from_the_flags() {
 fn composeops_bin() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_composeops"))
 }
+
+#[test]
+fn a_shared_namespace_of_an_unknown_service_names_its_field() {
+    expect(
+        &[(
+            "compose.yaml",
+            "services:\n  app:\n    image: a\n    network_mode: service:vpn\n",
+        )],
+        &[],
+        "compose.yaml",
+        4,
+        Some("services.app.network_mode"),
+        "undefined service \"vpn\"",
+    );
+}
+
+#[test]
+fn a_shared_network_namespace_with_its_own_ports_is_refused() {
+    expect(
+        &[(
+            "compose.yaml",
+            "services:\n  vpn:\n    image: a\n  app:\n    image: a\n    \
+             network_mode: service:vpn\n    ports: ['8080:80']\n",
+        )],
+        &[],
+        "compose.yaml",
+        7,
+        Some("services.app.ports"),
+        "mutually exclusive",
+    );
+}

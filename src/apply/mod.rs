@@ -17,6 +17,7 @@ mod recreate;
 mod replica;
 mod report;
 mod rollback;
+mod shares;
 mod step;
 #[cfg(test)]
 mod tests;
@@ -178,6 +179,7 @@ impl<E: ContainerOps> Applier<'_, E> {
             Ok(restart) => restart,
             Err(msg) => {
                 progress(&sp.service, format!("skipped: {msg}"));
+                self.rejoin_after_rollback(sp, outcomes).await;
                 so.outcome = Outcome::Skipped;
                 so.message = Some(msg);
                 return Ok(so);

@@ -29,7 +29,9 @@ impl<E: ContainerOps> Applier<'_, E> {
         let image_id = img
             .and_then(|i| i.local_id.clone().or_else(|| i.digest.clone()))
             .unwrap_or_default();
-        let ctx = CreateContext::new(
+        let shares = self.resolve_shares(service, number).await?;
+        let links = shares.as_ref().map(|s| s.links.clone()).unwrap_or_default();
+        let mut ctx = CreateContext::new(
             &self.desired.project,
             service,
             spec,
@@ -37,6 +39,9 @@ impl<E: ContainerOps> Applier<'_, E> {
             &image_id,
             img.and_then(|i| i.digest.as_deref()),
         );
+        if let Some(s) = shares {
+            ctx = ctx.sharing(&self.desired.project, service, s);
+        }
         // The container-name alias is the final name, also while it runs under a temporary one
         // (beside the old container, in a start-first update), as Compose's containers have.
         let p = &self.desired.project;
@@ -57,6 +62,11 @@ impl<E: ContainerOps> Applier<'_, E> {
             labels.insert(crate::configs::LABEL_CONTENT_DIGESTS.into(), label);
         }
         let mut extra = spec.extra_networks(&alias);
+        if !links.is_empty() {
+            extra
+                .iter_mut()
+                .for_each(|(_, ep)| ep.links = Some(links.clone()));
+        }
         if hidden {
             let endpoints = body.networking_config.iter_mut();
             for ep in

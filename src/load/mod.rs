@@ -181,6 +181,12 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     project.config_files = files;
     project.environment = environment;
     project.disabled_services = disabled;
+    // Container references between services, checked here so that a bad one stops the run
+    // before the engine is asked anything.
+    let problems = crate::namespaces::validate(&project)
+        .into_iter()
+        .map(|p| LoadError::new(p.message).at_path(p.path));
+    LoadError::all(problems.collect()).map_err(|e| locate(e, &sources))?;
     if opts.files.is_empty() && sources.is_empty() {
         warnings.push("no compose file found".into());
     }
