@@ -290,10 +290,12 @@ pub async fn apply(
         journal: &journal,
         opts,
     };
-    applier
+    let report = applier
         .apply(&planned.plan, &planned.observed)
         .await
-        .map_err(Error::of(ErrorKind::Engine))
+        .map_err(Error::of(ErrorKind::Engine))?;
+    crate::status::record(state_dir, &report);
+    Ok(report)
 }
 
 /// The report of a plan with nothing to do: every service unchanged.

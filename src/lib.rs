@@ -28,4 +28,5 @@ pub mod pull;
 pub mod resolve;
 pub mod saved_plan;
 pub mod spec;
+pub mod status;
 pub mod update;

@@ -86,6 +86,9 @@ pub enum Command {
     /// roll back what fails.
     #[command(after_help = APPLY_EXIT_HELP)]
     Apply(ApplyArgs),
+    /// Show each service's containers, health, running and locked image digests, and the
+    /// last outcome an apply (or the agent, sharing the state directory) recorded.
+    Status(StatusArgs),
     /// Keep PATH's compose projects converged: watch files, pull git, check images, serve
     /// /healthz, /metrics, /status and a signed POST /sync.
     Agent(Box<AgentArgs>),
@@ -132,6 +135,18 @@ pub struct EngineArgs {
     pub offline: bool,
     /// Compose directory (default: the current directory); for `apply`, also a plan saved by
     /// `plan -o FILE`.
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// State directory where applies record their outcomes (default: as for apply).
+    #[arg(long, value_name = "DIR", env = "COMPOSEOPS_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Machine-readable output on stdout (schemas/status.schema.json).
+    #[arg(long)]
+    pub json: bool,
+    /// Compose directory (default: the current directory).
     pub path: Option<PathBuf>,
 }
 
