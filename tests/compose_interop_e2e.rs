@@ -437,10 +437,11 @@ fn corpus_stacks_pass_between_compose_v5_and_composeops() {
                 .is_none_or(|o| o.split(',').any(|p| c.name.starts_with(p)))
         })
         .collect();
-    // Two at a time: each case waits on containers more than it computes.
+    // Four at a time: each case waits on the engine (container starts and stops, Compose's
+    // own runs) far more than it computes.
     let results: Vec<(String, Outcome)> = std::thread::scope(|s| {
         let handles: Vec<_> = cases
-            .chunks(cases.len().div_ceil(2).max(1))
+            .chunks(cases.len().div_ceil(4).max(1))
             .map(|chunk| {
                 s.spawn(move || {
                     let each = chunk.iter().map(|c| (c.name.clone(), check_case(c)));
