@@ -6,7 +6,14 @@ use anyhow::bail;
 use bollard::query_parameters::CreateImageOptionsBuilder;
 use futures_util::StreamExt;
 
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use bollard::models::CreateImageInfo;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
 use crate::engine::Engine;
+use crate::progress::Mode;
 
 /// Pulls `reference`, printing progress on stderr.
 pub(crate) async fn pull(engine: &Engine, reference: &str) -> anyhow::Result<()> {
@@ -31,22 +38,107 @@ pub(crate) async fn pull(engine: &Engine, reference: &str) -> anyhow::Result<()>
         serveraddress: Some(c.server),
         ..Default::default()
     });
+    let started = Instant::now();
     let mut stream = engine.call().create_image(Some(opts), None, creds);
-    let mut last = String::new();
+    let mut view = PullView::new(reference);
     while let Some(item) = stream.next().await {
-        let info = item?;
-        if let Some(err) = info.error_detail.and_then(|e| e.message) {
+        let info = match item {
+            Ok(info) => info,
+            Err(e) => {
+                view.clear();
+                return Err(e.into());
+            }
+        };
+        if let Some(err) = info.error_detail.as_ref().and_then(|e| e.message.clone()) {
+            view.clear();
             bail!("{err}");
         }
-        let line = match (info.id, info.status) {
-            (Some(id), Some(s)) => format!("  {id}: {s}"),
-            (None, Some(s)) => format!("  {s}"),
-            _ => continue,
-        };
-        if line != last && !line.contains("Downloading") && !line.contains("Extracting") {
-            crate::progress::line(&line);
-            last = line;
+        view.update(&info);
+    }
+    view.finish(started.elapsed());
+    Ok(())
+}
+
+/// What one pull shows while it runs, as `--progress` says: bars per layer on a terminal,
+/// each layer's status changes as JSON events, or nothing until the summary line.
+struct PullView {
+    reference: String,
+    mode: Mode,
+    /// Layer id -> (last status, bytes to download).
+    layers: BTreeMap<String, (String, u64)>,
+    bars: Option<(MultiProgress, HashMap<String, ProgressBar>)>,
+}
+
+impl PullView {
+    fn new(reference: &str) -> PullView {
+        let mode = crate::progress::mode();
+        PullView {
+            reference: reference.to_string(),
+            mode,
+            layers: BTreeMap::new(),
+            bars: (mode == Mode::Tty).then(|| (MultiProgress::new(), HashMap::new())),
         }
     }
-    Ok(())
+
+    fn update(&mut self, info: &CreateImageInfo) {
+        let (Some(id), Some(status)) = (&info.id, &info.status) else {
+            return;
+        };
+        // `<tag>: Pulling from <repo>` names the image, not a layer.
+        if status.starts_with("Pulling from") {
+            return;
+        }
+        let detail = info.progress_detail.as_ref();
+        let current = detail.and_then(|d| d.current).unwrap_or(0).max(0) as u64;
+        let total = detail.and_then(|d| d.total).unwrap_or(0).max(0) as u64;
+        let entry = self.layers.entry(id.clone()).or_default();
+        let changed = entry.0 != *status;
+        entry.0 = status.clone();
+        if status == "Downloading" && total > entry.1 {
+            entry.1 = total;
+        }
+        match (&mut self.bars, self.mode) {
+            (Some((multi, bars)), _) => {
+                let bar = bars.entry(id.clone()).or_insert_with(|| {
+                    let b = multi.add(ProgressBar::new(0));
+                    b.set_style(
+                        ProgressStyle::with_template(
+                            "{prefix} {bar:30} {bytes:>10}/{total_bytes:<10} {msg}",
+                        )
+                        .expect("static template"),
+                    );
+                    b.set_prefix(id.clone());
+                    b
+                });
+                if total > 0 {
+                    bar.set_length(total);
+                    bar.set_position(current);
+                }
+                bar.set_message(status.clone());
+            }
+            (None, Mode::Json) if changed => {
+                crate::progress::layer(&self.reference, id, status, current, total)
+            }
+            _ => {}
+        }
+    }
+
+    fn clear(&mut self) {
+        if let Some((multi, _)) = self.bars.take() {
+            let _ = multi.clear();
+        }
+    }
+
+    /// Clears the bars and prints one line: layers, bytes downloaded, time.
+    fn finish(&mut self, took: std::time::Duration) {
+        self.clear();
+        let fetched: u64 = self.layers.values().map(|(_, t)| t).sum();
+        crate::progress::line(format!(
+            "pulled {}: {} layers, {} downloaded in {:.1}s",
+            self.reference,
+            self.layers.len(),
+            indicatif::HumanBytes(fetched),
+            took.as_secs_f64()
+        ));
+    }
 }

@@ -63,6 +63,44 @@ pub struct Global {
         value_name = "WHEN"
     )]
     pub ansi: Ansi,
+    /// How long operations show progress on stderr: auto, tty (per-layer bars), plain (a line
+    /// per step), quiet (warnings and errors only), json (one object per event).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "auto",
+        value_name = "MODE"
+    )]
+    pub progress: Progress,
+}
+
+/// `--progress`, as Docker Compose has it.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// tty on a terminal, else plain.
+    Auto,
+    /// Live per-layer bars for pulls.
+    Tty,
+    /// One line per step.
+    Plain,
+    /// Warnings and errors only.
+    Quiet,
+    /// One JSON object per progress event on stderr.
+    Json,
+}
+
+impl Progress {
+    pub fn mode(self) -> composeops::progress::Mode {
+        use composeops::progress::Mode;
+        match self {
+            Progress::Auto => Mode::Auto,
+            Progress::Tty => Mode::Tty,
+            Progress::Plain => Mode::Plain,
+            Progress::Quiet => Mode::Quiet,
+            Progress::Json => Mode::Json,
+        }
+    }
 }
 
 /// `--ansi`, as Docker Compose has it.

@@ -74,8 +74,29 @@ pub(crate) fn init_tracing(logs: Logs, ansi: Ansi) {
             .try_init(),
         Logs::Cli => {
             // Progress is shown as the bare message, as `docker compose` shows its steps; the
-            // log layer leaves that target to it so nothing prints twice.
-            let progress_only = Targets::new().with_target(progress::TARGET, LevelFilter::INFO);
+            // log layer leaves that target to it so nothing prints twice. `--progress quiet`
+            // keeps its warnings; `--progress json` writes each event as one JSON object.
+            let level = match progress::mode() {
+                progress::Mode::Quiet => LevelFilter::WARN,
+                _ => LevelFilter::INFO,
+            };
+            let progress_only = Targets::new().with_target(progress::TARGET, level);
+            if progress::mode() == progress::Mode::Json {
+                let filter = filter.add_directive(
+                    format!("{}=off", progress::TARGET)
+                        .parse()
+                        .expect("static directive"),
+                );
+                let json = tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .json()
+                    .flatten_event(true);
+                let _ = tracing_subscriber::registry()
+                    .with(json.with_filter(progress_only))
+                    .with(base!().with_filter(filter))
+                    .try_init();
+                return;
+            }
             let bare = tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 .with_ansi(false)

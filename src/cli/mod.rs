@@ -21,6 +21,7 @@ pub fn run() -> i32 {
     let cli = Cli::parse();
     // The agent sets up logging itself once its settings (--log-format) are known.
     if !matches!(cli.command, Command::Agent(_)) {
+        composeops::progress::set_mode(cli.global.progress.mode());
         common::init_tracing(common::Logs::Cli, cli.global.ansi);
     }
     let result = match &cli.command {
