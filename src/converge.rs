@@ -415,6 +415,7 @@ mod tests {
                 index_digest: None,
                 platform_digest: None,
                 source: Source::Registry,
+                held_back: Vec::new(),
             },
         );
     }

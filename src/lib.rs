@@ -29,4 +29,5 @@ pub mod resolve;
 pub mod saved_plan;
 pub(crate) mod spec;
 pub mod status;
+pub mod track;
 pub(crate) mod update;
