@@ -28,7 +28,7 @@ use crate::model::Project;
 use crate::observe::{observe, Observed};
 use crate::plan::{self, Desired, Plan, PlanOptions};
 use crate::pull::{desired_images, PullMode};
-use crate::resolve::{registry_image, ResolveOptions, ResolvedImage, Resolver};
+use crate::resolve::{registry_image, ResolveOptions, ResolvedImage, Resolver, Wanted};
 
 /// Where each service's image digest comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,6 +224,9 @@ pub async fn plan(
         files,
     };
     let mut plan = plan::plan(&desired, &observed, PlanOptions { prune: req.prune });
+    if let Some(p) = &pinned {
+        note_tag_moves(&mut plan, p, state_dir);
+    }
     warnings.extend(plan.warnings);
     plan.warnings = warnings;
     Ok(Planned {
@@ -232,6 +235,31 @@ pub async fn plan(
         plan,
         digests: pinned.unwrap_or_default(),
     })
+}
+
+/// Names the tag a tracked image moves from and to (`1.2.0 -> 1.2.1`) in the plan: the new tag
+/// is the lock's or the registry's, the old one the image history's.
+fn note_tag_moves(plan: &mut Plan, found: &IndexMap<String, ResolvedImage>, state_dir: &Path) {
+    let wanted = |sp: &plan::ServicePlan| sp.image_change.is_some() && found.contains_key(&sp.service);
+    if !plan.services.iter().any(wanted) {
+        return;
+    }
+    let history = crate::cleanup::History::read(&crate::cleanup::history_path(
+        state_dir,
+        &plan.project,
+    ));
+    for sp in plan.services.iter_mut().filter(|sp| wanted(sp)) {
+        let r = &found[&sp.service];
+        let Some(to) = r.tag.clone() else { continue };
+        let from = sp.image_change.as_ref().and_then(|c| {
+            let list = history.services.get(&sp.service)?;
+            let d = list.iter().rev().find(|d| d.digest.as_deref() == Some(&c.from))?;
+            d.tag.clone()
+        });
+        if r.moved_tag().is_some() || from.as_deref().is_some_and(|f| f != to) {
+            sp.note_tag_move(from, &to);
+        }
+    }
 }
 
 async fn observe_project(engine: &Engine, name: &str) -> Result<Observed> {
@@ -295,6 +323,17 @@ pub async fn apply(
         .await
         .map_err(Error::of(ErrorKind::Engine))?;
     crate::status::record(state_dir, &report);
+    // What was replaced is what a later `--cleanup` may remove: record it even without one.
+    if let Err(e) = crate::cleanup::record_applied(
+        state_dir,
+        &planned.plan,
+        &planned.desired,
+        &planned.observed,
+        &planned.digests,
+        &report,
+    ) {
+        crate::progress::warn(format!("cannot record the image history: {e}"));
+    }
     Ok(report)
 }
 
@@ -327,7 +366,7 @@ pub async fn registry_digests(
     warnings: &mut Vec<String>,
 ) -> IndexMap<String, ResolvedImage> {
     let mut out = IndexMap::new();
-    let mut wanted: IndexMap<String, String> = IndexMap::new();
+    let mut wanted: IndexMap<String, Wanted> = IndexMap::new();
     for (name, svc) in &project.services {
         let Some(image) = registry_image(svc) else {
             continue;
@@ -336,8 +375,15 @@ pub async fn registry_digests(
             Some((r, at)) if !digests.refresh || at.elapsed() < digests.fresh_for => {
                 out.insert(name.clone(), r);
             }
-            _ => {
-                wanted.insert(name.clone(), image.to_string());
+            earlier => {
+                // What the last check took is what a cooldown keeps while newer is too young.
+                let current = earlier.and_then(|(r, _)| Some((r.tag?, r.digest)));
+                let w = Wanted {
+                    reference: image.to_string(),
+                    policy: svc.update.clone(),
+                    current,
+                };
+                wanted.insert(name.clone(), w);
             }
         }
     }
@@ -345,9 +391,12 @@ pub async fn registry_digests(
     // The resolver remembers each lookup of this run, so retrying without the failed images
     // sends no request twice.
     while !wanted.is_empty() {
-        match resolver.resolve_named(&wanted).await {
+        match resolver.resolve_wanted(&wanted).await {
             Ok(found) => {
                 for (svc, r) in found {
+                    for h in &r.held_back {
+                        warnings.push(format!("service {svc}: image {}: {h}", r.reference));
+                    }
                     digests.cache.put(&digests.scope, &r);
                     out.insert(svc, r);
                 }
@@ -357,7 +406,7 @@ pub async fn registry_digests(
                 let before = wanted.len();
                 for err in e.errors {
                     let failed: Vec<String> = if err.services.is_empty() {
-                        let f = wanted.iter().filter(|(_, i)| **i == err.image);
+                        let f = wanted.iter().filter(|(_, w)| w.reference == err.image);
                         f.map(|(s, _)| s.clone()).collect()
                     } else {
                         err.services.clone()

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod apply;
 pub(crate) mod build;
+pub mod cleanup;
 pub mod compose_hash;
 pub(crate) mod configs;
 pub mod converge;
