@@ -427,6 +427,50 @@ mod tests {
         assert_eq!(p.cooldown, Some(Duration::from_secs(3600)));
     }
 
+    const PLAIN: &str = "services:\n  web:\n    image: reg.example/app:1.2.0\n";
+    const TRACKED: &str = "services:\n  web:\n    image: reg.example/app:1.2.0\n    \
+                           x-composeops:\n      track: \"~1.2\"\n      cooldown: 24h\n";
+
+    /// Compose v5.6.1 prints no service-level `x-` key in `config --format json` (checked):
+    /// the policy changes neither the printed model nor the config-hash.
+    #[test]
+    fn the_policy_is_loaded_beside_the_service_and_not_hashed() {
+        let (plain, tracked) = (
+            crate::load::test_project(PLAIN),
+            crate::load::test_project(TRACKED),
+        );
+        let p = &tracked.services["web"].update;
+        assert_eq!(p.track.as_ref().unwrap().range, "~1.2");
+        assert_eq!(p.cooldown, Some(Duration::from_secs(86400)));
+        assert!(plain.services["web"].update.is_none());
+        assert_eq!(plain.to_json(), tracked.to_json());
+        assert_eq!(
+            crate::compose_hash::config_hash(&plain, "web"),
+            crate::compose_hash::config_hash(&tracked, "web")
+        );
+    }
+
+    #[test]
+    fn load_errors_name_file_line_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = TRACKED.replace("~1.2", "~1.x.y").replace("24h", "one day");
+        std::fs::write(dir.path().join("compose.yaml"), bad).unwrap();
+        let opts = crate::load::LoadOptions {
+            cwd: dir.path().to_path_buf(),
+            project_name: Some("p".into()),
+            ..Default::default()
+        };
+        let e = crate::load::load(&opts).unwrap_err().to_string();
+        let file = dir.path().join("compose.yaml");
+        let want = [
+            format!("{}:5: services.web.x-composeops.track: invalid semver range", file.display()),
+            format!("{}:6: services.web.x-composeops.cooldown: invalid duration", file.display()),
+        ];
+        for w in want {
+            assert!(e.contains(&w), "{e}\nwant: {w}");
+        }
+    }
+
     #[test]
     fn ages_read_well() {
         assert_eq!(age_text(5), "5 s");
