@@ -218,7 +218,9 @@ pub async fn cleanup(engine: &Engine, state_dir: &Path, project: &str) -> Result
             reason,
         };
         if let Some(c) = in_use.get(&d.image_id) {
-            report.kept.push(item(Some(format!("used by container {c}"))));
+            report
+                .kept
+                .push(item(Some(format!("used by container {c}"))));
             continue;
         }
         let opts = bollard::query_parameters::RemoveImageOptionsBuilder::default()

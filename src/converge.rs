@@ -240,20 +240,22 @@ pub async fn plan(
 /// Names the tag a tracked image moves from and to (`1.2.0 -> 1.2.1`) in the plan: the new tag
 /// is the lock's or the registry's, the old one the image history's.
 fn note_tag_moves(plan: &mut Plan, found: &IndexMap<String, ResolvedImage>, state_dir: &Path) {
-    let wanted = |sp: &plan::ServicePlan| sp.image_change.is_some() && found.contains_key(&sp.service);
+    let wanted =
+        |sp: &plan::ServicePlan| sp.image_change.is_some() && found.contains_key(&sp.service);
     if !plan.services.iter().any(wanted) {
         return;
     }
-    let history = crate::cleanup::History::read(&crate::cleanup::history_path(
-        state_dir,
-        &plan.project,
-    ));
+    let history =
+        crate::cleanup::History::read(&crate::cleanup::history_path(state_dir, &plan.project));
     for sp in plan.services.iter_mut().filter(|sp| wanted(sp)) {
         let r = &found[&sp.service];
         let Some(to) = r.tag.clone() else { continue };
         let from = sp.image_change.as_ref().and_then(|c| {
             let list = history.services.get(&sp.service)?;
-            let d = list.iter().rev().find(|d| d.digest.as_deref() == Some(&c.from))?;
+            let d = list
+                .iter()
+                .rev()
+                .find(|d| d.digest.as_deref() == Some(&c.from))?;
             d.tag.clone()
         });
         if r.moved_tag().is_some() || from.as_deref().is_some_and(|f| f != to) {

@@ -55,9 +55,7 @@ impl UpdatePolicy {
 /// Reads `x-composeops` of every service in the merged (interpolated) model, before the
 /// loader strips extensions. Every problem is reported, each naming the service and field;
 /// the loader adds the file and line.
-pub(crate) fn take_policies(
-    json: &Value,
-) -> Result<Vec<(String, UpdatePolicy)>, Vec<LoadError>> {
+pub(crate) fn take_policies(json: &Value) -> Result<Vec<(String, UpdatePolicy)>, Vec<LoadError>> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
     let Some(services) = json.get("services").and_then(Value::as_object) else {
@@ -259,7 +257,11 @@ impl<'a> Selection<'a> {
 /// written tag alone without a range. When nothing is taken the caller keeps `current`, or,
 /// with nothing current, takes the written tag: the compose file names it, so it is never
 /// held back on its own account.
-pub(crate) fn offer_order(policy: &UpdatePolicy, written_tag: &str, tags: &[String]) -> Vec<String> {
+pub(crate) fn offer_order(
+    policy: &UpdatePolicy,
+    written_tag: &str,
+    tags: &[String],
+) -> Vec<String> {
     match &policy.track {
         Some(t) => candidates(tags, &t.req),
         None => vec![written_tag.to_string()],
@@ -303,7 +305,15 @@ mod tests {
     #[test]
     fn ranges_pick_the_highest_version_in_range() {
         let all = tags(&[
-            "1.2.0", "1.2.1", "1.3.0", "2.0.0", "1.3.1-rc.1", "latest", "1.2", "v1.2.2", "main",
+            "1.2.0",
+            "1.2.1",
+            "1.3.0",
+            "2.0.0",
+            "1.3.1-rc.1",
+            "latest",
+            "1.2",
+            "v1.2.2",
+            "main",
         ]);
         for (range, want) in [
             ("~1.2", vec!["v1.2.2", "1.2.1", "1.2.0"]),
@@ -360,20 +370,81 @@ mod tests {
         let old_120 = probe("1.2.0", "d120", Some(240), now);
         let undated = probe("1.2.1", "d121", None, now);
         #[allow(clippy::type_complexity)]
-        let cases: Vec<(&str, Option<&str>, Option<(&str, &str)>, Vec<&Probe>, Option<usize>, Vec<&str>)> = vec![
-            ("no cooldown takes the highest", None, None, vec![&fresh_121, &old_120], Some(0), vec![]),
-            ("0s takes the highest", Some("0s"), None, vec![&fresh_121, &old_120], Some(0), vec![]),
-            ("24h holds a 3 h old image back", Some("24h"), None, vec![&fresh_121, &old_120], Some(1),
-                vec!["1.2.1 held back by cooldown: created 3 h ago < 24h"]),
-            ("2h lets a 3 h old image through", Some("2h"), None, vec![&fresh_121, &old_120], Some(0), vec![]),
-            ("current is never held back", Some("24h"), Some(("1.2.1", "d121")), vec![&fresh_121, &old_120], Some(0), vec![]),
-            ("a new digest of the current tag is", Some("24h"), Some(("1.2.1", "dold")), vec![&fresh_121], None,
-                vec!["1.2.1 held back by cooldown: created 3 h ago < 24h"]),
-            ("an undated image is held back", Some("1h"), None, vec![&undated, &old_120], Some(1),
-                vec!["1.2.1 held back by cooldown: created 0 s ago < 1h"]),
-            ("all held back", Some("30d"), None, vec![&fresh_121, &old_120], None, vec![
-                "1.2.1 held back by cooldown: created 3 h ago < 30d",
-                "1.2.0 held back by cooldown: created 10 d ago < 30d"]),
+        let cases: Vec<(
+            &str,
+            Option<&str>,
+            Option<(&str, &str)>,
+            Vec<&Probe>,
+            Option<usize>,
+            Vec<&str>,
+        )> = vec![
+            (
+                "no cooldown takes the highest",
+                None,
+                None,
+                vec![&fresh_121, &old_120],
+                Some(0),
+                vec![],
+            ),
+            (
+                "0s takes the highest",
+                Some("0s"),
+                None,
+                vec![&fresh_121, &old_120],
+                Some(0),
+                vec![],
+            ),
+            (
+                "24h holds a 3 h old image back",
+                Some("24h"),
+                None,
+                vec![&fresh_121, &old_120],
+                Some(1),
+                vec!["1.2.1 held back by cooldown: created 3 h ago < 24h"],
+            ),
+            (
+                "2h lets a 3 h old image through",
+                Some("2h"),
+                None,
+                vec![&fresh_121, &old_120],
+                Some(0),
+                vec![],
+            ),
+            (
+                "current is never held back",
+                Some("24h"),
+                Some(("1.2.1", "d121")),
+                vec![&fresh_121, &old_120],
+                Some(0),
+                vec![],
+            ),
+            (
+                "a new digest of the current tag is",
+                Some("24h"),
+                Some(("1.2.1", "dold")),
+                vec![&fresh_121],
+                None,
+                vec!["1.2.1 held back by cooldown: created 3 h ago < 24h"],
+            ),
+            (
+                "an undated image is held back",
+                Some("1h"),
+                None,
+                vec![&undated, &old_120],
+                Some(1),
+                vec!["1.2.1 held back by cooldown: created 0 s ago < 1h"],
+            ),
+            (
+                "all held back",
+                Some("30d"),
+                None,
+                vec![&fresh_121, &old_120],
+                None,
+                vec![
+                    "1.2.1 held back by cooldown: created 3 h ago < 30d",
+                    "1.2.0 held back by cooldown: created 10 d ago < 30d",
+                ],
+            ),
         ];
         for (name, cooldown, current, probes, want, want_held) in cases {
             // `30d` is not a Go duration: build that policy by hand.
@@ -396,7 +467,10 @@ mod tests {
     #[test]
     fn without_a_range_only_the_written_tag_is_offered() {
         let p = policy(None, Some("24h"));
-        assert_eq!(offer_order(&p, "1.2.0", &tags(&["1.2.1"])), tags(&["1.2.0"]));
+        assert_eq!(
+            offer_order(&p, "1.2.0", &tags(&["1.2.1"])),
+            tags(&["1.2.0"])
+        );
         let p = policy(Some("~1.2"), None);
         assert_eq!(
             offer_order(&p, "1.2.0", &tags(&["1.2.1", "1.3.0"])),
@@ -407,9 +481,15 @@ mod tests {
     #[test]
     fn bad_input_names_the_field() {
         let cases = [
-            (json!({"track": "~1.x.y"}), "p.track: invalid semver range \"~1.x.y\""),
+            (
+                json!({"track": "~1.x.y"}),
+                "p.track: invalid semver range \"~1.x.y\"",
+            ),
             (json!({"track": ""}), "p.track: empty range"),
-            (json!({"cooldown": "1 day"}), "p.cooldown: invalid duration \"1 day\""),
+            (
+                json!({"cooldown": "1 day"}),
+                "p.cooldown: invalid duration \"1 day\"",
+            ),
             (json!({"cooldown": ["1h"]}), "p.cooldown: must be a string"),
             (json!({"trak": "~1"}), "p.trak: unknown field \"trak\""),
             (json!("~1.2"), "p: must be a mapping"),
@@ -463,8 +543,14 @@ mod tests {
         let e = crate::load::load(&opts).unwrap_err().to_string();
         let file = dir.path().join("compose.yaml");
         let want = [
-            format!("{}:5: services.web.x-composeops.track: invalid semver range", file.display()),
-            format!("{}:6: services.web.x-composeops.cooldown: invalid duration", file.display()),
+            format!(
+                "{}:5: services.web.x-composeops.track: invalid semver range",
+                file.display()
+            ),
+            format!(
+                "{}:6: services.web.x-composeops.cooldown: invalid duration",
+                file.display()
+            ),
         ];
         for w in want {
             assert!(e.contains(&w), "{e}\nwant: {w}");

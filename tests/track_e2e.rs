@@ -43,7 +43,11 @@ impl Pushed {
 fn pushed() -> &'static Pushed {
     static P: OnceLock<Pushed> = OnceLock::new();
     P.get_or_init(|| {
-        let repo = format!("{}/cops-track-{}/app", testbed().registry, std::process::id());
+        let repo = format!(
+            "{}/cops-track-{}/app",
+            testbed().registry,
+            std::process::id()
+        );
         let base = format!("{repo}:base");
         build_app_image(&base, "v1");
         push_image(&base);
@@ -219,7 +223,10 @@ fn cooldown_holds_back_a_new_digest_of_the_same_tag() {
     // `stable` now points to an image made 3 hours ago: held back, the lock keeps its digest.
     retag("1.2.1");
     let out = run_ok(&s, &["lock", "--update"]);
-    assert!(out.contains("held back by cooldown: created 3 h ago < 24h"), "{out}");
+    assert!(
+        out.contains("held back by cooldown: created 3 h ago < 24h"),
+        "{out}"
+    );
     assert_eq!(locked(&s, &stable).1, first);
     // Without a cooldown, the same update takes it.
     s.write(&compose(&stable, None, Some("0s")));
@@ -230,21 +237,42 @@ fn cooldown_holds_back_a_new_digest_of_the_same_tag() {
 #[test]
 fn bad_policy_is_an_error_naming_file_and_field() {
     let s = Stack::new("track-bad");
-    s.write(&compose("127.0.0.1:9/app:1", Some("~1.x.y"), Some("one day")));
+    s.write(&compose(
+        "127.0.0.1:9/app:1",
+        Some("~1.x.y"),
+        Some("one day"),
+    ));
     let out = s.run(&["lock"]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("compose.yaml:5: services.web.x-composeops.track: invalid semver range \"~1.x.y\""), "{err}");
-    assert!(err.contains("compose.yaml:6: services.web.x-composeops.cooldown: invalid duration \"one day\""), "{err}");
+    assert!(
+        err.contains(
+            "compose.yaml:5: services.web.x-composeops.track: invalid semver range \"~1.x.y\""
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "compose.yaml:6: services.web.x-composeops.cooldown: invalid duration \"one day\""
+        ),
+        "{err}"
+    );
 }
 
 fn image_present(reference: &str) -> bool {
-    docker_output(&["image", "inspect", reference]).status.success()
+    docker_output(&["image", "inspect", reference])
+        .status
+        .success()
 }
 
 fn running_digest(s: &Stack) -> String {
     let name = format!("{}-web-1", s.name);
-    docker(&["inspect", "-f", "{{index .Config.Labels \"io.composeops.image-digest\"}}", &name])
+    docker(&[
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"io.composeops.image-digest\"}}",
+        &name,
+    ])
 }
 
 #[test]
@@ -256,7 +284,12 @@ fn locked_moves_are_planned_applied_and_cleaned_up_two_updates_back() {
     for t in ["1.2.0", "1.2.1", "1.3.0"] {
         let _ = docker_output(&["rmi", &by_digest(t)]);
     }
-    let apply = |s: &Stack| run_ok(s, &["apply", "--locked", "--cleanup", "--wait-timeout", "30s"]);
+    let apply = |s: &Stack| {
+        run_ok(
+            s,
+            &["apply", "--locked", "--cleanup", "--wait-timeout", "30s"],
+        )
+    };
 
     // 1.2.1 is too young for 24h: the lock and the host stay on 1.2.0.
     s.write(&compose(&image, Some("~1.2"), Some("24h")));
@@ -269,21 +302,37 @@ fn locked_moves_are_planned_applied_and_cleaned_up_two_updates_back() {
     s.write(&compose(&image, Some("~1.2"), Some("0s")));
     run_ok(&s, &["lock", "--update"]);
     let plan = run_ok(&s, &["plan", "--locked"]);
-    assert!(plan.contains(&format!("image {image}: 1.2.0 -> 1.2.1, digest")), "{plan}");
+    assert!(
+        plan.contains(&format!("image {image}: 1.2.0 -> 1.2.1, digest")),
+        "{plan}"
+    );
     let json: Value = serde_json::from_str(&run_ok(&s, &["plan", "--locked", "--json"])).unwrap();
     let change = &json["services"][0]["image_change"];
-    assert_eq!((change["from_tag"].as_str(), change["to_tag"].as_str()), (Some("1.2.0"), Some("1.2.1")), "{json:#}");
+    assert_eq!(
+        (change["from_tag"].as_str(), change["to_tag"].as_str()),
+        (Some("1.2.0"), Some("1.2.1")),
+        "{json:#}"
+    );
     apply(&s);
     assert_eq!(running_digest(&s), p.digest("1.2.1"));
-    assert!(image_present(&by_digest("1.2.0")), "the previous image is the rollback target");
+    assert!(
+        image_present(&by_digest("1.2.0")),
+        "the previous image is the rollback target"
+    );
 
     // Another move: the image two updates back goes, the previous one stays.
     s.write(&compose(&image, Some("^1"), Some("0s")));
     run_ok(&s, &["lock", "--update"]);
     let out = apply(&s);
     assert_eq!(running_digest(&s), p.digest("1.3.0"));
-    assert!(image_present(&by_digest("1.2.1")), "previous image kept:\n{out}");
-    assert!(!image_present(&by_digest("1.2.0")), "image two updates back removed:\n{out}");
+    assert!(
+        image_present(&by_digest("1.2.1")),
+        "previous image kept:\n{out}"
+    );
+    assert!(
+        !image_present(&by_digest("1.2.0")),
+        "image two updates back removed:\n{out}"
+    );
     assert!(out.contains("removed image sha256:"), "{out}");
     // Nothing else was touched: the base image this test built is still there.
     assert!(image_present(&format!("{}:base", p.repo)));

@@ -154,7 +154,8 @@ impl Reconciler for Pipeline {
             if self.opts.cleanup {
                 let project = &planned.desired.project.name;
                 // A failed cleanup leaves images behind; the next apply tries again.
-                if let Err(e) = crate::cleanup::cleanup(engine, &self.opts.state_dir, project).await {
+                if let Err(e) = crate::cleanup::cleanup(engine, &self.opts.state_dir, project).await
+                {
                     tracing::warn!(project = %project, "image cleanup: {e}");
                 }
             }

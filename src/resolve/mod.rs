@@ -475,10 +475,7 @@ impl Resolver {
     }
 
     /// Looks each reference up (pinned ones need no lookup); results in the same order.
-    async fn lookup_all(
-        &self,
-        asks: &[(Ask, UpdatePolicy)],
-    ) -> Vec<Result<Lookup, RegistryError>> {
+    async fn lookup_all(&self, asks: &[(Ask, UpdatePolicy)]) -> Vec<Result<Lookup, RegistryError>> {
         let to_ask: Vec<&ImageRef> = asks
             .iter()
             .map(|(a, _)| &a.image)

@@ -82,7 +82,8 @@ mod tests {
 
     #[test]
     fn created_is_read_from_docker_and_oci_configs() {
-        let docker = r#"{"architecture":"amd64","created":"2026-11-20T10:00:00.123456789Z","os":"linux"}"#;
+        let docker =
+            r#"{"architecture":"amd64","created":"2026-11-20T10:00:00.123456789Z","os":"linux"}"#;
         assert_eq!(
             created_of(docker).unwrap().to_rfc3339(),
             "2026-11-20T10:00:00.123456789+00:00"
