@@ -343,3 +343,58 @@ fn locked_moves_are_planned_applied_and_cleaned_up_two_updates_back() {
         let _ = docker_output(&["rmi", &by_digest(t)]);
     }
 }
+
+/// The agent's image check (`converge::registry_digests` with its digest memory) takes the
+/// same decisions as `lock --update`, and never moves back from what it took.
+#[test]
+fn image_checks_honour_track_and_cooldown_and_keep_what_they_took() {
+    use composeops::converge::{registry_digests, DigestUse};
+    let p = pushed();
+    let image = format!("{}:1.2.0", p.repo);
+    let dir = tempfile::tempdir().unwrap();
+    let load = |cooldown: &str| {
+        std::fs::write(
+            dir.path().join("compose.yaml"),
+            compose(&image, Some("~1.2"), Some(cooldown)),
+        )
+        .unwrap();
+        let mut o = composeops::load::LoadOptions::from_process();
+        o.cwd = dir.path().to_path_buf();
+        o.project_name = Some("track-check".into());
+        composeops::load::load(&o).unwrap().project
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let memory = DigestUse {
+        scope: "track-check".into(),
+        refresh: true,
+        ..Default::default()
+    };
+    let check = |cooldown: &str| {
+        let mut warnings = Vec::new();
+        let found = rt.block_on(registry_digests(&load(cooldown), &memory, &mut warnings));
+        let r = &found["web"];
+        (r.tag.clone().unwrap(), r.digest.clone(), warnings)
+    };
+    let (tag, digest, w) = check("24h");
+    assert_eq!(
+        (tag.as_str(), digest.as_str()),
+        ("1.2.0", p.digest("1.2.0"))
+    );
+    assert!(
+        w.iter()
+            .any(|w| w.ends_with("1.2.1 held back by cooldown: created 3 h ago < 24h")),
+        "{w:?}"
+    );
+    let (tag, digest, _) = check("0s");
+    assert_eq!(
+        (tag.as_str(), digest.as_str()),
+        ("1.2.1", p.digest("1.2.1"))
+    );
+    // 1.2.1 was taken already: a longer cooldown keeps it rather than going back to 1.2.0.
+    let (tag, _, w) = check("24h");
+    assert_eq!(tag, "1.2.1");
+    assert!(w.is_empty(), "{w:?}");
+}
