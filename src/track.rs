@@ -1,9 +1,9 @@
 //! Update policy per service: `x-composeops: {track: RANGE, cooldown: DURATION}`.
 //!
 //! Compose drops service-level `x-` keys from its model (`config --format json` does not print
-//! them, so they are not part of its config-hash): the policy is read here, from the merged
-//! files, before the loader strips every extension, and carried beside the service rather than
-//! in it.
+//! them, so they are not part of its config-hash): the loader reads the policy
+//! (`load/policy.rs`) before it strips every extension, and carries it beside the service
+//! (`Service::update`) rather than in it.
 //!
 //! - `track` lets `lock --update` and the agent's image checks move the tag to the highest
 //!   version in a semver range. Tags are parsed with the `semver` crate (a leading `v` is
@@ -13,20 +13,14 @@
 //!   `created` time is at least that old: a release that is pulled back within a day never
 //!   reaches the host.
 //!
-//! This module holds the parsing and the pure selection; the registry calls are in
-//! `resolve::tags`.
+//! This module holds the policy and the pure selection; the registry calls are in
+//! `resolve::tags`, the resolver's loop over candidates in `resolve::Resolver`.
 
 use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use semver::{Version, VersionReq};
-use serde_json::Value;
-
-use crate::load::LoadError;
-
-/// The extension key, in a service.
-pub(crate) const KEY: &str = "x-composeops";
 
 /// A service's update policy; the default (no extension) changes nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,82 +46,8 @@ impl UpdatePolicy {
     }
 }
 
-/// Reads `x-composeops` of every service in the merged (interpolated) model, before the
-/// loader strips extensions. Every problem is reported, each naming the service and field;
-/// the loader adds the file and line.
-pub(crate) fn take_policies(json: &Value) -> Result<Vec<(String, UpdatePolicy)>, Vec<LoadError>> {
-    let mut out = Vec::new();
-    let mut errors = Vec::new();
-    let Some(services) = json.get("services").and_then(Value::as_object) else {
-        return Ok(out);
-    };
-    for (name, svc) in services {
-        let Some(ext) = svc.get(KEY) else { continue };
-        let path = format!("services.{name}.{KEY}");
-        match parse_policy(ext, &path) {
-            Ok(p) => out.push((name.clone(), p)),
-            Err(e) => errors.extend(e),
-        }
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
-}
-
-fn parse_policy(ext: &Value, path: &str) -> Result<UpdatePolicy, Vec<LoadError>> {
-    let Some(map) = ext.as_object() else {
-        return Err(vec![LoadError::new(
-            "must be a mapping with `track` and/or `cooldown`",
-        )
-        .at_path(path)]);
-    };
-    let mut policy = UpdatePolicy::default();
-    let mut errors = Vec::new();
-    for (k, v) in map {
-        let field = format!("{path}.{k}");
-        let text = match v {
-            Value::String(s) => s.trim().to_string(),
-            Value::Number(n) => n.to_string(),
-            _ => {
-                errors.push(LoadError::new("must be a string").at_path(&field));
-                continue;
-            }
-        };
-        match k.as_str() {
-            "track" => match parse_range(&text) {
-                Ok(req) => policy.track = Some(Track { range: text, req }),
-                Err(m) => errors.push(LoadError::new(m).at_path(&field)),
-            },
-            "cooldown" => match crate::duration::parse(&text) {
-                Some(d) => {
-                    policy.cooldown = Some(d);
-                    policy.cooldown_text = Some(text);
-                }
-                None => errors.push(
-                    LoadError::new(format!(
-                        "invalid duration {text:?}: write it like 24h, 90m, 1h30m or 0s"
-                    ))
-                    .at_path(&field),
-                ),
-            },
-            _ => errors.push(
-                LoadError::new(format!(
-                    "unknown field {k:?}: a service's {KEY} takes `track` and `cooldown`"
-                ))
-                .at_path(&field),
-            ),
-        }
-    }
-    if errors.is_empty() {
-        Ok(policy)
-    } else {
-        Err(errors)
-    }
-}
-
-fn parse_range(text: &str) -> Result<VersionReq, String> {
+/// A semver range as written in `x-composeops.track`, or what is wrong with it.
+pub(crate) fn parse_range(text: &str) -> Result<VersionReq, String> {
     if text.is_empty() {
         return Err("empty range: write a semver range like \"~1.2\" or \"^1\"".into());
     }
@@ -285,17 +205,16 @@ pub(crate) fn select(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn policy(track: Option<&str>, cooldown: Option<&str>) -> UpdatePolicy {
-        let mut ext = serde_json::Map::new();
-        if let Some(t) = track {
-            ext.insert("track".into(), json!(t));
+        UpdatePolicy {
+            track: track.map(|t| Track {
+                range: t.into(),
+                req: parse_range(t).unwrap(),
+            }),
+            cooldown: cooldown.map(|c| crate::duration::parse(c).unwrap()),
+            cooldown_text: cooldown.map(str::to_string),
         }
-        if let Some(c) = cooldown {
-            ext.insert("cooldown".into(), json!(c));
-        }
-        parse_policy(&Value::Object(ext), "p").unwrap()
     }
 
     fn tags(t: &[&str]) -> Vec<String> {
@@ -476,85 +395,6 @@ mod tests {
             offer_order(&p, "1.2.0", &tags(&["1.2.1", "1.3.0"])),
             tags(&["1.2.1"])
         );
-    }
-
-    #[test]
-    fn bad_input_names_the_field() {
-        let cases = [
-            (
-                json!({"track": "~1.x.y"}),
-                "p.track: invalid semver range \"~1.x.y\"",
-            ),
-            (json!({"track": ""}), "p.track: empty range"),
-            (
-                json!({"cooldown": "1 day"}),
-                "p.cooldown: invalid duration \"1 day\"",
-            ),
-            (json!({"cooldown": ["1h"]}), "p.cooldown: must be a string"),
-            (json!({"trak": "~1"}), "p.trak: unknown field \"trak\""),
-            (json!("~1.2"), "p: must be a mapping"),
-        ];
-        for (v, want) in cases {
-            let e = parse_policy(&v, "p").unwrap_err();
-            let m = e[0].to_string();
-            assert!(m.starts_with(want), "{m} (want {want})");
-        }
-        let p = parse_policy(&json!({"track": "~1.2", "cooldown": "24h"}), "p").unwrap();
-        assert_eq!(p.track.unwrap().range, "~1.2");
-        assert_eq!(p.cooldown, Some(Duration::from_secs(86400)));
-        // A bare number is seconds, as Compose reads durations.
-        let p = parse_policy(&json!({"cooldown": 3600}), "p").unwrap();
-        assert_eq!(p.cooldown, Some(Duration::from_secs(3600)));
-    }
-
-    const PLAIN: &str = "services:\n  web:\n    image: reg.example/app:1.2.0\n";
-    const TRACKED: &str = "services:\n  web:\n    image: reg.example/app:1.2.0\n    \
-                           x-composeops:\n      track: \"~1.2\"\n      cooldown: 24h\n";
-
-    /// Compose v5.6.1 prints no service-level `x-` key in `config --format json` (checked):
-    /// the policy changes neither the printed model nor the config-hash.
-    #[test]
-    fn the_policy_is_loaded_beside_the_service_and_not_hashed() {
-        let (plain, tracked) = (
-            crate::load::test_project(PLAIN),
-            crate::load::test_project(TRACKED),
-        );
-        let p = &tracked.services["web"].update;
-        assert_eq!(p.track.as_ref().unwrap().range, "~1.2");
-        assert_eq!(p.cooldown, Some(Duration::from_secs(86400)));
-        assert!(plain.services["web"].update.is_none());
-        assert_eq!(plain.to_json(), tracked.to_json());
-        assert_eq!(
-            crate::compose_hash::config_hash(&plain, "web"),
-            crate::compose_hash::config_hash(&tracked, "web")
-        );
-    }
-
-    #[test]
-    fn load_errors_name_file_line_and_field() {
-        let dir = tempfile::tempdir().unwrap();
-        let bad = TRACKED.replace("~1.2", "~1.x.y").replace("24h", "one day");
-        std::fs::write(dir.path().join("compose.yaml"), bad).unwrap();
-        let opts = crate::load::LoadOptions {
-            cwd: dir.path().to_path_buf(),
-            project_name: Some("p".into()),
-            ..Default::default()
-        };
-        let e = crate::load::load(&opts).unwrap_err().to_string();
-        let file = dir.path().join("compose.yaml");
-        let want = [
-            format!(
-                "{}:5: services.web.x-composeops.track: invalid semver range",
-                file.display()
-            ),
-            format!(
-                "{}:6: services.web.x-composeops.cooldown: invalid duration",
-                file.display()
-            ),
-        ];
-        for w in want {
-            assert!(e.contains(&w), "{e}\nwant: {w}");
-        }
     }
 
     #[test]

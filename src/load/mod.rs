@@ -14,6 +14,7 @@ mod file_refs;
 mod input;
 pub mod interpolate;
 pub mod merge;
+mod policy;
 mod ports;
 pub mod schema;
 mod values;
@@ -162,7 +163,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     let profiles = active_profiles(opts, &environment);
     let disabled = apply_profiles(&mut json, &profiles).map_err(|e| locate(e, &sources))?;
     // Service-level `x-composeops` is gone after `take_extensions` (Compose drops it too).
-    let policies = crate::track::take_policies(&json)
+    let policies = policy::take_policies(&json)
         .map_err(|e| locate(LoadError::all(e).unwrap_err(), &sources))?;
     let extensions = extensions::take_extensions(&mut json);
     let obj = json.as_object_mut().expect("top level is a mapping");
