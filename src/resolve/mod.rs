@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use indexmap::IndexMap;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
@@ -482,33 +483,7 @@ impl Resolver {
             .filter(|r| !r.is_pinned())
             .collect();
         let registries: BTreeSet<String> = to_ask.iter().map(|r| r.registry.clone()).collect();
-        let plain_http: Vec<String> = to_ask
-            .iter()
-            .filter(|r| r.is_loopback_registry())
-            .map(|r| oci_reference(r, None).resolve_registry().to_string())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        // Loading the system's root certificates costs several milliseconds, more than the
-        // rest of a no-op plan. When every registry asked is a loopback one spoken to over
-        // plain HTTP, no TLS connection is made: trust only a placeholder root whose private
-        // key was discarded (src/resolve/no-tls-root.pem), so an unexpected HTTPS connection
-        // fails verification instead of being trusted, and no system store is loaded.
-        let tls_certs_only = if to_ask.iter().all(|r| r.is_loopback_registry()) {
-            vec![oci_client::client::Certificate {
-                encoding: oci_client::client::CertificateEncoding::Pem,
-                data: include_bytes!("no-tls-root.pem").to_vec(),
-            }]
-        } else {
-            Vec::new()
-        };
-        let client = Client::new(ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(plain_http),
-            connect_timeout: Some(self.opts.timeout.min(Duration::from_secs(10))),
-            read_timeout: Some(self.opts.timeout),
-            tls_certs_only,
-            ..Default::default()
-        });
+        let client = self.client_for(&to_ask);
         // Credentials once per registry (helpers are processes: run them off the runtime).
         let mut auths: HashMap<String, Result<RegistryAuth, String>> = HashMap::new();
         let creds = futures_util::future::join_all(registries.iter().map(|reg| {
@@ -562,31 +537,70 @@ impl Resolver {
                     .acquire()
                     .await
                     .expect("semaphore never closed");
-                let found = async {
-                    if policy.is_none() {
-                        self.lookup(client, r, &auth).await
-                    } else {
-                        self.lookup_policy(client, ask, policy, &auth).await
-                    }
-                };
-                // A track reads a tag list and, with a cooldown, a config per candidate.
-                let limit = if policy.is_none() {
-                    self.opts.timeout
-                } else {
-                    self.opts.timeout * 4
-                };
-                match tokio::time::timeout(limit, found).await {
-                    Ok(Ok(l)) => Ok(l),
-                    // reqwest's own read timeout is the same limit: report it the same way.
-                    Ok(Err((ErrorKind::Timeout, _))) => {
-                        Err(fail(ErrorKind::Timeout, timeout_text(self.opts.timeout)))
-                    }
-                    Ok(Err((kind, detail))) => Err(fail(kind, detail)),
-                    Err(_) => Err(fail(ErrorKind::Timeout, timeout_text(self.opts.timeout))),
-                }
+                self.lookup_timed(client, ask, policy, &auth)
+                    .await
+                    .map_err(|(kind, detail)| fail(kind, detail))
             }
         });
         futures_util::future::join_all(futures).await
+    }
+
+    /// One lookup within the time allowed (four times as long with a policy: a track reads a
+    /// tag list and, with a cooldown, a manifest and config per candidate).
+    async fn lookup_timed(
+        &self,
+        client: &Client,
+        ask: &Ask,
+        policy: &UpdatePolicy,
+        auth: &RegistryAuth,
+    ) -> Result<Lookup, (ErrorKind, String)> {
+        let (found, limit) = if policy.is_none() {
+            (
+                self.lookup(client, &ask.image, auth).boxed(),
+                self.opts.timeout,
+            )
+        } else {
+            let f = self.lookup_policy(client, ask, policy, auth).boxed();
+            (f, self.opts.timeout * 4)
+        };
+        match tokio::time::timeout(limit, found).await {
+            // reqwest's own read timeout is the same limit: report it the same way.
+            Ok(Err((ErrorKind::Timeout, _))) | Err(_) => {
+                Err((ErrorKind::Timeout, timeout_text(limit)))
+            }
+            Ok(other) => other,
+        }
+    }
+
+    /// The registry client for a run: plain HTTP to loopback registries, HTTPS elsewhere.
+    fn client_for(&self, to_ask: &[&ImageRef]) -> Client {
+        let plain_http: Vec<String> = to_ask
+            .iter()
+            .filter(|r| r.is_loopback_registry())
+            .map(|r| oci_reference(r, None).resolve_registry().to_string())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        // Loading the system's root certificates costs several milliseconds, more than the
+        // rest of a no-op plan. When every registry asked is a loopback one spoken to over
+        // plain HTTP, no TLS connection is made: trust only a placeholder root whose private
+        // key was discarded (src/resolve/no-tls-root.pem), so an unexpected HTTPS connection
+        // fails verification instead of being trusted, and no system store is loaded.
+        let tls_certs_only = if to_ask.iter().all(|r| r.is_loopback_registry()) {
+            vec![oci_client::client::Certificate {
+                encoding: oci_client::client::CertificateEncoding::Pem,
+                data: include_bytes!("no-tls-root.pem").to_vec(),
+            }]
+        } else {
+            Vec::new()
+        };
+        Client::new(ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(plain_http),
+            connect_timeout: Some(self.opts.timeout.min(Duration::from_secs(10))),
+            read_timeout: Some(self.opts.timeout),
+            tls_certs_only,
+            ..Default::default()
+        })
     }
 
     /// HEAD the tag; GET the manifest by digest only when the per-platform digest is wanted and
