@@ -379,6 +379,21 @@ mod tests {
     }
 
     #[test]
+    fn cleanup_is_off_unless_the_file_or_a_flag_turns_it_on() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().display();
+        let off = AgentConfig::from_toml(&format!("path = \"{path}\"\n")).unwrap();
+        assert!(!off.clone().resolve().unwrap().cleanup);
+        let on = AgentConfig::from_toml(&format!("path = \"{path}\"\ncleanup = true\n")).unwrap();
+        assert!(on.resolve().unwrap().cleanup);
+        let flag = AgentConfig {
+            cleanup: Some(true),
+            ..Default::default()
+        };
+        assert!(off.overlay(flag).resolve().unwrap().cleanup);
+    }
+
+    #[test]
     fn notify_urls_and_the_notify_url_alias_resolve_and_errors_hide_secrets() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().display();
