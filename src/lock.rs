@@ -455,6 +455,13 @@ pub fn now_rfc3339() -> String {
 pub enum CheckProblem {
     /// A service's image has no entry in the lock.
     Missing { service: String, image: String },
+    /// The lock holds another tag than the one written (an earlier track), and the service
+    /// no longer tracks a range.
+    Untracked {
+        service: String,
+        image: String,
+        tag: String,
+    },
     /// The tag now points to another digest than the lock pins.
     Moved {
         services: Vec<String>,
@@ -470,6 +477,11 @@ impl fmt::Display for CheckProblem {
             CheckProblem::Missing { service, image } => {
                 write!(f, "service {service}: image {image} is not in {LOCK_FILE}")
             }
+            CheckProblem::Untracked { service, image, tag } => write!(
+                f,
+                "service {service}: image {image} is locked to tag {tag}, but the service has no \
+                 x-composeops.track any more"
+            ),
             CheckProblem::Moved { services, image, locked, current } => write!(
                 f,
                 "service {}: image {image} is locked to {locked} but the registry now serves {current}",
@@ -503,6 +515,14 @@ pub async fn check(
         if let Some(e) = lock.images.get(image) {
             let asked = match (e.tag.as_deref(), ImageRef::parse(image)) {
                 (Some(t), Ok(r)) if r.digest.is_none() && r.tag.as_deref() != Some(t) => {
+                    // Only a track may lock another tag than the one written.
+                    if project.services[service].update.track.is_none() {
+                        problems.push(CheckProblem::Untracked {
+                            service: service.clone(),
+                            image: image.clone(),
+                            tag: t.to_string(),
+                        });
+                    }
                     format!("{}:{t}", e.repository)
                 }
                 _ => image.clone(),
@@ -533,7 +553,7 @@ pub async fn check(
                     current: r.digest.clone(),
                 }) {
                 CheckProblem::Moved { services, .. } => services.push(service.clone()),
-                CheckProblem::Missing { .. } => unreachable!(),
+                CheckProblem::Missing { .. } | CheckProblem::Untracked { .. } => unreachable!(),
             }
         }
     }

@@ -201,6 +201,21 @@ fn lock_update_picks_the_highest_version_in_range_after_the_cooldown() {
     assert_eq!(locked(&s, &image).0, "1.2.1");
     // The moved entry is checked as locked (1.2.1), not as written.
     run_ok(&s, &["lock", "--check"]);
+    // Without the track, a lock still on 1.2.1 is out of date, and --update goes back.
+    s.write(&compose(&image, None, None));
+    let out = s.run(&["lock", "--check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("is locked to tag 1.2.1, but the service has no x-composeops.track"),
+        "{text}"
+    );
+    run_ok(&s, &["lock", "--update"]);
+    assert_eq!(
+        locked(&s, &image),
+        ("1.2.0".to_string(), p.digest("1.2.0").to_string())
+    );
+    run_ok(&s, &["lock", "--check"]);
 }
 
 #[test]
