@@ -113,6 +113,17 @@ impl History {
         out
     }
 
+    /// Each service's current image as (tag, digest), when both were recorded.
+    pub fn deployed(&self) -> std::collections::HashMap<String, (String, String)> {
+        self.services
+            .iter()
+            .filter_map(|(s, l)| {
+                let d = l.last()?;
+                Some((s.clone(), (d.tag.clone()?, d.digest.clone()?)))
+            })
+            .collect()
+    }
+
     /// Forgets an image (removed, or gone already).
     pub fn forget(&mut self, image_id: &str) {
         for list in self.services.values_mut() {

@@ -162,9 +162,10 @@ pub async fn plan(
     // worker thread hides it behind recovery and observation.
     let resolving = (req.source == ImageSource::Registry).then(|| {
         let (p, digests) = (project.clone(), req.digests.clone());
+        let deployed = deployed_with_policy(state_dir, &project);
         tokio::spawn(async move {
             let mut w = Vec::new();
-            let found = registry_digests(&p, &digests, &mut w).await;
+            let found = registry_digests(&p, &digests, &deployed, &mut w).await;
             (found, w)
         })
     });
@@ -358,13 +359,29 @@ pub fn unchanged_report(plan: &Plan, api_calls: usize) -> Report {
     }
 }
 
+/// The (tag, digest) each service with an update policy last deployed, from the image
+/// history: what a cooldown keeps when nothing newer is old enough. Empty (no file read)
+/// when no service has a policy.
+fn deployed_with_policy(state_dir: &Path, project: &Project) -> HashMap<String, (String, String)> {
+    if project.services.values().all(|s| s.update.is_none()) {
+        return HashMap::new();
+    }
+    let path = crate::cleanup::history_path(state_dir, &project.name);
+    crate::cleanup::History::read(&path).deployed()
+}
+
 /// Resolves every registry image of the project to its digest. An image that cannot be
 /// resolved (registry down, unknown tag, no credentials) is a warning, not an error: the
 /// service keeps the digest an earlier run found (agent), else uses the local image as Compose
 /// would, and a missing image still fails in [`desired_images`] before anything changes.
+///
+/// `deployed` is what each service runs now (tag, digest), for update policies: a cooldown
+/// keeps it while every newer candidate is too young; the digest memory, when it has the
+/// image, is newer and wins.
 pub async fn registry_digests(
     project: &Project,
     digests: &DigestUse,
+    deployed: &HashMap<String, (String, String)>,
     warnings: &mut Vec<String>,
 ) -> IndexMap<String, ResolvedImage> {
     let mut out = IndexMap::new();
@@ -379,7 +396,9 @@ pub async fn registry_digests(
             }
             earlier => {
                 // What the last check took is what a cooldown keeps while newer is too young.
-                let current = earlier.and_then(|(r, _)| Some((r.tag?, r.digest)));
+                let current = earlier
+                    .and_then(|(r, _)| Some((r.tag?, r.digest)))
+                    .or_else(|| deployed.get(name).cloned());
                 let w = Wanted {
                     reference: image.to_string(),
                     policy: svc.update.clone(),
@@ -477,7 +496,12 @@ mod tests {
             .build()
             .unwrap();
         let mut w = Vec::new();
-        let found = rt.block_on(registry_digests(&project(), digests, &mut w));
+        let found = rt.block_on(registry_digests(
+            &project(),
+            digests,
+            &HashMap::new(),
+            &mut w,
+        ));
         (found.get("web").map(|r| r.digest.clone()), w)
     }
 

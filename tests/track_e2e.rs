@@ -42,22 +42,31 @@ impl Pushed {
 /// The repository with every tag of [`TAGS`], pushed once per test process.
 fn pushed() -> &'static Pushed {
     static P: OnceLock<Pushed> = OnceLock::new();
-    P.get_or_init(|| {
-        let repo = format!(
-            "{}/cops-track-{}/app",
-            testbed().registry,
-            std::process::id()
-        );
-        let base = format!("{repo}:base");
-        build_app_image(&base, "v1");
-        push_image(&base);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let digests = rt.block_on(push_versions(&repo));
-        Pushed { repo, digests }
-    })
+    P.get_or_init(|| push_repository("app"))
+}
+
+/// The same tags in a second repository, for the test whose pulls tag images locally: its
+/// images are not the ones the cleanup test counts.
+fn pushed_elsewhere() -> &'static Pushed {
+    static P: OnceLock<Pushed> = OnceLock::new();
+    P.get_or_init(|| push_repository("app-registry-mode"))
+}
+
+fn push_repository(name: &str) -> Pushed {
+    let repo = format!(
+        "{}/cops-track-{}/{name}",
+        testbed().registry,
+        std::process::id()
+    );
+    let base = format!("{repo}:base");
+    build_app_image(&base, "v1");
+    push_image(&base);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let digests = rt.block_on(push_versions(&repo));
+    Pushed { repo, digests }
 }
 
 /// Pushes `repo:TAG` for each of [`TAGS`]: the base image's manifest with a config whose
@@ -389,7 +398,13 @@ fn image_checks_honour_track_and_cooldown_and_keep_what_they_took() {
     };
     let check = |cooldown: &str| {
         let mut warnings = Vec::new();
-        let found = rt.block_on(registry_digests(&load(cooldown), &memory, &mut warnings));
+        let none = Default::default();
+        let found = rt.block_on(registry_digests(
+            &load(cooldown),
+            &memory,
+            &none,
+            &mut warnings,
+        ));
         let r = &found["web"];
         (r.tag.clone().unwrap(), r.digest.clone(), warnings)
     };
@@ -412,4 +427,46 @@ fn image_checks_honour_track_and_cooldown_and_keep_what_they_took() {
     let (tag, _, w) = check("24h");
     assert_eq!(tag, "1.2.1");
     assert!(w.is_empty(), "{w:?}");
+}
+
+/// Without --locked, apply resolves through the policy too, and a cooldown keeps what runs
+/// (from the image history) instead of going back to an older version.
+#[test]
+fn registry_mode_apply_moves_forward_and_never_back() {
+    let p = pushed_elsewhere();
+    let mut s = Stack::new("track-registry");
+    let image = format!("{}:1.2.0", p.repo);
+    let by_tag = |t: &str| format!("{}:{t}", p.repo);
+    s.guard.image(by_tag("1.2.0")).image(by_tag("1.2.1"));
+    let apply = |s: &Stack| {
+        let out = s.run(&["apply", "--wait-timeout", "30s"]);
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    s.write(&compose(&image, Some("~1.2"), Some("24h")));
+    let err = apply(&s);
+    assert!(
+        err.contains("1.2.1 held back by cooldown: created 3 h ago < 24h"),
+        "{err}"
+    );
+    assert_eq!(running_digest(&s), p.digest("1.2.0"));
+
+    s.write(&compose(&image, Some("~1.2"), Some("0s")));
+    let plan = run_ok(&s, &["plan"]);
+    assert!(
+        plan.contains(&format!("image {image}: 1.2.0 -> 1.2.1, digest")),
+        "{plan}"
+    );
+    apply(&s);
+    assert_eq!(running_digest(&s), p.digest("1.2.1"));
+    // Pulled by digest and tagged as what it is, never as the tag written.
+    assert_eq!(
+        docker(&["image", "inspect", "-f", "{{.Id}}", &by_tag("1.2.1")]),
+        docker(&["inspect", "-f", "{{.Image}}", &format!("{}-web-1", s.name)])
+    );
+
+    // 1.2.1 runs: a longer cooldown keeps it rather than going back to 1.2.0.
+    s.write(&compose(&image, Some("~1.2"), Some("24h")));
+    let json: Value = serde_json::from_str(&run_ok(&s, &["plan", "--json"])).unwrap();
+    assert_eq!(json["services"][0]["action"], "unchanged", "{json:#}");
 }
