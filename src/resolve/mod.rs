@@ -103,8 +103,9 @@ pub struct ResolvedImage {
     pub platform_digest: Option<String>,
     /// Where the digest came from.
     pub source: Source,
-    /// Newer candidates an `x-composeops.cooldown` held back (newest first).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Newer candidates an `x-composeops.cooldown` held back (newest first): reported by
+    /// the run that looked them up, not saved with the digest.
+    #[serde(skip)]
     pub held_back: Vec<HeldBack>,
 }
 
