@@ -514,4 +514,17 @@ mod tests {
         // Another container of vpn, another hash: how Compose sees a stale dependent.
         assert_ne!(resolved("app", &"0".repeat(64)), resolved("app", VPN));
     }
+
+    /// Compose v5.6.1 prints no service-level `x-` key in `config --format json` (checked):
+    /// the policy changes neither the printed model nor the config-hash.
+    #[test]
+    fn service_extensions_are_not_hashed() {
+        let (plain, tracked) = (
+            project("services:\n  web:\n    image: reg.example/app:1.2.0\n"),
+            project("services:\n  web:\n    image: reg.example/app:1.2.0\n    x-composeops: {track: \"~1.2\", cooldown: 24h}\n"),
+        );
+        assert!(!tracked.services["web"].update.is_none());
+        assert_eq!(plain.to_json(), tracked.to_json());
+        assert_eq!(config_hash(&plain, "web"), config_hash(&tracked, "web"));
+    }
 }

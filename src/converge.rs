@@ -28,7 +28,7 @@ use crate::model::Project;
 use crate::observe::{observe, Observed};
 use crate::plan::{self, Desired, Plan, PlanOptions};
 use crate::pull::{desired_images, PullMode};
-use crate::resolve::{registry_image, ResolveOptions, ResolvedImage, Resolver};
+use crate::resolve::{registry_image, ResolveOptions, ResolvedImage, Resolver, Wanted};
 
 /// Where each service's image digest comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,9 +162,10 @@ pub async fn plan(
     // worker thread hides it behind recovery and observation.
     let resolving = (req.source == ImageSource::Registry).then(|| {
         let (p, digests) = (project.clone(), req.digests.clone());
+        let deployed = deployed_with_policy(state_dir, &project);
         tokio::spawn(async move {
             let mut w = Vec::new();
-            let found = registry_digests(&p, &digests, &mut w).await;
+            let found = registry_digests(&p, &digests, &deployed, &mut w).await;
             (found, w)
         })
     });
@@ -224,6 +225,9 @@ pub async fn plan(
         files,
     };
     let mut plan = plan::plan(&desired, &observed, PlanOptions { prune: req.prune });
+    if let Some(p) = &pinned {
+        note_tag_moves(&mut plan, p, state_dir);
+    }
     warnings.extend(plan.warnings);
     plan.warnings = warnings;
     Ok(Planned {
@@ -232,6 +236,33 @@ pub async fn plan(
         plan,
         digests: pinned.unwrap_or_default(),
     })
+}
+
+/// Names the tag a tracked image moves from and to (`1.2.0 -> 1.2.1`) in the plan: the new tag
+/// is the lock's or the registry's, the old one the image history's.
+fn note_tag_moves(plan: &mut Plan, found: &IndexMap<String, ResolvedImage>, state_dir: &Path) {
+    let wanted =
+        |sp: &plan::ServicePlan| sp.image_change.is_some() && found.contains_key(&sp.service);
+    if !plan.services.iter().any(wanted) {
+        return;
+    }
+    let history =
+        crate::cleanup::History::read(&crate::cleanup::history_path(state_dir, &plan.project));
+    for sp in plan.services.iter_mut().filter(|sp| wanted(sp)) {
+        let r = &found[&sp.service];
+        let Some(to) = r.tag.clone() else { continue };
+        let from = sp.image_change.as_ref().and_then(|c| {
+            let list = history.services.get(&sp.service)?;
+            let d = list
+                .iter()
+                .rev()
+                .find(|d| d.digest.as_deref() == Some(&c.from))?;
+            d.tag.clone()
+        });
+        if r.moved_tag().is_some() || from.as_deref().is_some_and(|f| f != to) {
+            sp.note_tag_move(from, &to);
+        }
+    }
 }
 
 async fn observe_project(engine: &Engine, name: &str) -> Result<Observed> {
@@ -295,6 +326,17 @@ pub async fn apply(
         .await
         .map_err(Error::of(ErrorKind::Engine))?;
     crate::status::record(state_dir, &report);
+    // What was replaced is what a later `--cleanup` may remove: record it even without one.
+    if let Err(e) = crate::cleanup::record_applied(
+        state_dir,
+        &planned.plan,
+        &planned.desired,
+        &planned.observed,
+        &planned.digests,
+        &report,
+    ) {
+        crate::progress::warn(format!("cannot record the image history: {e}"));
+    }
     Ok(report)
 }
 
@@ -317,17 +359,33 @@ pub fn unchanged_report(plan: &Plan, api_calls: usize) -> Report {
     }
 }
 
+/// The (tag, digest) each service with an update policy last deployed, from the image
+/// history: what a cooldown keeps when nothing newer is old enough. Empty (no file read)
+/// when no service has a policy.
+fn deployed_with_policy(state_dir: &Path, project: &Project) -> HashMap<String, (String, String)> {
+    if project.services.values().all(|s| s.update.is_none()) {
+        return HashMap::new();
+    }
+    let path = crate::cleanup::history_path(state_dir, &project.name);
+    crate::cleanup::History::read(&path).deployed()
+}
+
 /// Resolves every registry image of the project to its digest. An image that cannot be
 /// resolved (registry down, unknown tag, no credentials) is a warning, not an error: the
 /// service keeps the digest an earlier run found (agent), else uses the local image as Compose
 /// would, and a missing image still fails in [`desired_images`] before anything changes.
+///
+/// `deployed` is what each service runs now (tag, digest), for update policies: a cooldown
+/// keeps it while every newer candidate is too young; the digest memory, when it has the
+/// image, is newer and wins.
 pub async fn registry_digests(
     project: &Project,
     digests: &DigestUse,
+    deployed: &HashMap<String, (String, String)>,
     warnings: &mut Vec<String>,
 ) -> IndexMap<String, ResolvedImage> {
     let mut out = IndexMap::new();
-    let mut wanted: IndexMap<String, String> = IndexMap::new();
+    let mut wanted: IndexMap<String, Wanted> = IndexMap::new();
     for (name, svc) in &project.services {
         let Some(image) = registry_image(svc) else {
             continue;
@@ -336,8 +394,17 @@ pub async fn registry_digests(
             Some((r, at)) if !digests.refresh || at.elapsed() < digests.fresh_for => {
                 out.insert(name.clone(), r);
             }
-            _ => {
-                wanted.insert(name.clone(), image.to_string());
+            earlier => {
+                // What the last check took is what a cooldown keeps while newer is too young.
+                let current = earlier
+                    .and_then(|(r, _)| Some((r.tag?, r.digest)))
+                    .or_else(|| deployed.get(name).cloned());
+                let w = Wanted {
+                    reference: image.to_string(),
+                    policy: svc.update.clone(),
+                    current,
+                };
+                wanted.insert(name.clone(), w);
             }
         }
     }
@@ -345,9 +412,12 @@ pub async fn registry_digests(
     // The resolver remembers each lookup of this run, so retrying without the failed images
     // sends no request twice.
     while !wanted.is_empty() {
-        match resolver.resolve_named(&wanted).await {
+        match resolver.resolve_wanted(&wanted).await {
             Ok(found) => {
                 for (svc, r) in found {
+                    for h in &r.held_back {
+                        warnings.push(format!("service {svc}: image {}: {h}", r.reference));
+                    }
                     digests.cache.put(&digests.scope, &r);
                     out.insert(svc, r);
                 }
@@ -357,7 +427,7 @@ pub async fn registry_digests(
                 let before = wanted.len();
                 for err in e.errors {
                     let failed: Vec<String> = if err.services.is_empty() {
-                        let f = wanted.iter().filter(|(_, i)| **i == err.image);
+                        let f = wanted.iter().filter(|(_, w)| w.reference == err.image);
                         f.map(|(s, _)| s.clone()).collect()
                     } else {
                         err.services.clone()
@@ -415,6 +485,7 @@ mod tests {
                 index_digest: None,
                 platform_digest: None,
                 source: Source::Registry,
+                held_back: Vec::new(),
             },
         );
     }
@@ -425,7 +496,12 @@ mod tests {
             .build()
             .unwrap();
         let mut w = Vec::new();
-        let found = rt.block_on(registry_digests(&project(), digests, &mut w));
+        let found = rt.block_on(registry_digests(
+            &project(),
+            digests,
+            &HashMap::new(),
+            &mut w,
+        ));
         (found.get("web").map(|r| r.digest.clone()), w)
     }
 

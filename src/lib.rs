@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod apply;
 pub(crate) mod build;
+pub mod cleanup;
 pub mod compose_hash;
 pub(crate) mod configs;
 pub mod converge;
@@ -29,4 +30,5 @@ pub mod resolve;
 pub mod saved_plan;
 pub(crate) mod spec;
 pub mod status;
+pub mod track;
 pub(crate) mod update;

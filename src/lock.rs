@@ -20,8 +20,9 @@ use serde::{Deserialize, Serialize};
 use crate::model::Project;
 use crate::resolve::{
     self, ImageRef, Known, RegistryStats, ResolveError, ResolveOptions, ResolvedImage, Resolver,
-    Source,
+    Source, Wanted,
 };
+use crate::track::HeldBack;
 
 /// File name, beside the first compose file.
 pub const LOCK_FILE: &str = "composeops.lock";
@@ -101,6 +102,11 @@ pub enum LockError {
         .0.iter().map(|(s, i)| format!("service {s}: image {i} is not in composeops.lock; run `composeops lock` (or `composeops lock --update {s}`)")).collect::<Vec<_>>().join("\n")
     )]
     NotLocked(Vec<(String, String)>),
+    #[error(
+        "services {services} use image {image} with different x-composeops.track/cooldown; the \
+         lock has one entry per image reference: give them the same policy"
+    )]
+    PolicyConflict { image: String, services: String },
     #[error("no service named {name:?} to update (services: {known})")]
     UnknownService { name: String, known: String },
     #[error(transparent)]
@@ -245,6 +251,11 @@ pub struct LockChange {
     /// `None` for a new entry.
     pub old: Option<String>,
     pub new: String,
+    /// The locked tag before and after, when `x-composeops.track` moved it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_tag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_tag: Option<String>,
 }
 
 /// What `lock` did.
@@ -255,6 +266,9 @@ pub struct LockOutcome {
     pub changes: Vec<LockChange>,
     /// References dropped because no service uses them any more.
     pub removed: Vec<String>,
+    /// Per reference, the newer candidates `x-composeops.cooldown` held back.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub held_back: BTreeMap<String, Vec<HeldBack>>,
     pub stats: RegistryStats,
 }
 
@@ -292,7 +306,8 @@ pub async fn lock(
     }
     let old = previous.filter(|_| same_platform);
     let wanted_refs: BTreeSet<&String> = images.values().collect();
-    let to_resolve: IndexMap<String, String> = images
+    check_policies(project, &images)?;
+    let to_resolve: IndexMap<String, Wanted> = images
         .iter()
         .filter(|(service, reference)| {
             let in_lock = old.is_some_and(|l| l.images.contains_key(*reference));
@@ -303,7 +318,15 @@ pub async fn lock(
                     Update::Services(names) => names.contains(service),
                 }
         })
-        .map(|(s, r)| (s.clone(), r.clone()))
+        .map(|(s, r)| {
+            let entry = old.and_then(|l| l.images.get(r));
+            let w = Wanted {
+                reference: r.clone(),
+                policy: project.services[s].update.clone(),
+                current: entry.map(|e| (current_tag(e, r), e.digest.clone())),
+            };
+            (s.clone(), w)
+        })
         .collect();
     let mut ropts = opts.clone();
     ropts.platform_manifests = true;
@@ -311,7 +334,7 @@ pub async fn lock(
         ropts.known.extend(l.known(&opts.platform));
     }
     let resolver = Resolver::new(ropts);
-    let resolved = resolver.resolve_named(&to_resolve).await?;
+    let resolved = resolver.resolve_wanted(&to_resolve).await?;
     let now = now_rfc3339();
     let mut lock = Lockfile::new(&opts.platform);
     let mut changes: Vec<LockChange> = Vec::new();
@@ -325,9 +348,9 @@ pub async fn lock(
     }
     for r in resolved.values() {
         let previous_entry = old.and_then(|l| l.images.get(&r.reference));
-        if previous_entry
-            .is_some_and(|e| e.digest == r.digest && e.platform_digest == r.platform_digest)
-        {
+        if previous_entry.is_some_and(|e| {
+            e.digest == r.digest && e.platform_digest == r.platform_digest && e.tag == r.tag
+        }) {
             continue; // unchanged: keep the entry and its time
         }
         if lock
@@ -344,11 +367,15 @@ pub async fn lock(
             .map(|(s, _)| s.clone())
             .collect();
         changes.retain(|c| c.reference != r.reference);
+        let old_tag = previous_entry.and_then(|e| e.tag.clone());
+        let moved = old_tag != r.tag && previous_entry.is_some();
         changes.push(LockChange {
             reference: r.reference.clone(),
             services,
             old: previous_entry.map(|e| e.digest.clone()),
             new: r.digest.clone(),
+            old_tag: old_tag.filter(|_| moved),
+            new_tag: r.tag.clone().filter(|_| moved),
         });
         lock.images.insert(r.reference.clone(), entry_of(r, &now));
     }
@@ -361,11 +388,48 @@ pub async fn lock(
                 .collect()
         })
         .unwrap_or_default();
+    let held_back = resolved
+        .values()
+        .filter(|r| !r.held_back.is_empty())
+        .map(|r| (r.reference.clone(), r.held_back.clone()))
+        .collect();
     Ok(LockOutcome {
         lock,
         changes,
         removed,
+        held_back,
         stats: resolver.stats(),
+    })
+}
+
+/// The lock has one entry per reference: services sharing one must share its policy.
+fn check_policies(project: &Project, images: &IndexMap<String, String>) -> Result<(), LockError> {
+    for (service, reference) in images {
+        let policy = &project.services[service].update;
+        let differ: Vec<&String> = images
+            .iter()
+            .filter(|(s, r)| *r == reference && project.services[*s].update != *policy)
+            .map(|(s, _)| s)
+            .collect();
+        if !differ.is_empty() {
+            let mut all = vec![service.clone()];
+            all.extend(differ.into_iter().cloned());
+            return Err(LockError::PolicyConflict {
+                image: reference.clone(),
+                services: all.join(", "),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The tag a lock entry stands for: the recorded one, else the one written.
+fn current_tag(e: &LockedImage, written: &str) -> String {
+    e.tag.clone().unwrap_or_else(|| {
+        ImageRef::parse(written)
+            .ok()
+            .and_then(|r| r.tag)
+            .unwrap_or_else(|| "latest".into())
     })
 }
 
@@ -391,6 +455,13 @@ pub fn now_rfc3339() -> String {
 pub enum CheckProblem {
     /// A service's image has no entry in the lock.
     Missing { service: String, image: String },
+    /// The lock holds another tag than the one written (an earlier track), and the service
+    /// no longer tracks a range.
+    Untracked {
+        service: String,
+        image: String,
+        tag: String,
+    },
     /// The tag now points to another digest than the lock pins.
     Moved {
         services: Vec<String>,
@@ -406,6 +477,11 @@ impl fmt::Display for CheckProblem {
             CheckProblem::Missing { service, image } => {
                 write!(f, "service {service}: image {image} is not in {LOCK_FILE}")
             }
+            CheckProblem::Untracked { service, image, tag } => write!(
+                f,
+                "service {service}: image {image} is locked to tag {tag}, but the service has no \
+                 x-composeops.track any more"
+            ),
             CheckProblem::Moved { services, image, locked, current } => write!(
                 f,
                 "service {}: image {image} is locked to {locked} but the registry now serves {current}",
@@ -434,9 +510,24 @@ pub async fn check(
     let images = service_images(project);
     let mut problems = Vec::new();
     let mut present: IndexMap<String, String> = IndexMap::new();
+    // A tag moved by a track is checked as locked (`app:1.2.1`), not as written (`app:1.2.0`).
     for (service, image) in &images {
-        if lock.images.contains_key(image) {
-            present.insert(service.clone(), image.clone());
+        if let Some(e) = lock.images.get(image) {
+            let asked = match (e.tag.as_deref(), ImageRef::parse(image)) {
+                (Some(t), Ok(r)) if r.digest.is_none() && r.tag.as_deref() != Some(t) => {
+                    // Only a track may lock another tag than the one written.
+                    if project.services[service].update.track.is_none() {
+                        problems.push(CheckProblem::Untracked {
+                            service: service.clone(),
+                            image: image.clone(),
+                            tag: t.to_string(),
+                        });
+                    }
+                    format!("{}:{t}", e.repository)
+                }
+                _ => image.clone(),
+            };
+            present.insert(service.clone(), asked);
         } else {
             problems.push(CheckProblem::Missing {
                 service: service.clone(),
@@ -450,18 +541,19 @@ pub async fn check(
     let resolved = resolver.resolve_named(&present).await?;
     let mut moved: BTreeMap<String, CheckProblem> = BTreeMap::new();
     for (service, r) in &resolved {
-        let entry = &lock.images[&r.reference];
+        let reference = &images[service];
+        let entry = &lock.images[reference];
         if entry.digest != r.digest {
             match moved
-                .entry(r.reference.clone())
+                .entry(reference.clone())
                 .or_insert_with(|| CheckProblem::Moved {
                     services: Vec::new(),
-                    image: r.reference.clone(),
+                    image: reference.clone(),
                     locked: entry.digest.clone(),
                     current: r.digest.clone(),
                 }) {
                 CheckProblem::Moved { services, .. } => services.push(service.clone()),
-                CheckProblem::Missing { .. } => unreachable!(),
+                CheckProblem::Missing { .. } | CheckProblem::Untracked { .. } => unreachable!(),
             }
         }
     }
@@ -510,6 +602,7 @@ pub fn locked_images(
                 index_digest: e.index_digest.clone(),
                 platform_digest: e.platform_digest.clone(),
                 source: Source::Lock,
+                held_back: Vec::new(),
             },
             (None, Some(d)) => ResolvedImage {
                 reference: image.clone(),
@@ -519,6 +612,7 @@ pub fn locked_images(
                 index_digest: None,
                 platform_digest: None,
                 source: Source::Pinned,
+                held_back: Vec::new(),
             },
             (None, None) => {
                 missing.push((service.clone(), image.clone()));

@@ -81,6 +81,10 @@ pub struct Service {
     /// Every other Compose service field, validated by name, kept as written (canonicalised).
     #[serde(skip)]
     pub extra: IndexMap<String, Value>,
+    /// `x-composeops: {track, cooldown}`: how image updates are taken. Not part of the
+    /// service as Compose sees it (nor of its config-hash).
+    #[serde(skip)]
+    pub update: crate::track::UpdatePolicy,
 }
 
 impl Service {

@@ -122,6 +122,11 @@ pub struct ImageChange {
     /// else its image's repo digest for this repository, else the image id.
     pub from: String,
     pub to: String,
+    /// The tags before and after, when `x-composeops.track` moves the tag (`1.2.0`, `1.2.1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_tag: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -399,6 +404,8 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
                     sp.image_change.get_or_insert(ImageChange {
                         from,
                         to: d.clone(),
+                        from_tag: None,
+                        to_tag: None,
                     });
                 }
             }
@@ -656,6 +663,41 @@ fn running_digest(
             })
         })
         .unwrap_or_else(|| c.image_id.clone())
+}
+
+impl ServicePlan {
+    /// Names the tag move of a tracked image in the change and its reason: `image app:1.2.0:
+    /// 1.2.0 -> 1.2.1, digest … -> …`. The tags come from the lock or registry (`to`) and the
+    /// image history (`from`, when known), which the pure planner does not see.
+    pub fn note_tag_move(&mut self, from_tag: Option<String>, to_tag: &str) {
+        let Some(change) = &mut self.image_change else {
+            return;
+        };
+        if from_tag.as_deref() == Some(to_tag) {
+            return;
+        }
+        let old = format!(
+            "image {}: digest {} -> {}",
+            self.image.reference,
+            short(&change.from),
+            short(&change.to)
+        );
+        let new = format!(
+            "image {}: {} -> {to_tag}, digest {} -> {}",
+            self.image.reference,
+            from_tag.as_deref().unwrap_or("?"),
+            short(&change.from),
+            short(&change.to)
+        );
+        let replicas = self.replicas.iter_mut().flat_map(|r| r.reasons.iter_mut());
+        for r in self.reasons.iter_mut().chain(replicas) {
+            if *r == old {
+                *r = new.clone();
+            }
+        }
+        change.from_tag = from_tag;
+        change.to_tag = Some(to_tag.to_string());
+    }
 }
 
 fn short(id: &str) -> String {

@@ -72,7 +72,14 @@ pub async fn desired_images(
             reference = r.pull_reference();
             run_from.insert(name.clone(), reference.clone());
             if r.source == crate::resolve::Source::Registry && !written.contains('@') {
-                tag_as.insert(reference.clone(), written);
+                // A tag moved by `x-composeops.track` is tagged as what it is (`app:1.2.1`),
+                // never as the tag written (`app:1.2.0`).
+                let name = if r.moved_tag().is_some() {
+                    r.local_name()
+                } else {
+                    written
+                };
+                tag_as.insert(reference.clone(), name);
             }
             if policy == "always" {
                 policy = "missing".into();

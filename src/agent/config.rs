@@ -54,6 +54,10 @@ pub struct AgentConfig {
     /// Remove containers of services no longer in the compose files (never volumes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prune: Option<bool>,
+    /// After an apply, remove the images updates replaced, keeping each service's previous
+    /// image (the rollback target) and any image a container uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup: Option<bool>,
     /// Where to send one message after each apply and each rollback (revision, each
     /// service's outcome, old -> new digests, the failed container's last log lines).
     /// shoutrrr URL forms: `generic+https://HOST/PATH` or `https://HOST/PATH` (the JSON
@@ -144,6 +148,7 @@ impl AgentConfig {
             locked,
             listen,
             prune,
+            cleanup,
             notify,
             notify_url,
             log_format,
@@ -221,6 +226,7 @@ impl AgentConfig {
             locked: self.locked.unwrap_or(false),
             listen,
             prune: self.prune.unwrap_or(false),
+            cleanup: self.cleanup.unwrap_or(false),
             notify,
             log_format: self.log_format.unwrap_or_default(),
             state_dir,
@@ -279,6 +285,8 @@ pub struct Settings {
     pub locked: bool,
     pub listen: Option<SocketAddr>,
     pub prune: bool,
+    /// Remove the images updates replaced (see `cleanup`).
+    pub cleanup: bool,
     /// `--notify` targets, then `--notify-url`.
     pub notify: Vec<NotifyTarget>,
     pub log_format: LogFormat,
@@ -368,6 +376,21 @@ mod tests {
         let c = file.overlay(flags);
         assert_eq!(c.git_pull.as_deref(), Some("5s"));
         assert_eq!(c.prune, Some(true));
+    }
+
+    #[test]
+    fn cleanup_is_off_unless_the_file_or_a_flag_turns_it_on() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().display();
+        let off = AgentConfig::from_toml(&format!("path = \"{path}\"\n")).unwrap();
+        assert!(!off.clone().resolve().unwrap().cleanup);
+        let on = AgentConfig::from_toml(&format!("path = \"{path}\"\ncleanup = true\n")).unwrap();
+        assert!(on.resolve().unwrap().cleanup);
+        let flag = AgentConfig {
+            cleanup: Some(true),
+            ..Default::default()
+        };
+        assert!(off.overlay(flag).resolve().unwrap().cleanup);
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub struct PipelineOptions {
     pub lock_timeout: Duration,
     /// An image check reuses a digest looked up less than this long ago.
     pub registry_ttl: Duration,
+    /// Remove the images updates replaced after each apply (`--cleanup`).
+    pub cleanup: bool,
 }
 
 pub struct Pipeline {
@@ -149,6 +151,14 @@ impl Reconciler for Pipeline {
                     .collect(),
             };
             let report = converge::apply(engine, &self.opts.state_dir, planned, apply_opts).await?;
+            if self.opts.cleanup {
+                let project = &planned.desired.project.name;
+                // A failed cleanup leaves images behind; the next apply tries again.
+                if let Err(e) = crate::cleanup::cleanup(engine, &self.opts.state_dir, project).await
+                {
+                    tracing::warn!(project = %project, "image cleanup: {e}");
+                }
+            }
             Ok(converged(planned, report))
         }
         .boxed()

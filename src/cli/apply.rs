@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use composeops::apply::{ApplyJson, ApplyOptions, Report, EXIT_CONVERGED};
+use composeops::cleanup::CleanupReport;
 use composeops::converge::{self, ImageSource, PlanRequest};
 use composeops::model::Project;
 use composeops::plan::{render_text, Plan};
@@ -73,7 +74,7 @@ fn converge_and_report(
     saved: Option<&SavedPlan>,
 ) -> Result<i32> {
     let dir = common::state_dir(a.common.state_dir.as_ref());
-    let (plan, report) = common::runtime()?.block_on(async {
+    let (plan, report, cleaned) = common::runtime()?.block_on(async {
         let engine = converge::connect(&global.engine()).await?;
         let _lock = converge::lock(&engine, &dir, &project.name, a.lock_timeout).await?;
         let planned = converge::plan(&engine, &dir, project, &req).await?;
@@ -96,12 +97,22 @@ fn converge_and_report(
             extra_labels: Default::default(),
         };
         let report = converge::apply(&engine, &dir, &planned, opts).await?;
+        // Still under the project lock: no other run is between its pull and its create.
+        let cleaned = if a.cleanup {
+            let name = &planned.desired.project.name;
+            Some(composeops::cleanup::cleanup(&engine, &dir, name).await?)
+        } else {
+            None
+        };
         tracing::debug!(api_calls = engine.calls(), "engine API calls");
-        anyhow::Ok((planned.plan, report))
+        anyhow::Ok((planned.plan, report, cleaned))
     })?;
     let code = report.exit_code();
     if a.common.json {
-        let v = ApplyJson { plan, report };
+        let mut v = serde_json::to_value(ApplyJson { plan, report })?;
+        if let (Some(c), Some(o)) = (&cleaned, v.as_object_mut()) {
+            o.insert("cleanup".into(), serde_json::to_value(c)?);
+        }
         writeln!(
             std::io::stdout().lock(),
             "{}",
@@ -109,8 +120,31 @@ fn converge_and_report(
         )?;
     } else {
         print_report(&plan, &report)?;
+        if let Some(c) = &cleaned {
+            print_cleanup(c)?;
+        }
     }
     Ok(code)
+}
+
+/// One line per image removed, or kept although the history allows removing it.
+fn print_cleanup(c: &CleanupReport) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    for (verb, list) in [("removed", &c.removed), ("kept", &c.kept)] {
+        for i in list {
+            let tag = i
+                .tag
+                .as_deref()
+                .map(|t| format!(" ({t})"))
+                .unwrap_or_default();
+            write!(out, "{verb} image {}{tag} of {}", i.image_id, i.service)?;
+            match &i.reason {
+                Some(r) => writeln!(out, ": {r}")?,
+                None => writeln!(out)?,
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One line per service, with the failed container's health checks and last log lines.

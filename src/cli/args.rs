@@ -226,6 +226,11 @@ pub struct ApplyArgs {
     /// Remove a failed new container instead of keeping it stopped (as <name>-composeops-failed).
     #[arg(long)]
     pub cleanup_failed: bool,
+    /// After applying, remove the images earlier updates replaced: each service's previous
+    /// image (the rollback target) and every image a container uses are kept, and images
+    /// this project's updates did not replace are never touched.
+    #[arg(long)]
+    pub cleanup: bool,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -323,6 +328,10 @@ pub struct AgentArgs {
     /// Remove containers of services no longer in the compose files (never volumes).
     #[arg(long)]
     pub prune: bool,
+    /// After each apply, remove the images updates replaced: each service's previous image
+    /// (the rollback target) and every image a container uses are kept.
+    #[arg(long)]
+    pub cleanup: bool,
     /// Send a message here after each apply and rollback (repeatable): generic+https://,
     /// https://, slack://, discord://, ntfy://, gotify://, telegram://, smtp:// (shoutrrr forms).
     #[arg(long, value_name = "URL")]
@@ -386,6 +395,7 @@ impl AgentArgs {
             locked: self.locked.then_some(true),
             listen: self.listen.clone(),
             prune: self.prune.then_some(true),
+            cleanup: self.cleanup.then_some(true),
             notify: (!self.notify.is_empty()).then(|| self.notify.clone()),
             notify_url: self.notify_url.clone(),
             log_format: self.log_format,

@@ -98,6 +98,7 @@ fn write(
             "written": !unchanged,
             "changes": outcome.changes,
             "removed": outcome.removed,
+            "held_back": outcome.held_back,
             "registry": outcome.stats,
             "lock": outcome.lock,
         });
@@ -110,8 +111,20 @@ fn write(
             None => writeln!(out, "+ {} {} ({who})", c.reference, short(&c.new))?,
             Some(o) => {
                 let (old, new) = (short(o), short(&c.new));
-                writeln!(out, "~ {} {old} -> {new} ({who})", c.reference)?
+                match (&c.old_tag, &c.new_tag) {
+                    (Some(ot), Some(nt)) => writeln!(
+                        out,
+                        "~ {} {ot} -> {nt} ({old} -> {new}) ({who})",
+                        c.reference
+                    )?,
+                    _ => writeln!(out, "~ {} {old} -> {new} ({who})", c.reference)?,
+                }
             }
+        }
+    }
+    for (reference, held) in &outcome.held_back {
+        for h in held {
+            writeln!(out, "= {reference}: {h}")?;
         }
     }
     for r in &outcome.removed {

@@ -14,6 +14,7 @@ mod file_refs;
 mod input;
 pub mod interpolate;
 pub mod merge;
+mod policy;
 mod ports;
 pub mod schema;
 mod values;
@@ -161,6 +162,9 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     let name = project_name(opts, &environment, &json, &working_dir)?;
     let profiles = active_profiles(opts, &environment);
     let disabled = apply_profiles(&mut json, &profiles).map_err(|e| locate(e, &sources))?;
+    // Service-level `x-composeops` is gone after `take_extensions` (Compose drops it too).
+    let policies = policy::take_policies(&json)
+        .map_err(|e| locate(LoadError::all(e).unwrap_err(), &sources))?;
     let extensions = extensions::take_extensions(&mut json);
     let obj = json.as_object_mut().expect("top level is a mapping");
     obj.remove("include");
@@ -177,6 +181,11 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     files_read.extend(sources.iter().map(|s| s.path.clone()));
     let mut project = schema::to_project(json).map_err(|e| locate(e, &sources))?;
     project.extensions = extensions;
+    for (name, policy) in policies {
+        if let Some(s) = project.services.get_mut(&name) {
+            s.update = policy;
+        }
+    }
     project.working_dir = working_dir;
     project.config_files = files;
     project.environment = environment;

@@ -14,6 +14,7 @@
 pub mod credentials;
 pub mod platform;
 pub mod reference;
+mod tags;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -22,6 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use indexmap::IndexMap;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
@@ -30,6 +32,7 @@ use oci_client::{Client, Reference};
 use tokio::sync::Semaphore;
 
 use crate::model::{Project, Service};
+use crate::track::{HeldBack, Selection, UpdatePolicy};
 pub use platform::Platform;
 pub use reference::ImageRef;
 
@@ -100,6 +103,10 @@ pub struct ResolvedImage {
     pub platform_digest: Option<String>,
     /// Where the digest came from.
     pub source: Source,
+    /// Newer candidates an `x-composeops.cooldown` held back (newest first): reported by
+    /// the run that looked them up, not saved with the digest.
+    #[serde(skip)]
+    pub held_back: Vec<HeldBack>,
 }
 
 /// Where a [`ResolvedImage`]'s digest came from.
@@ -121,6 +128,53 @@ impl ResolvedImage {
     pub fn pull_reference(&self) -> String {
         format!("{}@{}", self.repository, self.digest)
     }
+
+    /// The tag `x-composeops.track` moved to, when it is not the one written in the compose
+    /// file (`1.2.1` for `app:1.2.0` tracking `~1.2`).
+    pub fn moved_tag(&self) -> Option<&str> {
+        let tag = self.tag.as_deref()?;
+        let written = ImageRef::parse(&self.reference).ok()?;
+        (written.digest.is_none() && written.tag.as_deref().unwrap_or("latest") != tag)
+            .then_some(tag)
+    }
+
+    /// The local name a pull by digest is tagged with, as `docker pull NAME:TAG` would: the
+    /// reference as written, or `repository:tag` when the tag was moved by a track.
+    pub fn local_name(&self) -> String {
+        match self.moved_tag() {
+            Some(t) => format!("{}:{t}", self.repository),
+            None => self.reference.clone(),
+        }
+    }
+}
+
+/// One service's image to resolve, and how updates of it are taken.
+#[derive(Debug, Clone, Default)]
+pub struct Wanted {
+    /// The reference as written in the compose file.
+    pub reference: String,
+    pub policy: UpdatePolicy,
+    /// What the lock or the last image check holds (tag, digest): with a cooldown, kept while
+    /// every newer candidate is too young.
+    pub current: Option<(String, String)>,
+}
+
+impl Wanted {
+    pub fn plain(reference: impl Into<String>) -> Wanted {
+        Wanted {
+            reference: reference.into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// One distinct lookup: references with the same policy and memory share it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Ask {
+    image: ImageRef,
+    track: Option<String>,
+    cooldown: Option<Duration>,
+    current: Option<(String, String)>,
 }
 
 /// The image a service pulls from a registry, or `None` when it has none to look up: no
@@ -146,6 +200,16 @@ pub struct RegistryStats {
     pub manifest_heads: usize,
     /// Manifest GETs by digest (lock mode, digest not already known).
     pub manifest_gets: usize,
+    /// Tag list requests (services with `x-composeops.track`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tag_lists: usize,
+    /// Manifest and config fetches to read an image's `created` time (`x-composeops.cooldown`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub config_fetches: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl RegistryStats {
@@ -162,6 +226,8 @@ struct Counters {
     lookups: AtomicUsize,
     heads: AtomicUsize,
     gets: AtomicUsize,
+    tag_lists: AtomicUsize,
+    configs: AtomicUsize,
 }
 
 /// What went wrong talking to a registry, as a category the user can act on.
@@ -261,6 +327,9 @@ struct Lookup {
     index_digest: Option<String>,
     platform_digest: Option<String>,
     source: Source,
+    /// The tag chosen by a track (`None`: the tag as written).
+    tag: Option<String>,
+    held_back: Vec<HeldBack>,
 }
 
 /// Resolves references against registries and counts what it asked. Create one per run.
@@ -288,6 +357,8 @@ impl Resolver {
             lookups: self.counters.lookups.load(Ordering::Relaxed),
             manifest_heads: self.counters.heads.load(Ordering::Relaxed),
             manifest_gets: self.counters.gets.load(Ordering::Relaxed),
+            tag_lists: self.counters.tag_lists.load(Ordering::Relaxed),
+            config_fetches: self.counters.configs.load(Ordering::Relaxed),
         }
     }
 
@@ -297,12 +368,21 @@ impl Resolver {
         &self,
         project: &Project,
     ) -> Result<IndexMap<String, ResolvedImage>, ResolveError> {
-        let wanted: IndexMap<String, String> = project
+        let wanted: IndexMap<String, Wanted> = project
             .services
             .iter()
-            .filter_map(|(name, svc)| registry_image(svc).map(|i| (name.clone(), i.to_string())))
+            .filter_map(|(name, svc)| {
+                registry_image(svc).map(|i| {
+                    let w = Wanted {
+                        reference: i.to_string(),
+                        policy: svc.update.clone(),
+                        current: None,
+                    };
+                    (name.clone(), w)
+                })
+            })
             .collect();
-        self.resolve_named(&wanted).await
+        self.resolve_wanted(&wanted).await
     }
 
     /// Resolves `service -> reference as written`; each distinct normalised reference is looked
@@ -311,15 +391,39 @@ impl Resolver {
         &self,
         wanted: &IndexMap<String, String>,
     ) -> Result<IndexMap<String, ResolvedImage>, ResolveError> {
-        // Parse, group by normalised reference.
+        let wanted = wanted
+            .iter()
+            .map(|(s, r)| (s.clone(), Wanted::plain(r)))
+            .collect();
+        self.resolve_wanted(&wanted).await
+    }
+
+    /// Resolves `service -> what to look up`, honouring each service's update policy; each
+    /// distinct (reference, policy, current) is looked up once.
+    pub async fn resolve_wanted(
+        &self,
+        wanted: &IndexMap<String, Wanted>,
+    ) -> Result<IndexMap<String, ResolvedImage>, ResolveError> {
+        // Parse, group by normalised reference and policy.
         let mut errors = Vec::new();
-        let mut by_ref: BTreeMap<ImageRef, Vec<(String, String)>> = BTreeMap::new();
-        for (service, written) in wanted {
+        let mut by_ref: BTreeMap<Ask, Vec<(String, String)>> = BTreeMap::new();
+        let mut policies: BTreeMap<Ask, UpdatePolicy> = BTreeMap::new();
+        for (service, w) in wanted {
+            let written = &w.reference;
             match ImageRef::parse(written) {
-                Ok(r) => by_ref
-                    .entry(r)
-                    .or_default()
-                    .push((service.clone(), written.clone())),
+                Ok(image) => {
+                    let ask = Ask {
+                        image,
+                        track: w.policy.track.as_ref().map(|t| t.range.clone()),
+                        cooldown: w.policy.cooldown,
+                        current: w.current.clone().filter(|_| !w.policy.is_none()),
+                    };
+                    policies.insert(ask.clone(), w.policy.clone());
+                    by_ref
+                        .entry(ask)
+                        .or_default()
+                        .push((service.clone(), written.clone()))
+                }
                 Err(e) => errors.push(RegistryError {
                     image: written.clone(),
                     registry: String::new(),
@@ -329,11 +433,15 @@ impl Resolver {
                 }),
             }
         }
-        let refs: Vec<ImageRef> = by_ref.keys().cloned().collect();
-        let results = self.lookup_all(&refs).await;
+        let asks: Vec<(Ask, UpdatePolicy)> = by_ref
+            .keys()
+            .map(|a| (a.clone(), policies[a].clone()))
+            .collect();
+        let results = self.lookup_all(&asks).await;
         let mut out: HashMap<String, ResolvedImage> = HashMap::new();
-        for (r, result) in refs.iter().zip(results) {
-            let users = &by_ref[r];
+        for ((ask, _), result) in asks.iter().zip(results) {
+            let users = &by_ref[ask];
+            let r = &ask.image;
             match result {
                 Ok(l) => {
                     for (service, written) in users {
@@ -342,11 +450,12 @@ impl Resolver {
                             ResolvedImage {
                                 reference: written.clone(),
                                 repository: r.repository(),
-                                tag: r.tag.clone(),
+                                tag: l.tag.clone().or_else(|| r.tag.clone()),
                                 digest: l.digest.clone(),
                                 index_digest: l.index_digest.clone(),
                                 platform_digest: l.platform_digest.clone(),
                                 source: l.source,
+                                held_back: l.held_back.clone(),
                             },
                         );
                     }
@@ -368,36 +477,14 @@ impl Resolver {
     }
 
     /// Looks each reference up (pinned ones need no lookup); results in the same order.
-    async fn lookup_all(&self, refs: &[ImageRef]) -> Vec<Result<Lookup, RegistryError>> {
-        let to_ask: Vec<&ImageRef> = refs.iter().filter(|r| !r.is_pinned()).collect();
-        let registries: BTreeSet<String> = to_ask.iter().map(|r| r.registry.clone()).collect();
-        let plain_http: Vec<String> = to_ask
+    async fn lookup_all(&self, asks: &[(Ask, UpdatePolicy)]) -> Vec<Result<Lookup, RegistryError>> {
+        let to_ask: Vec<&ImageRef> = asks
             .iter()
-            .filter(|r| r.is_loopback_registry())
-            .map(|r| oci_reference(r, None).resolve_registry().to_string())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
+            .map(|(a, _)| &a.image)
+            .filter(|r| !r.is_pinned())
             .collect();
-        // Loading the system's root certificates costs several milliseconds, more than the
-        // rest of a no-op plan. When every registry asked is a loopback one spoken to over
-        // plain HTTP, no TLS connection is made: trust only a placeholder root whose private
-        // key was discarded (src/resolve/no-tls-root.pem), so an unexpected HTTPS connection
-        // fails verification instead of being trusted, and no system store is loaded.
-        let tls_certs_only = if to_ask.iter().all(|r| r.is_loopback_registry()) {
-            vec![oci_client::client::Certificate {
-                encoding: oci_client::client::CertificateEncoding::Pem,
-                data: include_bytes!("no-tls-root.pem").to_vec(),
-            }]
-        } else {
-            Vec::new()
-        };
-        let client = Client::new(ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(plain_http),
-            connect_timeout: Some(self.opts.timeout.min(Duration::from_secs(10))),
-            read_timeout: Some(self.opts.timeout),
-            tls_certs_only,
-            ..Default::default()
-        });
+        let registries: BTreeSet<String> = to_ask.iter().map(|r| r.registry.clone()).collect();
+        let client = self.client_for(&to_ask);
         // Credentials once per registry (helpers are processes: run them off the runtime).
         let mut auths: HashMap<String, Result<RegistryAuth, String>> = HashMap::new();
         let creds = futures_util::future::join_all(registries.iter().map(|reg| {
@@ -420,10 +507,11 @@ impl Resolver {
                 )
             })
             .collect();
-        let futures = refs.iter().map(|r| {
+        let futures = asks.iter().map(|(ask, policy)| {
             let client = &client;
             let auths = &auths;
             let limits = &limits;
+            let r = &ask.image;
             async move {
                 if let Some(d) = &r.digest {
                     return Ok(Lookup {
@@ -431,6 +519,8 @@ impl Resolver {
                         index_digest: None,
                         platform_digest: None,
                         source: Source::Pinned,
+                        tag: None,
+                        held_back: Vec::new(),
                     });
                 }
                 let fail = |kind, detail: String| RegistryError {
@@ -448,18 +538,70 @@ impl Resolver {
                     .acquire()
                     .await
                     .expect("semaphore never closed");
-                match tokio::time::timeout(self.opts.timeout, self.lookup(client, r, &auth)).await {
-                    Ok(Ok(l)) => Ok(l),
-                    // reqwest's own read timeout is the same limit: report it the same way.
-                    Ok(Err((ErrorKind::Timeout, _))) => {
-                        Err(fail(ErrorKind::Timeout, timeout_text(self.opts.timeout)))
-                    }
-                    Ok(Err((kind, detail))) => Err(fail(kind, detail)),
-                    Err(_) => Err(fail(ErrorKind::Timeout, timeout_text(self.opts.timeout))),
-                }
+                self.lookup_timed(client, ask, policy, &auth)
+                    .await
+                    .map_err(|(kind, detail)| fail(kind, detail))
             }
         });
         futures_util::future::join_all(futures).await
+    }
+
+    /// One lookup within the time allowed (four times as long with a policy: a track reads a
+    /// tag list and, with a cooldown, a manifest and config per candidate).
+    async fn lookup_timed(
+        &self,
+        client: &Client,
+        ask: &Ask,
+        policy: &UpdatePolicy,
+        auth: &RegistryAuth,
+    ) -> Result<Lookup, (ErrorKind, String)> {
+        let (found, limit) = if policy.is_none() {
+            (
+                self.lookup(client, &ask.image, auth).boxed(),
+                self.opts.timeout,
+            )
+        } else {
+            let f = self.lookup_policy(client, ask, policy, auth).boxed();
+            (f, self.opts.timeout * 4)
+        };
+        match tokio::time::timeout(limit, found).await {
+            // reqwest's own read timeout is the same limit: report it the same way.
+            Ok(Err((ErrorKind::Timeout, _))) | Err(_) => {
+                Err((ErrorKind::Timeout, timeout_text(limit)))
+            }
+            Ok(other) => other,
+        }
+    }
+
+    /// The registry client for a run: plain HTTP to loopback registries, HTTPS elsewhere.
+    fn client_for(&self, to_ask: &[&ImageRef]) -> Client {
+        let plain_http: Vec<String> = to_ask
+            .iter()
+            .filter(|r| r.is_loopback_registry())
+            .map(|r| oci_reference(r, None).resolve_registry().to_string())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        // Loading the system's root certificates costs several milliseconds, more than the
+        // rest of a no-op plan. When every registry asked is a loopback one spoken to over
+        // plain HTTP, no TLS connection is made: trust only a placeholder root whose private
+        // key was discarded (src/resolve/no-tls-root.pem), so an unexpected HTTPS connection
+        // fails verification instead of being trusted, and no system store is loaded.
+        let tls_certs_only = if to_ask.iter().all(|r| r.is_loopback_registry()) {
+            vec![oci_client::client::Certificate {
+                encoding: oci_client::client::CertificateEncoding::Pem,
+                data: include_bytes!("no-tls-root.pem").to_vec(),
+            }]
+        } else {
+            Vec::new()
+        };
+        Client::new(ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(plain_http),
+            connect_timeout: Some(self.opts.timeout.min(Duration::from_secs(10))),
+            read_timeout: Some(self.opts.timeout),
+            tls_certs_only,
+            ..Default::default()
+        })
     }
 
     /// HEAD the tag; GET the manifest by digest only when the per-platform digest is wanted and
@@ -478,11 +620,118 @@ impl Resolver {
             .await
             .map_err(classify_error)?;
         tracing::debug!(image = %r, %digest, "resolved");
+        self.finish(client, r, auth, digest).await
+    }
+
+    /// The lookup of a service with an update policy: the candidates (the track's versions
+    /// highest first, or the written tag), each probed for its digest and, with a cooldown,
+    /// its config's `created`, until one is taken; nothing taken keeps what is current, or
+    /// else the tag as written.
+    async fn lookup_policy(
+        &self,
+        client: &Client,
+        ask: &Ask,
+        policy: &UpdatePolicy,
+        auth: &RegistryAuth,
+    ) -> Result<Lookup, (ErrorKind, String)> {
+        self.counters.lookups.fetch_add(1, Ordering::Relaxed);
+        let r = &ask.image;
+        let written = r.tag.clone().unwrap_or_else(|| "latest".into());
+        let tags = match &policy.track {
+            Some(t) => {
+                self.counters.tag_lists.fetch_add(1, Ordering::Relaxed);
+                let tags = tags::list_tags(client, r, auth).await?;
+                let order = crate::track::offer_order(policy, &written, &tags);
+                if order.is_empty() {
+                    return Err((
+                        ErrorKind::NotFound,
+                        format!(
+                            "no tag of {} matches x-composeops.track {:?} (tags: {})",
+                            r.repository(),
+                            t.range,
+                            sample(&tags)
+                        ),
+                    ));
+                }
+                order
+            }
+            None => vec![written.clone()],
+        };
+        let current = ask.current.as_ref().map(|(t, d)| (t.as_str(), d.as_str()));
+        let mut selection = Selection::new(policy, chrono::Utc::now(), current);
+        let mut taken = None;
+        for tag in &tags {
+            let probe = if policy.cooldown.is_some() {
+                self.counters.configs.fetch_add(1, Ordering::Relaxed);
+                tags::probe(client, r, tag, auth).await?
+            } else {
+                let d = self.head(client, r, tag, auth).await?;
+                crate::track::Probe {
+                    tag: tag.clone(),
+                    digest: d,
+                    created: None,
+                }
+            };
+            if selection.offer(&probe) {
+                taken = Some(probe);
+                break;
+            }
+        }
+        let mut held_back = selection.held_back;
+        let (tag, digest) = match (taken, &ask.current) {
+            (Some(p), _) => (p.tag, p.digest),
+            (None, Some((t, d))) => (t.clone(), d.clone()),
+            (None, None) => {
+                // Nothing older is known: the tag the compose file names is taken as written.
+                let d = match held_back.iter().find(|h| h.tag == written) {
+                    Some(h) => h.digest.clone(),
+                    None => self.head(client, r, &written, auth).await?,
+                };
+                held_back.retain(|h| h.tag != written);
+                (written.clone(), d)
+            }
+        };
+        let mut tagged = r.clone();
+        tagged.tag = Some(tag.clone());
+        let mut found = self.finish(client, &tagged, auth, digest).await?;
+        found.tag = Some(tag);
+        found.held_back = held_back;
+        Ok(found)
+    }
+
+    /// HEAD of `tag` in `r`'s repository: the digest it points to now.
+    async fn head(
+        &self,
+        client: &Client,
+        r: &ImageRef,
+        tag: &str,
+        auth: &RegistryAuth,
+    ) -> Result<String, (ErrorKind, String)> {
+        self.counters.heads.fetch_add(1, Ordering::Relaxed);
+        let mut tagged = r.clone();
+        tagged.tag = Some(tag.to_string());
+        client
+            .fetch_manifest_digest(&oci_reference(&tagged, None), auth)
+            .await
+            .map_err(classify_error)
+    }
+
+    /// The lookup of a digest found for `r`: what the lock knows of it, and the per-platform
+    /// manifest when that is wanted and not known.
+    async fn finish(
+        &self,
+        client: &Client,
+        r: &ImageRef,
+        auth: &RegistryAuth,
+        digest: String,
+    ) -> Result<Lookup, (ErrorKind, String)> {
         let mut found = Lookup {
             digest: digest.clone(),
             index_digest: None,
             platform_digest: None,
             source: Source::Registry,
+            tag: None,
+            held_back: Vec::new(),
         };
         if let Some(k) = self.opts.known.get(&digest) {
             found.index_digest = k.index_digest.clone();
@@ -531,6 +780,15 @@ pub async fn resolve_services(
     opts: &ResolveOptions,
 ) -> Result<IndexMap<String, ResolvedImage>, ResolveError> {
     Resolver::new(opts.clone()).resolve_services(project).await
+}
+
+/// A few tags, for an error message.
+fn sample(tags: &[String]) -> String {
+    match tags.len() {
+        0 => "none".into(),
+        n if n <= 12 => tags.join(", "),
+        n => format!("{}, … ({n} in all)", tags[..12].join(", ")),
+    }
 }
 
 fn timeout_text(t: Duration) -> String {
