@@ -40,6 +40,8 @@ pub struct PipelineOptions {
     pub lock_timeout: Duration,
     /// An image check reuses a digest looked up less than this long ago.
     pub registry_ttl: Duration,
+    /// Must accept each plan that has changes before it is applied.
+    pub gate: Option<crate::gate::Gate>,
 }
 
 pub struct Pipeline {
@@ -147,6 +149,7 @@ impl Reconciler for Pipeline {
                     .iter()
                     .map(|r| (crate::spec::LABEL_REVISION.to_string(), r.clone()))
                     .collect(),
+                gate: self.opts.gate.clone(),
             };
             let report = converge::apply(engine, &self.opts.state_dir, planned, apply_opts).await?;
             Ok(converged(planned, report))

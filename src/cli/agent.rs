@@ -40,6 +40,7 @@ pub(crate) fn run(global: &Global, a: &AgentArgs) -> Result<i32> {
         wait_timeout: settings.wait_timeout,
         lock_timeout: Duration::from_secs(600),
         registry_ttl: settings.registry_ttl,
+        gate: settings.gate.clone(),
     });
     match common::runtime()?.block_on(agent::run(settings, Arc::new(pipeline))) {
         Ok(()) => Ok(0),
