@@ -304,7 +304,8 @@ async fn recover_interrupted(
 }
 
 /// Executes `planned` (the caller holds the project lock). A plan without changes makes no
-/// engine request. Service failures are outcomes in the report, not errors.
+/// engine request and runs no gate. Service failures are outcomes in the report, not errors;
+/// a gate that refuses the plan is an error of kind [`ErrorKind::GateRefused`].
 pub async fn apply(
     engine: &Engine,
     state_dir: &Path,
@@ -313,6 +314,15 @@ pub async fn apply(
 ) -> Result<Report> {
     if !planned.plan.has_changes() {
         return Ok(unchanged_report(&planned.plan, engine.calls()));
+    }
+    // Before the journal or any engine request: a refused plan changes nothing.
+    if let Some(gate) = &opts.gate {
+        let subject = crate::gate::Subject {
+            plan: &planned.plan,
+            run_from: &planned.desired.run_from,
+            digests: &planned.digests,
+        };
+        crate::gate::check(gate, &subject).await?;
     }
     let journal = Journal::new(state_dir, &planned.desired.project.name);
     let applier = Applier {

@@ -25,6 +25,9 @@ pub enum ErrorKind {
     Conflict,
     /// The engine refused a request during the run (create, start, network, volume).
     Engine,
+    /// The pre-apply gate (`--gate`) refused the plan: nothing changed, and the same desired
+    /// state is not worth retrying until it changes.
+    GateRefused,
 }
 
 /// A failure at the library's edge, with the full context chain in its message.
@@ -40,6 +43,8 @@ pub enum Error {
     Conflict(String),
     #[error("{0}")]
     Engine(String),
+    #[error("{0}")]
+    GateRefused(String),
 }
 
 impl Error {
@@ -50,6 +55,7 @@ impl Error {
             Error::EngineUnavailable(_) => ErrorKind::EngineUnavailable,
             Error::Conflict(_) => ErrorKind::Conflict,
             Error::Engine(_) => ErrorKind::Engine,
+            Error::GateRefused(_) => ErrorKind::GateRefused,
         }
     }
 
@@ -62,6 +68,7 @@ impl Error {
             ErrorKind::EngineUnavailable => Error::EngineUnavailable(m),
             ErrorKind::Conflict => Error::Conflict(m),
             ErrorKind::Engine => Error::Engine(m),
+            ErrorKind::GateRefused => Error::GateRefused(m),
         }
     }
 
@@ -76,7 +83,8 @@ impl Error {
             | Error::RegistryUnavailable(m)
             | Error::EngineUnavailable(m)
             | Error::Conflict(m)
-            | Error::Engine(m) => m,
+            | Error::Engine(m)
+            | Error::GateRefused(m) => m,
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod engine;
 pub mod error;
 pub mod fleet;
 pub(crate) mod fsutil;
+pub mod gate;
 pub(crate) mod image_pull;
 pub mod journal;
 pub mod load;

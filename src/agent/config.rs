@@ -106,6 +106,14 @@ pub struct AgentConfig {
     /// share an image, woken together, then cost one lookup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_ttl: Option<String>,
+    /// A command run with `sh -c` before each apply that has changes: the plan JSON on stdin,
+    /// `COMPOSEOPS_PROJECT` and `COMPOSEOPS_IMAGE_<SERVICE>` in its environment. Anything but
+    /// exit 0 applies nothing, and the desired state is not retried until it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<String>,
+    /// How long the gate may run before it is killed and the plan refused (default `5m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_timeout: Option<String>,
     /// This host's name for placement: stacks whose `x-composeops.nodes` globs match it (or
     /// match one of `labels`) are applied here, the others skipped (default: the host name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -160,6 +168,8 @@ impl AgentConfig {
             http_max_connections,
             http_idle_timeout,
             registry_ttl,
+            gate,
+            gate_timeout,
             node,
             labels
         );
@@ -247,12 +257,31 @@ impl AgentConfig {
             )?
             .unwrap(),
             registry_ttl: dur("registry-ttl", &self.registry_ttl, Some(Duration::ZERO))?.unwrap(),
+            gate: self.gate(dur(
+                "gate-timeout",
+                &self.gate_timeout,
+                Some(crate::gate::DEFAULT_TIMEOUT),
+            )?)?,
             node: self.node(),
         })
     }
 }
 
 impl AgentConfig {
+    /// `gate`, with its timeout; an empty command is a mistake, not "no gate".
+    fn gate(&self, timeout: Option<Duration>) -> Result<Option<crate::gate::Gate>> {
+        match &self.gate {
+            None => Ok(None),
+            Some(c) if c.trim().is_empty() => {
+                bail!("gate = \"\": give a command, or leave `gate` out for no gate")
+            }
+            Some(c) => Ok(Some(crate::gate::Gate {
+                command: c.clone(),
+                timeout: timeout.unwrap_or(crate::gate::DEFAULT_TIMEOUT),
+            })),
+        }
+    }
+
     /// The node placement matches: `node` (else the host name) with `labels`.
     fn node(&self) -> Node {
         let mut n = Node::this_host();
@@ -300,6 +329,8 @@ pub struct Settings {
     pub http_max_connections: usize,
     pub http_idle_timeout: Duration,
     pub registry_ttl: Duration,
+    /// Run before each apply that has changes (`gate`, `gate-timeout`).
+    pub gate: Option<crate::gate::Gate>,
     /// This host, for stack placement.
     pub node: Node,
 }
@@ -456,6 +487,41 @@ mod tests {
         };
         let e = c.resolve().unwrap_err().to_string();
         assert!(e.contains("http-idle-timeout"), "{e}");
+    }
+
+    #[test]
+    fn gate_and_its_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Some(dir.path().to_path_buf());
+        let c =
+            AgentConfig::from_toml("gate = \"cosign verify\"\ngate-timeout = \"90s\"\n").unwrap();
+        let s = AgentConfig {
+            path: path.clone(),
+            ..c
+        }
+        .resolve()
+        .unwrap();
+        let want = crate::gate::Gate {
+            command: "cosign verify".into(),
+            timeout: Duration::from_secs(90),
+        };
+        assert_eq!(s.gate, Some(want));
+        let c = AgentConfig {
+            path: path.clone(),
+            gate: Some("scan".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            c.resolve().unwrap().gate.unwrap().timeout,
+            crate::gate::DEFAULT_TIMEOUT
+        );
+        let c = AgentConfig {
+            path,
+            gate: Some(" ".into()),
+            ..Default::default()
+        };
+        let e = c.resolve().unwrap_err().to_string();
+        assert!(e.starts_with("gate = "), "{e}");
     }
 
     #[test]

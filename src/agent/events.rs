@@ -1,5 +1,5 @@
-//! The event the agent reports after a reconcile that changed something: one per apply and
-//! per rollback. Notification targets (`--notify`, see [`super::notify`]) receive it as JSON
+//! The event the agent reports after a reconcile that changed something (or was refused): one
+//! per apply, per rollback and per plan the gate refused. Notification targets (`--notify`, see [`super::notify`]) receive it as JSON
 //! (generic webhooks) or rendered as text (chat, e-mail).
 
 use serde::Serialize;
@@ -8,7 +8,7 @@ use super::reconciler::ServiceOutcome;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
-    /// `apply` or `rollback`.
+    /// `apply`, `rollback` or `gate_refused`.
     pub event: &'static str,
     pub project: String,
     pub revision: Option<String>,
@@ -16,6 +16,9 @@ pub struct Event {
     pub services: Vec<ServiceOutcome>,
     /// RFC 3339.
     pub time: String,
+    /// Why nothing was applied (`gate_refused`: the gate's verdict and last output lines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Event {
@@ -25,6 +28,9 @@ impl Event {
     pub fn masked(mut self) -> Event {
         for l in &mut self.plan {
             *l = super::notify::mask_secrets(l);
+        }
+        if let Some(r) = &mut self.reason {
+            *r = super::notify::mask_secrets(r);
         }
         for s in &mut self.services {
             s.detail = super::notify::mask_secrets(&s.detail);

@@ -17,7 +17,7 @@ pub struct ProjectLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub project: String,
-    /// success, rolled_back, error, skipped
+    /// success, rolled_back, gate_refused, error, skipped
     pub result: String,
 }
 

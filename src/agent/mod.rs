@@ -668,8 +668,8 @@ mod tests {
     use futures_util::FutureExt;
     use std::sync::atomic::AtomicUsize;
 
-    /// Converges in `delay`; rolls back while the file `fail` exists in the project dir;
-    /// fingerprint = content of `compose.yaml`.
+    /// Converges in `delay`; rolls back while the file `fail` exists in the project dir, and
+    /// is refused by the gate while `refuse` does; fingerprint = content of `compose.yaml`.
     struct Scripted {
         runs: AtomicUsize,
         delay: Duration,
@@ -704,13 +704,17 @@ mod tests {
         }
         fn apply<'a>(
             &'a self,
-            _p: &'a ProjectSource,
+            p: &'a ProjectSource,
             fail: bool,
             _o: &'a RunOptions,
         ) -> futures_util::future::BoxFuture<'a, reconciler::Result<Converged>> {
             async move {
                 self.runs.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(self.delay).await;
+                if p.dir.join("refuse").exists() {
+                    let m = "gate refused the plan: exit 3: CVE-1 critical";
+                    return Err(ReconcileError::new(ErrorKind::GateRefused, m));
+                }
                 Ok(Converged {
                     plan: vec!["recreate web".into()],
                     services: vec![ServiceOutcome {
@@ -851,6 +855,55 @@ mod tests {
         tx.send(Wake::because("file")).unwrap();
         settle(&shared, 5).await;
         assert_eq!(rec.runs.load(Ordering::SeqCst), 3);
+        assert_eq!(
+            shared.status_json()["projects"]["p"]["last_result"],
+            "success"
+        );
+        assert!(shared.memory.load("p").failed.is_none());
+        drop(tx);
+        h.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_gate_refusal_is_remembered_like_a_rollback() {
+        let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (shared, src) = setup(dir.path(), state.path());
+        std::fs::write(dir.path().join("refuse"), "").unwrap();
+        let rec = Arc::new(Scripted {
+            runs: AtomicUsize::new(0),
+            delay: Duration::ZERO,
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (_stop_tx, stop_rx) = tokio_watch::channel(false);
+        let h = tokio::spawn(worker::run_worker(
+            src,
+            rec.clone(),
+            shared.clone(),
+            rx,
+            stop_rx,
+        ));
+        tx.send(Wake::because("start")).unwrap();
+        settle(&shared, 1).await;
+        let v = &shared.status_json()["projects"]["p"];
+        assert_eq!(v["last_result"], "gate_refused");
+        assert!(v["last_error"].as_str().unwrap().contains("CVE-1"), "{v}");
+        assert_eq!(v["rolled_back_state"]["reason"], v["last_error"]);
+        assert_eq!(v["pending_changes"][0], "recreate web");
+        // No retry timer, and a wake-up with the same desired state does not run the gate.
+        tx.send(Wake::because("file")).unwrap();
+        settle(&shared, 2).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(rec.runs.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            shared.status_json()["projects"]["p"]["last_result"],
+            "skipped_rolled_back"
+        );
+        // A new desired state that the gate accepts is applied, and the refusal forgotten.
+        std::fs::remove_file(dir.path().join("refuse")).unwrap();
+        std::fs::write(dir.path().join("compose.yaml"), "services: {x: {}}\n").unwrap();
+        tx.send(Wake::because("file")).unwrap();
+        settle(&shared, 3).await;
+        assert_eq!(rec.runs.load(Ordering::SeqCst), 2);
         assert_eq!(
             shared.status_json()["projects"]["p"]["last_result"],
             "success"

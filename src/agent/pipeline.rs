@@ -42,6 +42,8 @@ pub struct PipelineOptions {
     pub registry_ttl: Duration,
     /// Remove the images updates replaced after each apply (`--cleanup`).
     pub cleanup: bool,
+    /// Must accept each plan that has changes before it is applied.
+    pub gate: Option<crate::gate::Gate>,
 }
 
 pub struct Pipeline {
@@ -149,6 +151,7 @@ impl Reconciler for Pipeline {
                     .iter()
                     .map(|r| (crate::spec::LABEL_REVISION.to_string(), r.clone()))
                     .collect(),
+                gate: self.opts.gate.clone(),
             };
             let report = converge::apply(engine, &self.opts.state_dir, planned, apply_opts).await?;
             if self.opts.cleanup {

@@ -59,7 +59,7 @@ impl InstanceLock {
     }
 }
 
-/// A desired state whose apply was rolled back.
+/// A desired state whose apply was rolled back, or that the gate refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FailedDesired {
     /// Fingerprint of revision + loaded project + resolved digests.

@@ -64,7 +64,8 @@ pub struct ProjectStatus {
     pub revision_applied: Option<String>,
     /// Git revision of the checkout at the last run (`+dirty`: local edits).
     pub revision_desired: Option<String>,
-    /// `success`, `rolled_back`, `skipped_rolled_back`, `error`; none before the first run.
+    /// `success`, `rolled_back`, `gate_refused`, `skipped_rolled_back`, `error`; none before
+    /// the first run.
     pub last_result: Option<String>,
     pub last_error: Option<String>,
     /// RFC 3339.
@@ -76,7 +77,8 @@ pub struct ProjectStatus {
     pub runs: u64,
     pub consecutive_failures: u32,
     pub retry_in_seconds: Option<u64>,
-    /// The desired state that was rolled back and will not be retried until it changes.
+    /// The desired state that was rolled back (or refused by the gate) and will not be
+    /// retried until it changes.
     pub rolled_back_state: Option<FailedDesired>,
     /// What the last apply did, one line per action (the same lines as `composeops apply`'s
     /// plan), and each service's outcome.
@@ -224,6 +226,7 @@ async fn run_once<R: Reconciler>(
                     tracing::warn!(project = %src.id, "forced: applying a desired state that was rolled back before");
                 }
                 match rec.apply(src, prepared, &opts).await {
+                    Err(e) if e.kind == ErrorKind::GateRefused => run.refused(memory, &desired, &e),
                     Err(e) => run.failed(&e, "apply failed"),
                     Ok(c) => run.applied(memory, &desired, &c),
                 }
@@ -323,6 +326,42 @@ impl Run<'_> {
         (RunEnd::Skipped, "skipped_rolled_back")
     }
 
+    /// The gate refused the plan and nothing changed: remembered as a rollback is, so the same
+    /// desired state is not scanned and refused again on every wake-up.
+    fn refused(
+        &self,
+        memory: &mut ProjectMemory,
+        desired: &DesiredState,
+        e: &ReconcileError,
+    ) -> (RunEnd, &'static str) {
+        let rev = desired.revision.as_deref().unwrap_or("-");
+        tracing::error!(project = %self.src.id, revision = rev, reason = %e.message,
+            "the gate refused the plan; this desired state will not be retried");
+        memory.failed = Some(FailedDesired {
+            fingerprint: desired.fingerprint.clone(),
+            revision: desired.revision.clone(),
+            at: now_rfc3339(),
+            reason: e.message.clone(),
+        });
+        let event = Event {
+            event: "gate_refused",
+            project: desired.project_name.clone(),
+            revision: desired.revision.clone(),
+            plan: desired.pending.clone(),
+            services: vec![],
+            time: now_rfc3339(),
+            reason: Some(e.message.clone()),
+        };
+        notify::send(&self.shared.settings.notify, event);
+        self.shared.update(self.src, |s| {
+            s.last_error = Some(e.message.clone());
+            s.pending_changes = desired.pending.clone();
+            s.last_plan = desired.pending.clone();
+            s.last_outcomes = vec![];
+        });
+        (RunEnd::RolledBack, "gate_refused")
+    }
+
     /// Records what apply did: success, or a rollback remembered so it is not retried.
     fn applied(
         &self,
@@ -352,6 +391,7 @@ impl Run<'_> {
             plan: c.plan.clone(),
             services: c.services.clone(),
             time: now_rfc3339(),
+            reason: None,
         };
         let targets = &self.shared.settings.notify;
         self.shared.update(self.src, |s| {

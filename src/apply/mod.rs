@@ -51,6 +51,8 @@ pub struct ApplyOptions {
     /// Labels put on the containers this run creates, outside the spec and its hash (the
     /// agent's `io.composeops.revision`): a new value alone never causes a recreate.
     pub extra_labels: std::collections::BTreeMap<String, String>,
+    /// A command that must accept the plan before its first change (`--gate`).
+    pub gate: Option<crate::gate::Gate>,
 }
 
 /// The one place every user-visible line of apply and recovery goes through: a progress event

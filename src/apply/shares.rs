@@ -145,6 +145,7 @@ mod tests {
                 wait_timeout: Some(Duration::from_secs(5)),
                 cleanup_failed: false,
                 extra_labels: Default::default(),
+                gate: None,
             },
         })
     }

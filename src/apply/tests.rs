@@ -347,6 +347,7 @@ impl Rig {
                 wait_timeout: Some(Duration::from_secs(5)),
                 cleanup_failed,
                 extra_labels: Default::default(),
+                gate: None,
             },
         }
     }

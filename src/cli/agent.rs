@@ -41,6 +41,7 @@ pub(crate) fn run(global: &Global, a: &AgentArgs) -> Result<i32> {
         lock_timeout: Duration::from_secs(600),
         registry_ttl: settings.registry_ttl,
         cleanup: settings.cleanup,
+        gate: settings.gate.clone(),
     });
     match common::runtime()?.block_on(agent::run(settings, Arc::new(pipeline))) {
         Ok(()) => Ok(0),

@@ -10,6 +10,7 @@ use anyhow::Result;
 use composeops::apply::{ApplyJson, ApplyOptions, Report, EXIT_CONVERGED};
 use composeops::cleanup::CleanupReport;
 use composeops::converge::{self, ImageSource, PlanRequest};
+use composeops::gate::Gate;
 use composeops::model::Project;
 use composeops::plan::{render_text, Plan};
 use composeops::pull::PullMode;
@@ -95,6 +96,10 @@ fn converge_and_report(
             wait_timeout: a.wait_timeout,
             cleanup_failed: a.cleanup_failed,
             extra_labels: Default::default(),
+            gate: a.gate.clone().map(|command| Gate {
+                command,
+                timeout: a.gate_timeout,
+            }),
         };
         let report = converge::apply(&engine, &dir, &planned, opts).await?;
         // Still under the project lock: no other run is between its pull and its create.

@@ -231,6 +231,15 @@ pub struct ApplyArgs {
     /// this project's updates did not replace are never touched.
     #[arg(long)]
     pub cleanup: bool,
+    /// Run CMD (with `sh -c`) before the first change: the plan JSON on stdin,
+    /// COMPOSEOPS_PROJECT and COMPOSEOPS_IMAGE_<SERVICE> (the reference each new container will
+    /// run) in its environment. Anything but exit 0 (or no answer within --gate-timeout)
+    /// applies nothing. Not run when there is nothing to do.
+    #[arg(long, value_name = "CMD")]
+    pub gate: Option<String>,
+    /// How long the gate may run before it is killed and the plan refused.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub gate_timeout: std::time::Duration,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -367,6 +376,13 @@ pub struct AgentArgs {
     /// On an image check, reuse a digest looked up less than this long ago (default 0s).
     #[arg(long, value_name = "DURATION")]
     pub registry_ttl: Option<String>,
+    /// Run CMD (with `sh -c`) before each apply that has changes, as `apply --gate` does; a
+    /// refused desired state is not retried until it changes (or a forced sync).
+    #[arg(long, value_name = "CMD")]
+    pub gate: Option<String>,
+    /// How long the gate may run before it is killed and the plan refused (default 5m).
+    #[arg(long, value_name = "DURATION")]
+    pub gate_timeout: Option<String>,
     /// This node's name for stack placement (`x-composeops.nodes`; default: the host name).
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
@@ -407,6 +423,8 @@ impl AgentArgs {
             http_max_connections: self.http_max_connections,
             http_idle_timeout: self.http_idle_timeout.clone(),
             registry_ttl: self.registry_ttl.clone(),
+            gate: self.gate.clone(),
+            gate_timeout: self.gate_timeout.clone(),
             node: self.node.clone(),
             labels: (!self.labels.is_empty()).then(|| self.labels.iter().cloned().collect()),
         }

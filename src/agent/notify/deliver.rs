@@ -59,10 +59,10 @@ pub(crate) async fn deliver(
                 .header("Title", ascii(&text.title))
                 .header(
                     "Tags",
-                    if event.event == "rollback" {
-                        "warning"
-                    } else {
+                    if event.event == "apply" {
                         "white_check_mark"
+                    } else {
+                        "warning"
                     },
                 )
                 .body(clip(&text.body, 4096));

@@ -269,6 +269,7 @@ fn event() -> Event {
             ],
         }],
         time: "2026-01-01T00:00:00Z".into(),
+        reason: None,
     }
 }
 

@@ -60,13 +60,19 @@ pub(crate) fn render(e: &Event, host: &str) -> Text {
         .as_deref()
         .map(short_rev)
         .unwrap_or("(no git revision)");
-    let what = if e.event == "rollback" {
-        "rolled back"
-    } else {
-        "applied"
+    let what = match e.event {
+        "rollback" => "rolled back",
+        "gate_refused" => "refused by the gate",
+        _ => "applied",
     };
     let title = format!("composeops: {} {what} at {rev} on {host}", e.project);
     let mut body = format!("Project {} on {host}, revision {rev}: {what}.\n", e.project);
+    if let Some(r) = &e.reason {
+        body.push_str(&format!("\n{r}\n"));
+        for l in &e.plan {
+            body.push_str(&format!("- {l}\n"));
+        }
+    }
     for s in e
         .services
         .iter()
@@ -157,6 +163,7 @@ mod tests {
                 ServiceOutcome { service: "db".into(), result: ServiceResult::Unchanged, detail: String::new(), logs: vec![] },
             ],
             time: "2026-01-01T00:00:00Z".into(),
+            reason: None,
         };
         let t = render(&e, "host1");
         assert_eq!(
