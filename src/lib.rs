@@ -28,6 +28,7 @@ pub mod plan;
 pub mod progress;
 pub mod pull;
 pub mod resolve;
+pub mod rollback;
 pub mod saved_plan;
 pub(crate) mod spec;
 pub mod status;

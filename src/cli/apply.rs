@@ -153,7 +153,7 @@ fn print_cleanup(c: &CleanupReport) -> Result<()> {
 }
 
 /// One line per service, with the failed container's health checks and last log lines.
-fn print_report(plan: &Plan, report: &Report) -> Result<()> {
+pub(crate) fn print_report(plan: &Plan, report: &Report) -> Result<()> {
     let mut out = std::io::stdout().lock();
     for s in &report.services {
         write!(out, "{:<24} {}", s.service, s.outcome.as_str())?;

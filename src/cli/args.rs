@@ -124,6 +124,10 @@ pub enum Command {
     /// roll back what fails.
     #[command(after_help = APPLY_EXIT_HELP)]
     Apply(ApplyArgs),
+    /// Put back the image each named service (default: every service that has one) ran before
+    /// its last update, from the image history in the state directory; other services are left
+    /// alone. The next apply of the compose files deploys what they say again.
+    Rollback(RollbackArgs),
     /// Show each service's containers, health, running and locked image digests, and the
     /// last outcome an apply (or the agent, sharing the state directory) recorded.
     Status(StatusArgs),
@@ -174,6 +178,24 @@ pub struct EngineArgs {
     /// Compose directory (default: the current directory); for `apply`, also a plan saved by
     /// `plan -o FILE`.
     pub path: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct RollbackArgs {
+    /// Services to roll back (default: every service with a previous image recorded).
+    pub services: Vec<String>,
+    /// State directory holding the image history (default: as for apply).
+    #[arg(long, value_name = "DIR", env = "COMPOSEOPS_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// How long the restored container has to become healthy (default: its healthcheck's bound).
+    #[arg(long, value_parser = parse_duration)]
+    pub wait_timeout: Option<std::time::Duration>,
+    /// How long to wait for another apply of the same project to finish.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub lock_timeout: std::time::Duration,
+    /// The plan and the outcome as JSON on stdout (as `apply --json`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

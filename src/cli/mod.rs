@@ -10,6 +10,7 @@ mod config;
 mod docs;
 mod lock;
 mod plan;
+mod rollback;
 mod status;
 
 use clap::Parser;
@@ -30,6 +31,7 @@ pub fn run() -> i32 {
         Command::Plan(a) => plan::run(&cli.global, a),
         Command::Apply(a) => apply::run(&cli.global, a),
         Command::Status(a) => status::run(&cli.global, a),
+        Command::Rollback(a) => rollback::run(&cli.global, a),
         Command::Agent(a) => agent::run(&cli.global, a),
         Command::Completion { shell } => docs::completion(*shell),
         Command::Man => docs::man(),

@@ -69,10 +69,20 @@ impl Engine {
         if host.starts_with("ssh://") {
             let (docker, stderr) = ssh::docker(ssh::SshHost::parse(host)?, TIMEOUT)?;
             let endpoint = host.trim_end_matches('/').to_string();
-            let docker = docker
-                .negotiate_version()
-                .await
-                .map_err(|e| with_ssh_stderr(e, &stderr))?;
+            let docker = match docker.negotiate_version().await {
+                Ok(d) => d,
+                Err(e) => {
+                    // ssh says why on stderr as it exits, which can come a moment after its
+                    // stdout closed: wait for those words (up to 2 s) before reporting.
+                    for _ in 0..100 {
+                        if !stderr.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+                            break;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                    return Err(with_ssh_stderr(e, &stderr));
+                }
+            };
             return Ok((docker, endpoint));
         }
         let addr = match host.strip_prefix("tcp://") {
