@@ -65,14 +65,13 @@ fn rollback_puts_back_the_previous_image_of_that_service_only() {
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert_eq!(version(&s, "web"), "v1");
     assert_eq!(id(&s, "other"), other_id, "other is left alone");
+    let image = docker(&["inspect", "-f", "{{.Image}}", &format!("{}-web-1", s.name)]);
     let running = docker(&[
         "image",
         "inspect",
         "-f",
         "{{json .RepoDigests}}",
-        &docker(&["inspect", "-f", "{{.Image}}", &format!("{}-web-1", s.name)])
-            .trim()
-            .to_string(),
+        image.trim(),
     ]);
     assert!(running.contains(&v1), "{running}");
 
