@@ -755,8 +755,8 @@ fn mask_pair(old: &mut Spec, new: &mut Spec) {
 pub fn spec_diff(service: &str, old: &Spec, new: &Spec) -> String {
     let (mut o, mut n) = (old.clone(), new.clone());
     mask_pair(&mut o, &mut n);
-    let a = serde_yaml::to_string(&o).unwrap_or_default();
-    let b = serde_yaml::to_string(&n).unwrap_or_default();
+    let a = serde_yaml::to_string(&readable(&o)).unwrap_or_default();
+    let b = serde_yaml::to_string(&readable(&n)).unwrap_or_default();
     TextDiff::from_lines(&a, &b)
         .unified_diff()
         .context_radius(2)
@@ -765,6 +765,40 @@ pub fn spec_diff(service: &str, old: &Spec, new: &Spec) -> String {
             &format!("{service} (desired)"),
         )
         .to_string()
+}
+
+/// A spec as shown in a diff: the healthcheck's times, which the engine keeps in nanoseconds,
+/// and stop_grace_period (seconds) written as a compose file writes them (`2s`, `500ms`).
+/// Display only: the stored spec and its hash keep the engine's units.
+fn readable(spec: &Spec) -> serde_json::Value {
+    let mut v = serde_json::to_value(spec).unwrap_or_default();
+    let duration = |x: &mut serde_json::Value| {
+        if let Some(ns) = x.as_i64() {
+            *x = serde_json::Value::String(format_ns(ns));
+        }
+    };
+    if let Some(hc) = v.get_mut("healthcheck").and_then(|h| h.as_object_mut()) {
+        for k in ["interval", "timeout", "start_period", "start_interval"] {
+            hc.get_mut(k).map(duration);
+        }
+    }
+    if let Some(x) = v.get_mut("stop_grace_period") {
+        if let Some(secs) = x.as_i64() {
+            *x = serde_json::Value::String(format!("{secs}s"));
+        }
+    }
+    v
+}
+
+/// `2000000000` -> `2s`, `1500000000` -> `1500ms`, `90000000000` -> `90s`.
+fn format_ns(ns: i64) -> String {
+    match ns {
+        0 => "0s".into(),
+        n if n % 1_000_000_000 == 0 => format!("{}s", n / 1_000_000_000),
+        n if n % 1_000_000 == 0 => format!("{}ms", n / 1_000_000),
+        n if n % 1_000 == 0 => format!("{}us", n / 1_000),
+        n => format!("{n}ns"),
+    }
 }
 
 /// The human plan. `color`: ANSI colours (on a TTY).
@@ -1192,6 +1226,28 @@ mod tests {
         let p = plan(&d, &o, PlanOptions::default());
         assert_eq!(p.services[0].reasons, vec!["volume p_data missing"]);
         assert_eq!(p.services[1].reasons, vec!["network p_default missing"]);
+    }
+
+    #[test]
+    fn diffs_show_durations_as_compose_files_write_them() {
+        assert_eq!(format_ns(2_000_000_000), "2s");
+        assert_eq!(format_ns(1_500_000_000), "1500ms");
+        assert_eq!(format_ns(0), "0s");
+        let p = project(
+            "services:\n  web:\n    image: a\n    healthcheck:\n      test: [CMD, 'true']\n      \
+             interval: 2s\n    stop_grace_period: 1m30s\n",
+        );
+        let old = Spec::from_service(&p, "web");
+        let mut new = old.clone();
+        if let Some(h) = new.healthcheck.as_mut() {
+            h.interval = 500_000_000;
+        }
+        let d = spec_diff("web", &old, &new);
+        assert!(
+            d.contains("-  interval: 2s") && d.contains("+  interval: 500ms"),
+            "{d}"
+        );
+        assert_eq!(readable(&old)["stop_grace_period"], "90s");
     }
 
     #[test]
