@@ -49,13 +49,13 @@ pkg_installed() {
 # tests/engines_e2e.rs reaches an engine over tcp:// with --tlsverify, as a remote Docker host
 # is reached. It is a second dockerd on loopback with its own data root, exec root (and so its
 # own containerd), pid file and empty daemon.json, without iptables rules, so the main engine
-# is never touched. Both daemons share the host's network namespace, and a dockerd started
-# with --bridge=none deletes the host's docker0 (the main engine's default bridge) on start:
-# the second one gets its own bridge interface instead, and its own address pool. vfs storage: the only image it holds is the tiny base image.
+# is never touched. Both daemons share the host's network namespace, and a dockerd deletes
+# the host's docker0 (the main engine's default bridge) when started with --bridge=none, and
+# also when restarted on an existing data root with --default-address-pool set: the second
+# one gets its own bridge interface and no address-pool option. vfs storage: the only image it holds is the tiny base image.
 TLS_ENGINE="$TB/tls-engine"
 TLS_BRIDGE=cops-tls0
 TLS_BRIDGE_ADDR=10.239.239.1/24
-TLS_ADDRESS_POOL=10.240.0.0/16
 TLS_SKIP=""
 TLS_PORT=""
 
@@ -147,7 +147,7 @@ ensure_tls_engine() {
         --data-root "$TLS_ENGINE/data" --exec-root "$TLS_ENGINE/exec" \
         --pidfile "$TLS_ENGINE/dockerd.pid" -H "tcp://127.0.0.1:$TLS_PORT" \
         --tlsverify --tlscacert "$d/ca.pem" --tlscert "$d/server.pem" --tlskey "$d/server-key.pem" \
-        --bridge="$TLS_BRIDGE" --default-address-pool "base=$TLS_ADDRESS_POOL,size=24" \
+        --bridge="$TLS_BRIDGE" \
         --iptables=false --ip-masq=false --storage-driver=vfs \
         >>"$TLS_ENGINE/dockerd.log" 2>&1 </dev/null &
     pid=$!
