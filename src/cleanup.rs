@@ -64,16 +64,14 @@ impl History {
         }
     }
 
-    /// Writes atomically (temporary file, then rename).
+    /// Writes atomically ([`crate::fsutil::write_atomic`]).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         if let Some(d) = path.parent() {
             std::fs::create_dir_all(d)?;
         }
-        let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
         let mut text = serde_json::to_string_pretty(self).expect("history serialises");
         text.push('\n');
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, path)
+        crate::fsutil::write_atomic(path, text.as_bytes())
     }
 
     /// Records that `service` now runs `now`, after `replaced` (the image of the container
