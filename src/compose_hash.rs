@@ -293,11 +293,10 @@ pub(crate) fn config_hash_resolved(
     service: &str,
     shares: Option<&crate::namespaces::Shares>,
 ) -> String {
-    let json = project.to_json();
-    let mut svc = json
-        .get("services")
-        .and_then(|s| s.get(service))
-        .cloned()
+    let mut svc = project
+        .services
+        .get(service)
+        .map(crate::model::Service::to_json)
         .unwrap_or(Value::Null);
     crate::namespaces::hash_form(&mut svc, shares);
     hex(&Sha256::digest(hash_input(svc).as_bytes()))

@@ -180,6 +180,7 @@ pub async fn plan(
     // While the registry answers, observe: the running containers' images, inspected here,
     // spare desired_images the inspect of a desired image that already runs.
     let mut observed = observe_project(engine, &project.name).await?;
+    tracing::debug!(containers = observed.containers.len(), "observed");
     let pinned = match (&req.source, resolving) {
         (ImageSource::Saved(digests), _) => Some(digests.as_ref().clone()),
         (ImageSource::Locked, _) => {
@@ -224,7 +225,9 @@ pub async fn plan(
         run_from: images.run_from,
         files,
     };
+    tracing::debug!("desired images present");
     let mut plan = plan::plan(&desired, &observed, PlanOptions { prune: req.prune });
+    tracing::debug!(changes = plan.has_changes(), "planned");
     if let Some(p) = &pinned {
         note_tag_moves(&mut plan, p, state_dir);
     }

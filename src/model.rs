@@ -286,15 +286,28 @@ impl Project {
         let mut v = serde_json::to_value(self).expect("project serialises");
         if let Some(Value::Object(services)) = v.get_mut("services") {
             for (name, svc) in &self.services {
-                if let Some(Value::Object(obj)) = services.get_mut(name) {
-                    for (k, x) in &svc.extra {
-                        obj.insert(k.clone(), x.clone());
-                    }
-                    let mut entries: Vec<_> = std::mem::take(obj).into_iter().collect();
-                    entries.sort_by(|a, b| a.0.cmp(&b.0));
-                    obj.extend(entries);
+                if let Some(obj) = services.get_mut(name) {
+                    *obj = svc.to_json();
                 }
             }
+        }
+        v
+    }
+}
+
+impl Service {
+    /// This service's object in [`Project::to_json`]: typed fields plus extras, keys sorted.
+    /// A service's JSON depends on nothing else in the project, so hashing one service does
+    /// not serialise the others.
+    pub fn to_json(&self) -> Value {
+        let mut v = serde_json::to_value(self).expect("service serialises");
+        if let Value::Object(obj) = &mut v {
+            for (k, x) in &self.extra {
+                obj.insert(k.clone(), x.clone());
+            }
+            let mut entries: Vec<_> = std::mem::take(obj).into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            obj.extend(entries);
         }
         v
     }

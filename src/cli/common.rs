@@ -148,6 +148,7 @@ where
 pub(crate) fn load(global: &Global, path: Option<&PathBuf>) -> Result<composeops::model::Project> {
     let loaded = composeops::load::load(&global.load_options(path))?;
     warn_all(&loaded.warnings);
+    tracing::debug!(services = loaded.project.services.len(), "project loaded");
     Ok(loaded.project)
 }
 

@@ -25,6 +25,7 @@ pub fn run() -> i32 {
         composeops::progress::set_mode(cli.global.progress.mode());
         common::init_tracing(common::Logs::Cli, cli.global.ansi);
     }
+    tracing::debug!("arguments parsed");
     let result = match &cli.command {
         Command::Config(a) => config::run(&cli.global, a),
         Command::Lock(a) => lock::run(&cli.global, a),

@@ -190,6 +190,71 @@ pub fn registry_image(service: &Service) -> Option<&str> {
     }
 }
 
+/// What a registry client is built from. oci-client's `Client::new` builds a default HTTP
+/// client besides the configured one, and each loads the system's root certificates (several
+/// milliseconds, more than the rest of a no-op plan), so a client is built once per key and
+/// shared by every resolver of the process: the agent keeps its registry connections and
+/// tokens from one reconcile to the next instead of paying that again at every check.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ClientKey {
+    /// Loopback registries, spoken to over plain HTTP as the Docker engine does.
+    plain_http: Vec<String>,
+    /// Every registry asked is a loopback one: no TLS connection will be made.
+    loopback_only: bool,
+    timeout: Duration,
+}
+
+impl ClientKey {
+    fn of(to_ask: &[&ImageRef], timeout: Duration) -> ClientKey {
+        ClientKey {
+            plain_http: to_ask
+                .iter()
+                .filter(|r| r.is_loopback_registry())
+                .map(|r| oci_reference(r, None).resolve_registry().to_string())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            loopback_only: to_ask.iter().all(|r| r.is_loopback_registry()),
+            timeout,
+        }
+    }
+
+    /// The process-wide slot of this key's client, empty until someone builds it.
+    fn cell(key: &ClientKey) -> Arc<std::sync::OnceLock<Client>> {
+        static CLIENTS: std::sync::OnceLock<
+            std::sync::Mutex<HashMap<ClientKey, Arc<std::sync::OnceLock<Client>>>>,
+        > = std::sync::OnceLock::new();
+        let mut map = CLIENTS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.entry(key.clone()).or_default().clone()
+    }
+
+    fn build(&self) -> Client {
+        install_crypto_provider();
+        // When every registry is a loopback one spoken to over plain HTTP, trust only a
+        // placeholder root whose private key was discarded (src/resolve/no-tls-root.pem): an
+        // unexpected HTTPS connection fails verification instead of being trusted, and the
+        // configured client loads no system store (the default one oci-client adds still does).
+        let tls_certs_only = if self.loopback_only {
+            vec![oci_client::client::Certificate {
+                encoding: oci_client::client::CertificateEncoding::Pem,
+                data: include_bytes!("no-tls-root.pem").to_vec(),
+            }]
+        } else {
+            Vec::new()
+        };
+        Client::new(ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(self.plain_http.clone()),
+            connect_timeout: Some(self.timeout.min(Duration::from_secs(10))),
+            read_timeout: Some(self.timeout),
+            tls_certs_only,
+            ..Default::default()
+        })
+    }
+}
+
 /// Registry calls made by a [`Resolver`], for logs and for the request-count test.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RegistryStats {
@@ -484,7 +549,7 @@ impl Resolver {
             .filter(|r| !r.is_pinned())
             .collect();
         let registries: BTreeSet<String> = to_ask.iter().map(|r| r.registry.clone()).collect();
-        let client = self.client_for(&to_ask);
+        let client = self.client_for(&to_ask).await;
         // Credentials once per registry (helpers are processes: run them off the runtime).
         let mut auths: HashMap<String, Result<RegistryAuth, String>> = HashMap::new();
         let creds = futures_util::future::join_all(registries.iter().map(|reg| {
@@ -573,35 +638,18 @@ impl Resolver {
         }
     }
 
-    /// The registry client for a run: plain HTTP to loopback registries, HTTPS elsewhere.
-    fn client_for(&self, to_ask: &[&ImageRef]) -> Client {
-        let plain_http: Vec<String> = to_ask
-            .iter()
-            .filter(|r| r.is_loopback_registry())
-            .map(|r| oci_reference(r, None).resolve_registry().to_string())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        // Loading the system's root certificates costs several milliseconds, more than the
-        // rest of a no-op plan. When every registry asked is a loopback one spoken to over
-        // plain HTTP, no TLS connection is made: trust only a placeholder root whose private
-        // key was discarded (src/resolve/no-tls-root.pem), so an unexpected HTTPS connection
-        // fails verification instead of being trusted, and no system store is loaded.
-        let tls_certs_only = if to_ask.iter().all(|r| r.is_loopback_registry()) {
-            vec![oci_client::client::Certificate {
-                encoding: oci_client::client::CertificateEncoding::Pem,
-                data: include_bytes!("no-tls-root.pem").to_vec(),
-            }]
-        } else {
-            Vec::new()
-        };
-        Client::new(ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(plain_http),
-            connect_timeout: Some(self.opts.timeout.min(Duration::from_secs(10))),
-            read_timeout: Some(self.opts.timeout),
-            tls_certs_only,
-            ..Default::default()
-        })
+    /// The registry client for these references: plain HTTP to loopback registries, HTTPS
+    /// elsewhere. Built once per configuration in the process (see [`ClientKey`]); the first
+    /// caller builds it off the async workers, a concurrent one waits for that same client.
+    async fn client_for(&self, to_ask: &[&ImageRef]) -> Client {
+        let key = ClientKey::of(to_ask, self.opts.timeout);
+        let cell = ClientKey::cell(&key);
+        if let Some(c) = cell.get() {
+            return c.clone();
+        }
+        tokio::task::spawn_blocking(move || cell.get_or_init(|| key.build()).clone())
+            .await
+            .expect("building a registry client does not panic")
     }
 
     /// HEAD the tag; GET the manifest by digest only when the per-platform digest is wanted and
@@ -880,6 +928,32 @@ mod tests {
 
     const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+    #[test]
+    fn one_registry_client_per_configuration() {
+        let t = Duration::from_secs(15);
+        let local = ImageRef::parse("127.0.0.1:5000/app:v1").unwrap();
+        let local2 = ImageRef::parse("127.0.0.1:5000/other:v2").unwrap();
+        let hub = ImageRef::parse("nginx:1.27").unwrap();
+        let a = ClientKey::of(&[&local], t);
+        assert!(a.loopback_only);
+        assert_eq!(a.plain_http, vec!["127.0.0.1:5000".to_string()]);
+        // Another image of the same registry: the same client.
+        assert!(Arc::ptr_eq(
+            &ClientKey::cell(&a),
+            &ClientKey::cell(&ClientKey::of(&[&local2], t))
+        ));
+        // A TLS registry besides it, or another timeout: another client.
+        let mixed = ClientKey::of(&[&local, &hub], t);
+        assert!(!mixed.loopback_only);
+        assert_eq!(mixed.plain_http, a.plain_http);
+        assert!(!Arc::ptr_eq(&ClientKey::cell(&a), &ClientKey::cell(&mixed)));
+        let slower = ClientKey::of(&[&local], t * 2);
+        assert!(!Arc::ptr_eq(
+            &ClientKey::cell(&a),
+            &ClientKey::cell(&slower)
+        ));
+    }
 
     #[test]
     fn repo_digests_are_matched_by_normalised_repository() {
