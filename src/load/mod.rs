@@ -117,41 +117,24 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
             .map(Path::to_path_buf)
             .unwrap_or(cwd.clone()),
     };
-    let environment = project_environment(opts, &cwd, &working_dir, &mut files_read)?;
-
-    let mut warnings = Vec::new();
-    let mut sources: Vec<SourceFile> = Vec::new();
-    let mut merged: Option<Value> = None;
-    for f in &files {
-        let mut ld = FileLoader {
-            env: &environment,
-            unset: Vec::new(),
-            sources: &mut sources,
-            env_files: &mut files_read,
-        };
-        let value = ld.load_file(f, &working_dir, &mut Vec::new())?;
-        for u in ld.unset {
-            let w = format!("The {u:?} variable is not set. Defaulting to a blank string.");
-            if !warnings.contains(&w) {
-                warnings.push(w);
-            }
-        }
-        merged = Some(match merged {
-            None => {
-                let mut v = value;
-                merge::strip_tags(&mut v);
-                v
-            }
-            Some(base) => merge::merge(base, value, &[]).map_err(|e| locate(e, &sources))?,
-        });
+    let mut environment = project_environment(opts, &cwd, &working_dir, &mut files_read)?;
+    // Compose reads ${PWD}, when the environment has none (a service manager's has none), as
+    // the working directory of the process.
+    if !environment.contains_key("PWD") {
+        environment.insert("PWD".into(), cwd.to_string_lossy().into_owned());
     }
-    let mut merged = merged.unwrap_or(Value::Mapping(Mapping::new()));
-    if let Some(Value::Mapping(services)) = merged.get_mut("services") {
-        for (_, s) in services.iter_mut() {
-            if let Value::Mapping(m) = s {
-                merge::dedup_service(m)?;
-            }
-        }
+    let (mut merged, mut warnings, mut sources) =
+        load_files(&files, &working_dir, &environment, &mut files_read)?;
+    // ${COMPOSE_PROJECT_NAME} reads as the project's name when the environment does not set
+    // it, and the name may come from the files' `name:`: read them again with it, only when
+    // they mention it.
+    if !environment.contains_key("COMPOSE_PROJECT_NAME")
+        && sources.iter().any(|s| s.mentions_project_name)
+    {
+        let name = project_name(opts, &environment, &to_json(&merged), &working_dir)?;
+        environment.insert("COMPOSE_PROJECT_NAME".into(), name);
+        (merged, warnings, sources) =
+            load_files(&files, &working_dir, &environment, &mut files_read)?;
     }
     if merged.get("version").is_some() {
         warnings.push("the attribute `version` is obsolete, it will be ignored".to_string());
@@ -204,6 +187,51 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
         warnings,
         files_read,
     })
+}
+
+/// Reads, interpolates and merges the compose files in order; with the warnings (unset
+/// variables) and the parsed sources, for error locations.
+fn load_files(
+    files: &[PathBuf],
+    working_dir: &Path,
+    environment: &IndexMap<String, String>,
+    files_read: &mut BTreeSet<PathBuf>,
+) -> Result<(Value, Vec<String>, Vec<SourceFile>)> {
+    let mut warnings = Vec::new();
+    let mut sources: Vec<SourceFile> = Vec::new();
+    let mut merged: Option<Value> = None;
+    for f in files {
+        let mut ld = FileLoader {
+            env: environment,
+            unset: Vec::new(),
+            sources: &mut sources,
+            env_files: files_read,
+        };
+        let value = ld.load_file(f, working_dir, &mut Vec::new())?;
+        for u in ld.unset {
+            let w = format!("The {u:?} variable is not set. Defaulting to a blank string.");
+            if !warnings.contains(&w) {
+                warnings.push(w);
+            }
+        }
+        merged = Some(match merged {
+            None => {
+                let mut v = value;
+                merge::strip_tags(&mut v);
+                v
+            }
+            Some(base) => merge::merge(base, value, &[]).map_err(|e| locate(e, &sources))?,
+        });
+    }
+    let mut merged = merged.unwrap_or(Value::Mapping(Mapping::new()));
+    if let Some(Value::Mapping(services)) = merged.get_mut("services") {
+        for (_, s) in services.iter_mut() {
+            if let Value::Mapping(m) = s {
+                merge::dedup_service(m)?;
+            }
+        }
+    }
+    Ok((merged, warnings, sources))
 }
 
 /// The absolute form of a directory (no symlink resolution).

@@ -239,6 +239,62 @@ const CONFIG: &[&str] = &[
 ];
 const INCLUDE: &[&str] = &["env_file", "path", "project_directory"];
 
+/// A service key given no value (`environment:` followed only by comments): Compose's schema
+/// refuses it for every field but these, which may be null.
+const NULLABLE: &[&str] = &["command", "deploy", "develop", "entrypoint"];
+
+fn check_nulls(s: &Map<String, Value>, path: &str, errs: &mut Errors) {
+    for (k, v) in s {
+        if !v.is_null() || NULLABLE.contains(&k.as_str()) || k.starts_with("x-") {
+            continue;
+        }
+        let kind = null_kind(k);
+        errs.push(
+            LoadError::new(format!(
+                "has no value: give it {kind}, or remove the key (Compose refuses it too)"
+            ))
+            .at_path(format!("{path}.{k}")),
+        );
+    }
+}
+
+/// What Compose's schema wants of a service field, in words.
+fn null_kind(field: &str) -> &'static str {
+    match field {
+        "annotations" | "blkio_config" | "credential_spec" | "environment" | "extra_hosts"
+        | "healthcheck" | "labels" | "logging" | "provider" | "storage_opt" | "sysctls"
+        | "ulimits" => "a mapping",
+        "cap_add"
+        | "cap_drop"
+        | "configs"
+        | "depends_on"
+        | "device_cgroup_rules"
+        | "devices"
+        | "dns_opt"
+        | "expose"
+        | "external_links"
+        | "group_add"
+        | "links"
+        | "models"
+        | "networks"
+        | "ports"
+        | "post_start"
+        | "pre_start"
+        | "pre_stop"
+        | "profiles"
+        | "secrets"
+        | "security_opt"
+        | "volumes"
+        | "volumes_from" => "a list",
+        "attach" | "init" | "oom_kill_disable" | "privileged" | "read_only" | "stdin_open"
+        | "tty" | "use_api_socket" => "true or false",
+        "cpu_period" | "cpu_quota" | "cpu_rt_period" | "cpu_rt_runtime" | "cpu_shares" | "cpus"
+        | "mem_limit" | "mem_reservation" | "mem_swappiness" | "memswap_limit" | "pids_limit"
+        | "scale" | "shm_size" => "a number",
+        _ => "a value",
+    }
+}
+
 /// Collects the problems of one validation pass, so that all of them are reported at once.
 type Errors = Vec<LoadError>;
 
@@ -361,6 +417,7 @@ pub fn validate(model: &Value) -> Result<()> {
 
 fn check_service(s: &Map<String, Value>, path: &str, errs: &mut Errors) {
     check(s, SERVICE, path, errs);
+    check_nulls(s, path, errs);
     check_sub(s, "healthcheck", HEALTHCHECK, path, errs);
     check_sub(s, "deploy", DEPLOY, path, errs);
     if let Some(Value::Object(d)) = s.get("deploy") {
@@ -420,23 +477,30 @@ pub fn to_project(mut json: Value) -> Result<Project> {
     };
     let mut project: Project = typed(json, "")?;
     for (name, svc) in services {
-        let path = format!("services.{name}");
-        let Value::Object(mut fields) = svc else {
-            return Err(LoadError::new("a service must be a mapping").at_path(path));
-        };
-        let extra: Map<String, Value> = fields
-            .keys()
-            .filter(|k| !TYPED.contains(&k.as_str()))
-            .cloned()
-            .collect::<Vec<_>>()
-            .into_iter()
-            .filter_map(|k| fields.remove(&k).map(|v| (k, v)))
-            .collect();
-        let mut service: Service = typed(Value::Object(fields), &path)?;
-        service.extra = extra.into_iter().collect();
+        let service = service_from_json(&name, svc)?;
         project.services.insert(name, service);
     }
     Ok(project)
+}
+
+/// Types one canonical service (its object in `config --format json`, which is also what
+/// [`Service::to_json`] gives back): the typed fields, the rest kept in `extra`.
+pub fn service_from_json(name: &str, svc: Value) -> Result<Service> {
+    let path = format!("services.{name}");
+    let Value::Object(mut fields) = svc else {
+        return Err(LoadError::new("a service must be a mapping").at_path(path));
+    };
+    let extra: Map<String, Value> = fields
+        .keys()
+        .filter(|k| !TYPED.contains(&k.as_str()))
+        .cloned()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .filter_map(|k| fields.remove(&k).map(|v| (k, v)))
+        .collect();
+    let mut service: Service = typed(Value::Object(fields), &path)?;
+    service.extra = extra.into_iter().collect();
+    Ok(service)
 }
 
 fn typed<T: serde::de::DeserializeOwned>(v: Value, prefix: &str) -> Result<T> {

@@ -213,6 +213,8 @@ pub struct SourceFile {
     pub path: PathBuf,
     pub value: Value,
     pub lines: LineIndex,
+    /// The text names COMPOSE_PROJECT_NAME (which the loader then defines, see `load`).
+    pub mentions_project_name: bool,
 }
 
 impl SourceFile {
@@ -268,6 +270,7 @@ pub fn parse_str(path: &Path, src: &str) -> Result<SourceFile> {
         path: path.to_path_buf(),
         value,
         lines,
+        mentions_project_name: src.contains("COMPOSE_PROJECT_NAME"),
     })
 }
 
