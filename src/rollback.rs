@@ -143,11 +143,13 @@ fn pin(
     prev: &Deployed,
     current: &Deployed,
 ) -> Result<Option<ResolvedImage>> {
+    if prev.image_id == current.image_id {
+        return Ok(None);
+    }
     let reference = crate::spec::image_reference(project, service);
-    let (Some(digest), Ok(r)) = (&prev.digest, ImageRef::parse(&reference)) else {
-        if prev.image_id == current.image_id {
-            return Ok(None);
-        }
+    // A local image's "digest" is its id: no registry serves it.
+    let digest = prev.digest.as_ref().filter(|d| **d != prev.image_id);
+    let (Some(digest), Ok(r)) = (digest, ImageRef::parse(&reference)) else {
         return Err(Error::InvalidInput(format!(
             "service {service}: its previous image {} has no registry digest (built or loaded \
              locally), so it cannot be pinned",

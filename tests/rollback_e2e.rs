@@ -92,3 +92,81 @@ fn rollback_puts_back_the_previous_image_of_that_service_only() {
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no service nope"));
 }
+
+fn env_of(s: &Stack, service: &str) -> String {
+    docker(&[
+        "inspect",
+        "-f",
+        "{{json .Config.Env}}",
+        &format!("{}-{service}-1", s.name),
+    ])
+}
+
+/// A definition-only change (same image, another environment and command) is rolled back to
+/// the previous definition; the files are untouched, so the next plan moves forward again.
+#[test]
+fn rollback_puts_back_the_previous_definition() {
+    let s = Stack::new("rollback-def");
+    let base = &testbed().base_image;
+    let stack = |mode: &str, port: &str| {
+        format!(
+            "services:\n  web:\n    image: {base}\n    pull_policy: never\n    \
+             command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; while true; do sleep 1; done\"]\n    \
+             environment:\n      MODE: {mode}\n    ports: [\"127.0.0.1::{port}\"]\n  \
+             other:\n    image: {base}\n    pull_policy: never\n    \
+             command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; while true; do sleep 1; done\"]\n"
+        )
+    };
+    s.write(&stack("one", "80"));
+    s.apply_ok();
+    s.write(&stack("two", "81"));
+    s.apply_ok();
+    assert!(env_of(&s, "web").contains("MODE=two"));
+    let other_id = id(&s, "other");
+
+    let history = s.state.path().join(format!("{}.images.json", s.name));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&history).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the history holds environment values");
+
+    let out = s.run(&["rollback", "web", "--wait-timeout", "30s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(env_of(&s, "web").contains("MODE=one"), "{}", show(&out));
+    let ports = docker(&[
+        "inspect",
+        "-f",
+        "{{json .HostConfig.PortBindings}}",
+        &format!("{}-web-1", s.name),
+    ]);
+    assert!(
+        ports.contains("80/tcp") && !ports.contains("81/tcp"),
+        "{ports}"
+    );
+    assert_eq!(id(&s, "other"), other_id, "other is left alone");
+
+    // The files still say MODE=two: plan shows the way forward again.
+    let out = s.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("MODE"),
+        "{}",
+        show(&out)
+    );
+
+    // A previous definition that uses a network the files no longer define is refused,
+    // before any change.
+    let with_front = stack("three", "82").replace("  other:", "    networks: [front]\n  other:");
+    s.write(&format!("{with_front}networks:\n  front: {{}}\n"));
+    s.apply_ok();
+    s.write(&stack("four", "83"));
+    s.apply_ok();
+    let before = id(&s, "web");
+    let out = s.run(&["rollback", "web"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("uses network front"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(id(&s, "web"), before, "nothing changed");
+}
