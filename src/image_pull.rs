@@ -61,7 +61,7 @@ pub(crate) async fn pull(engine: &Engine, reference: &str) -> anyhow::Result<()>
 
 /// What one pull shows while it runs, as `--progress` says: bars per layer on a terminal,
 /// each layer's status changes as JSON events, or nothing until the summary line.
-struct PullView {
+pub(crate) struct PullView {
     reference: String,
     mode: Mode,
     /// Layer id -> (last status, bytes to download).
@@ -70,7 +70,7 @@ struct PullView {
 }
 
 impl PullView {
-    fn new(reference: &str) -> PullView {
+    pub(crate) fn new(reference: &str) -> PullView {
         let mode = crate::progress::mode();
         PullView {
             reference: reference.to_string(),
@@ -81,16 +81,34 @@ impl PullView {
     }
 
     fn update(&mut self, info: &CreateImageInfo) {
-        let (Some(id), Some(status)) = (&info.id, &info.status) else {
+        let detail = info.progress_detail.as_ref();
+        self.update_layer(
+            info.id.as_deref(),
+            info.status.as_deref(),
+            detail.and_then(|d| d.current),
+            detail.and_then(|d| d.total),
+        );
+    }
+
+    /// One status message of the engine about a layer (`Downloading`, `Pull complete`), from a
+    /// pull or from the base-image pull inside a build.
+    pub(crate) fn update_layer(
+        &mut self,
+        id: Option<&str>,
+        status: Option<&str>,
+        current: Option<i64>,
+        total: Option<i64>,
+    ) {
+        let (Some(id), Some(status)) = (id, status) else {
             return;
         };
         // `<tag>: Pulling from <repo>` names the image, not a layer.
         if status.starts_with("Pulling from") {
             return;
         }
-        let detail = info.progress_detail.as_ref();
-        let current = detail.and_then(|d| d.current).unwrap_or(0).max(0) as u64;
-        let total = detail.and_then(|d| d.total).unwrap_or(0).max(0) as u64;
+        let (id, status) = (id.to_string(), status.to_string());
+        let current = current.unwrap_or(0).max(0) as u64;
+        let total = total.unwrap_or(0).max(0) as u64;
         let entry = self.layers.entry(id.clone()).or_default();
         let changed = entry.0 != *status;
         entry.0 = status.clone();
@@ -117,20 +135,24 @@ impl PullView {
                 bar.set_message(status.clone());
             }
             (None, Mode::Json) if changed => {
-                crate::progress::layer(&self.reference, id, status, current, total)
+                crate::progress::layer(&self.reference, &id, &status, current, total)
             }
             _ => {}
         }
     }
 
-    fn clear(&mut self) {
+    pub(crate) fn has_layers(&self) -> bool {
+        !self.layers.is_empty()
+    }
+
+    pub(crate) fn clear(&mut self) {
         if let Some((multi, _)) = self.bars.take() {
             let _ = multi.clear();
         }
     }
 
     /// Clears the bars and prints one line: layers, bytes downloaded, time.
-    fn finish(&mut self, took: std::time::Duration) {
+    pub(crate) fn finish(&mut self, took: std::time::Duration) {
         self.clear();
         let fetched: u64 = self.layers.values().map(|(_, t)| t).sum();
         crate::progress::line(format!(

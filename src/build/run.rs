@@ -82,19 +82,34 @@ pub(super) async fn build(engine: &Engine, s: &BuildSettings, inputs: &str) -> R
         .call()
         .build_image(o, None, Some(bollard::body_full(body.into())));
     let mut tail: VecDeque<String> = VecDeque::new();
+    let mut view = BuildView::new(svc, &s.reference);
+    let started = std::time::Instant::now();
     let mut id = None;
     while let Some(item) = stream.next().await {
         let info = match item {
             Ok(i) => i,
             // A failing step arrives as a stream error carrying the builder's own message.
             Err(bollard::errors::Error::DockerStreamError { error }) => {
-                return Err(fail(failure(&s.reference, &error, &tail)))
+                view.clear();
+                return Err(fail(failure(&s.reference, &error, &tail)));
             }
-            Err(e) => return Err(fail(failure(&s.reference, &e.to_string(), &tail))),
+            Err(e) => {
+                view.clear();
+                return Err(fail(failure(&s.reference, &e.to_string(), &tail)));
+            }
         };
         if let Some(err) = info.error_detail.and_then(|e| e.message) {
+            view.clear();
             return Err(fail(failure(&s.reference, &err, &tail)));
         }
+        // The base image's pull inside the build: its layers, as a pull shows them.
+        let detail = info.progress_detail.as_ref();
+        view.base.update_layer(
+            info.id.as_deref(),
+            info.status.as_deref(),
+            detail.and_then(|d| d.current),
+            detail.and_then(|d| d.total),
+        );
         if let Some(a) = info.aux.and_then(|a| a.id) {
             id = Some(a);
         }
@@ -103,8 +118,8 @@ pub(super) async fn build(engine: &Engine, s: &BuildSettings, inputs: &str) -> R
             if line.is_empty() {
                 continue;
             }
-            if line.starts_with("Step ") {
-                crate::progress::service(svc, format!("  {line}"));
+            if let Some(step) = line.strip_prefix("Step ") {
+                view.step(step);
             }
             if tail.len() == TAIL {
                 tail.pop_front();
@@ -113,8 +128,90 @@ pub(super) async fn build(engine: &Engine, s: &BuildSettings, inputs: &str) -> R
         }
     }
     let id = id.unwrap_or_default();
-    crate::progress::service(svc, format!("built {}", s.reference));
+    view.finish(started.elapsed());
     Ok(id)
+}
+
+/// What a build shows while it runs, as `--progress` says: on a terminal, a bar of the
+/// Dockerfile's steps (each step is a layer) under the bars of the base image's pull; as JSON,
+/// one event per step; otherwise (plain, the agent's log) one line when it starts and one
+/// when it is built.
+struct BuildView {
+    service: String,
+    reference: String,
+    base: crate::image_pull::PullView,
+    steps: Option<indicatif::ProgressBar>,
+    done: u64,
+}
+
+impl BuildView {
+    fn new(service: &str, reference: &str) -> BuildView {
+        BuildView {
+            service: service.to_string(),
+            reference: reference.to_string(),
+            base: crate::image_pull::PullView::new(reference),
+            steps: None,
+            done: 0,
+        }
+    }
+
+    /// `3/7 : RUN make` (the builder's `Step ` line without that word).
+    fn step(&mut self, step: &str) {
+        let (count, text) = step.split_once(" : ").unwrap_or((step, ""));
+        let (n, total) = count.split_once('/').unwrap_or((count, count));
+        let (n, total) = (n.parse().unwrap_or(0), total.parse().unwrap_or(0));
+        self.done = n;
+        match crate::progress::mode() {
+            crate::progress::Mode::Tty => {
+                let bar = self.steps.get_or_insert_with(|| {
+                    let b = indicatif::ProgressBar::new(total);
+                    b.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "[{prefix}] {bar:30} step {pos}/{len} {wide_msg}",
+                        )
+                        .expect("static template"),
+                    );
+                    b.set_prefix(self.service.clone());
+                    b
+                });
+                bar.set_length(total);
+                bar.set_position(n);
+                bar.set_message(text.to_string());
+            }
+            crate::progress::Mode::Json => crate::progress::layer(
+                &self.reference,
+                &format!("step {n}/{total}"),
+                text,
+                n,
+                total,
+            ),
+            _ => {}
+        }
+    }
+
+    fn clear(&mut self) {
+        self.base.clear();
+        if let Some(b) = self.steps.take() {
+            b.finish_and_clear();
+        }
+    }
+
+    /// Clears the bars and prints one line: the image, its steps and the time it took.
+    fn finish(&mut self, took: std::time::Duration) {
+        if self.base.has_layers() {
+            self.base.finish(took);
+        }
+        self.clear();
+        crate::progress::service(
+            &self.service,
+            format!(
+                "built {} ({} steps in {:.1}s)",
+                self.reference,
+                self.done,
+                took.as_secs_f64()
+            ),
+        );
+    }
 }
 
 /// The `/build` query of `s`: its settings, plus the inputs and Compose labels.
