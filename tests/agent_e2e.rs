@@ -993,6 +993,217 @@ fn image_check_deploys_new_digest_but_not_when_locked() {
     assert_eq!(a2.project("locked")["last_result"], "success");
 }
 
+/// `DAY HH:MM-HH:MM` on the wall clock `now`: from `start` minutes after it (floored to the
+/// minute), `minutes` long; the DAY is the start's, so a window that crosses midnight works.
+/// Returns the spec and its start (wall time).
+fn window_from(
+    now: chrono::NaiveDateTime,
+    start: i64,
+    minutes: i64,
+) -> (String, chrono::NaiveDateTime) {
+    use chrono::Timelike;
+    let from = (now + chrono::TimeDelta::minutes(start))
+        .with_second(0)
+        .and_then(|t| t.with_nanosecond(0))
+        .unwrap();
+    let to = from + chrono::TimeDelta::minutes(minutes);
+    let spec = format!(
+        "{} {}-{}",
+        from.format("%a"),
+        from.format("%H:%M"),
+        to.format("%H:%M")
+    );
+    (spec, from)
+}
+
+/// `--window` closed now (it opens in three hours, in a zone 5:45 ahead of UTC): the agent
+/// plans a pushed change and shows it waiting in /status and /metrics, with the opening time,
+/// and leaves the container alone, even on a signed sync; a signed `POST /sync?force=1`
+/// applies it at once.
+#[test]
+fn outside_the_window_a_change_waits_and_a_forced_sync_applies_it() {
+    use chrono::TimeZone;
+    let name = unique_project("agent-win");
+    let mut guard = ProjectGuard::new(&name);
+    let image = app_image(&mut guard, &name, "v1", "v1");
+    let repos = Repos::new(&[("compose.yaml", compose(&name, &image, "1"))]);
+    let id = repos
+        .work
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    let web = format!("{name}-web-1");
+    // Revision 1 runs already (an operator's apply): the agent starts in sync.
+    let out = composeops()
+        .current_dir(&repos.work)
+        .args(["apply", "--wait-timeout", "20s", "--state-dir"])
+        .arg(&repos.state)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(rev_of(&web).as_deref(), Some("1"));
+    let original = inspect(&web, "{{.Id}}").unwrap();
+
+    let zone = chrono_tz::Asia::Kathmandu;
+    let (spec, from) = window_from(
+        chrono::Utc::now().with_timezone(&zone).naive_local(),
+        180,
+        60,
+    );
+    let spec = format!("{spec} Asia/Kathmandu");
+    let opens = zone.from_local_datetime(&from).single().unwrap().to_utc();
+    let opens_text = opens.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let agent = Agent::start(
+        &repos.work,
+        &repos.state,
+        &["--git-pull", "1s", "--window", &spec],
+    );
+    let st = agent.wait_runs(&id, 1, Duration::from_secs(30));
+    assert_eq!(st["last_result"], "success", "{st}");
+    assert_eq!(st["waiting_for_window"], false, "{st}");
+    let windows = agent.status()["windows"].clone();
+    assert_eq!(windows["specs"][0], spec.as_str(), "{windows}");
+    assert_eq!(windows["open"], false, "{windows}");
+    assert_eq!(windows["next_opening"], opens_text.as_str(), "{windows}");
+
+    // A pushed change: pulled and planned, not applied.
+    let pushed = repos.push(&[("compose.yaml", compose(&name, &image, "2"))], "rev 2");
+    agent.wait_for(
+        "the change to wait for the window",
+        Duration::from_secs(30),
+        || {
+            let p = agent.project(&id);
+            p["last_result"] == "waiting_for_window" && p["revision_desired"] == pushed.as_str()
+        },
+    );
+    let st = agent.project(&id);
+    assert_eq!(st["waiting_for_window"], true, "{st}");
+    assert_eq!(st["next_window"], opens_text.as_str(), "{st}");
+    let pending: Vec<&str> = (st["pending_changes"].as_array().unwrap().iter())
+        .filter_map(|l| l.as_str())
+        .collect();
+    assert!(
+        pending.iter().any(|l| l.starts_with("recreate web")),
+        "{st}"
+    );
+    assert_ne!(st["revision_applied"], pushed.as_str(), "{st}");
+    let (_, metrics) = http(&agent.addr, "GET", "/metrics", &[], b"");
+    for line in [
+        format!("composeops_waiting_for_window{{project=\"{id}\"}} 1"),
+        format!(
+            "composeops_next_window_timestamp_seconds{{project=\"{id}\"}} {}",
+            opens.timestamp()
+        ),
+        format!("composeops_services_out_of_date{{project=\"{id}\"}} 1"),
+        format!("composeops_reconciles_total{{project=\"{id}\",result=\"waiting_for_window\"}}"),
+    ] {
+        assert!(metrics.contains(&line), "no {line} in\n{metrics}");
+    }
+    // A signed sync that is not forced plans again, and still waits.
+    let runs = st["runs"].as_u64().unwrap();
+    let body = b"{}";
+    let sig = signed(body);
+    let (code, reply) = http(
+        &agent.addr,
+        "POST",
+        "/sync",
+        &[("X-Hub-Signature-256", &sig), ("X-GitHub-Delivery", "w-1")],
+        body,
+    );
+    assert_eq!(code, 202, "{reply}");
+    let st = agent.wait_runs(&id, runs + 1, Duration::from_secs(30));
+    assert_eq!(st["last_result"], "waiting_for_window", "{st}");
+    assert_eq!(rev_of(&web).as_deref(), Some("1"));
+    assert_eq!(inspect(&web, "{{.Id}}").unwrap(), original);
+    assert!(!agent.log().contains("creating "), "{}", agent.log());
+
+    // Forced: applied now.
+    let (code, reply) = http(
+        &agent.addr,
+        "POST",
+        "/sync?force=1",
+        &[("X-Hub-Signature-256", &sig), ("X-GitHub-Delivery", "w-2")],
+        body,
+    );
+    assert_eq!(code, 202, "{reply}");
+    agent.wait_for("the forced apply", Duration::from_secs(60), || {
+        rev_of(&web).as_deref() == Some("2")
+    });
+    agent.wait_for(
+        "status after the forced apply",
+        Duration::from_secs(20),
+        || {
+            let p = agent.project(&id);
+            p["last_result"] == "success" && p["revision_applied"] == pushed.as_str()
+        },
+    );
+    let st = agent.project(&id);
+    assert_eq!(st["waiting_for_window"], false, "{st}");
+    assert!(st["next_window"].is_null(), "{st}");
+    assert!(st["pending_changes"].as_array().unwrap().is_empty(), "{st}");
+    let (_, metrics) = http(&agent.addr, "GET", "/metrics", &[], b"");
+    let line = format!("composeops_waiting_for_window{{project=\"{id}\"}} 0");
+    assert!(metrics.contains(&line), "no {line} in\n{metrics}");
+    assert!(
+        agent
+            .log()
+            .contains("forced: applying outside the maintenance windows"),
+        "{}",
+        agent.log()
+    );
+}
+
+/// `--window` open now (host local time, no zone): applied as without one. A window that does
+/// not parse stops the agent at start, naming the flag and the text.
+#[test]
+fn inside_the_window_changes_apply_as_usual_and_a_bad_window_is_refused() {
+    let name = unique_project("agent-winopen");
+    let mut guard = ProjectGuard::new(&name);
+    let image = app_image(&mut guard, &name, "v1", "v1");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("stack");
+    write(&dir.join("compose.yaml"), &compose(&name, &image, "1"));
+    let web = format!("{name}-web-1");
+
+    let out = composeops()
+        .arg("agent")
+        .arg(&dir)
+        .arg("--state-dir")
+        .arg(tmp.path().join("bad"))
+        .args(["--window", "Sat 02:00-04:00", "--window", "Fri 23:00-25:00"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--window \"Fri 23:00-25:00\": \"25:00\" is not a time of day"),
+        "{err}"
+    );
+    assert!(project_containers(&name).is_empty());
+
+    let (spec, _) = window_from(chrono::Local::now().naive_local(), -30, 60);
+    let agent = Agent::start(&dir, &tmp.path().join("state"), &["--window", &spec]);
+    agent.wait_for("the first revision", Duration::from_secs(60), || {
+        rev_of(&web).as_deref() == Some("1")
+    });
+    let st = agent.wait_runs("stack", 1, Duration::from_secs(30));
+    assert_eq!(st["last_result"], "success", "{st}");
+    assert_eq!(st["waiting_for_window"], false, "{st}");
+    let windows = agent.status()["windows"].clone();
+    assert_eq!(windows["open"], true, "{windows}");
+    assert!(windows["next_opening"].is_null(), "{windows}");
+    // A local edit, through file events.
+    write(&dir.join("compose.yaml"), &compose(&name, &image, "2"));
+    agent.wait_for("the edit", Duration::from_secs(60), || {
+        rev_of(&web).as_deref() == Some("2")
+    });
+}
+
 /// Idle cost with two projects over a minute (ignored by default: it takes a minute).
 /// `scripts/test.sh --test agent_e2e -- --ignored --nocapture idle`.
 #[test]

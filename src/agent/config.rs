@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::notify::NotifyTarget;
 use super::schedule::Schedule;
+use super::window::Windows;
 use crate::fleet::Node;
 
 /// Log line format.
@@ -121,6 +122,14 @@ pub struct AgentConfig {
     /// Labels of this node, matched by `KEY=GLOB` node patterns (`role = "edge"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<std::collections::BTreeMap<String, String>>,
+    /// Maintenance windows: changes are applied only while one is open. Each is
+    /// `[DAYS] HH:MM-HH:MM [ZONE]`: `Sat 02:00-04:00`, `Mon-Fri 22:00-23:30`,
+    /// `Fri 23:00-01:00` (Friday 23:00 to Saturday 01:00), `Sat,Sun 02:00-04:00 Europe/Berlin`;
+    /// no days: every day; no zone: the host's local time. Outside them the agent still plans
+    /// (/status shows the pending changes and when the next window opens) and applies when one
+    /// opens; a signed `POST /sync?force=1` applies at once. Unset: any time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Vec<String>>,
 }
 
 impl AgentConfig {
@@ -137,6 +146,10 @@ impl AgentConfig {
                 *p = base.join(&*p);
             }
         }
+        // Checked here so the error names the file (`resolve` names the flag).
+        Windows::parse(c.window.iter().flatten()).map_err(|e| {
+            anyhow::anyhow!("invalid agent config {}: window = {e:#}", path.display())
+        })?;
         Ok(c)
     }
 
@@ -171,7 +184,8 @@ impl AgentConfig {
             gate,
             gate_timeout,
             node,
-            labels
+            labels,
+            window
         );
         self
     }
@@ -215,6 +229,8 @@ impl AgentConfig {
             .chain(&self.notify_url)
             .map(|u| NotifyTarget::parse(u))
             .collect::<Result<Vec<_>>>()?;
+        let windows = Windows::parse(self.window.iter().flatten())
+            .map_err(|e| anyhow::anyhow!("--window {e:#}"))?;
         if self.http_max_connections == Some(0) {
             bail!("http-max-connections = 0: give at least 1 (default 64)");
         }
@@ -263,6 +279,7 @@ impl AgentConfig {
                 Some(crate::gate::DEFAULT_TIMEOUT),
             )?)?,
             node: self.node(),
+            windows,
         })
     }
 }
@@ -333,6 +350,8 @@ pub struct Settings {
     pub gate: Option<crate::gate::Gate>,
     /// This host, for stack placement.
     pub node: Node,
+    /// When applies may happen (`window`); empty: any time.
+    pub windows: Windows,
 }
 
 /// The JSON Schema of the config file, as checked in under `schemas/agent-config.schema.json`.
@@ -522,6 +541,52 @@ mod tests {
         };
         let e = c.resolve().unwrap_err().to_string();
         assert!(e.starts_with("gate = "), "{e}");
+    }
+
+    #[test]
+    fn windows_from_the_file_or_flags_and_errors_name_the_flag_or_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Some(dir.path().to_path_buf());
+        let c = AgentConfig::from_toml(
+            "window = [\"Sat 02:00-04:00\", \"Mon-Fri  22:00-23:30 Europe/Berlin\"]\n",
+        )
+        .unwrap();
+        let s = AgentConfig {
+            path: path.clone(),
+            ..c
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            s.windows.specs(),
+            ["Sat 02:00-04:00", "Mon-Fri 22:00-23:30 Europe/Berlin"]
+        );
+        let none = AgentConfig {
+            path: path.clone(),
+            ..Default::default()
+        };
+        assert!(none.resolve().unwrap().windows.is_empty());
+        let bad = AgentConfig {
+            path,
+            window: Some(vec!["Sat 02:00-04:00".into(), "Sat 25:00-26:00".into()]),
+            ..Default::default()
+        };
+        assert_eq!(
+            format!("{:#}", bad.resolve().unwrap_err()),
+            "--window \"Sat 25:00-26:00\": \"25:00\" is not a time of day: HH:MM, from 00:00 \
+             to 23:59"
+        );
+        let f = dir.path().join("agent.toml");
+        std::fs::write(&f, "window = [\"Fri 23:00-01:00 Mars/Olympus\"]\n").unwrap();
+        let e = format!("{:#}", AgentConfig::from_file(&f).unwrap_err());
+        assert!(
+            e.starts_with(&format!(
+                "invalid agent config {}: window = \"Fri 23:00-01:00 Mars/Olympus\": unknown \
+                 time zone",
+                f.display()
+            )),
+            "{e}"
+        );
     }
 
     #[test]

@@ -98,7 +98,9 @@ fn refuse(code: StatusCode, msg: &str) -> Response {
     (code, Json(serde_json::json!({ "error": msg }))).into_response()
 }
 
-/// `POST /sync[?force=1]`: pull (if the agent pulls) and reconcile every project now.
+/// `POST /sync[?force=1]`: pull (if the agent pulls) and reconcile every project now. `force`
+/// also applies a desired state remembered as rolled back (or refused by the gate), and applies
+/// outside the maintenance windows (`--window`).
 ///
 /// Needs COMPOSEOPS_WEBHOOK_SECRET and one of two signatures (HMAC-SHA256, hex, `sha256=` prefix):
 /// - `X-Hub-Signature-256` over the raw body: what GitHub, Gitea and Gogs send;

@@ -17,7 +17,7 @@ pub struct ProjectLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub project: String,
-    /// success, rolled_back, gate_refused, error, skipped
+    /// success, rolled_back, gate_refused, skipped_rolled_back, waiting_for_window, error
     pub result: String,
 }
 
@@ -35,6 +35,8 @@ pub struct Metrics {
     pub rollbacks: Family<ProjectLabel, Counter>,
     pub registry_errors: Family<ProjectLabel, Counter>,
     pub git_pulls: Family<PullLabel, Counter>,
+    pub waiting_for_window: Family<ProjectLabel, Gauge>,
+    pub next_window: Family<ProjectLabel, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -86,6 +88,18 @@ impl Metrics {
         );
         let git_pulls = Family::<PullLabel, Counter>::default();
         registry.register("git_pulls", "Git pulls by result", git_pulls.clone());
+        let waiting_for_window = Family::<ProjectLabel, Gauge>::default();
+        registry.register(
+            "waiting_for_window",
+            "1 while the project's planned changes wait for a maintenance window to open",
+            waiting_for_window.clone(),
+        );
+        let next_window = Family::<ProjectLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "next_window_timestamp_seconds",
+            "Unix time the next maintenance window opens, while the project waits for it (else 0)",
+            next_window.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -95,6 +109,8 @@ impl Metrics {
             rollbacks,
             registry_errors,
             git_pulls,
+            waiting_for_window,
+            next_window,
         }
     }
 

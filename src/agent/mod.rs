@@ -20,6 +20,7 @@ pub mod reconciler;
 pub mod schedule;
 pub mod state;
 pub mod watch;
+pub mod window;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -46,7 +47,8 @@ pub enum Control {
     /// Paths changed under PATH (debounced); only the projects that read one of them are
     /// woken (see `watch::wakes`).
     Files(Vec<PathBuf>),
-    /// Signed `POST /sync` (`force`: also re-apply a remembered rolled-back state).
+    /// Signed `POST /sync` (`force`: also re-apply a remembered rolled-back state, and apply
+    /// outside the maintenance windows).
     Sync { force: bool },
     /// Wake every project (after a git pull, SIGHUP).
     WakeAll(Wake),
@@ -59,7 +61,12 @@ pub struct Shared {
     pub memory: Memory,
     status: Mutex<StatusInner>,
     heartbeat: AtomicU64,
+    /// The time maintenance windows are checked against (a test sets its own).
+    clock: Clock,
 }
+
+/// What time it is, for maintenance windows.
+pub(crate) type Clock = Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>;
 
 #[derive(Default, Serialize)]
 struct StatusInner {
@@ -77,6 +84,18 @@ struct StatusInner {
     /// they were.
     #[serde(skip_serializing_if = "Option::is_none")]
     placement_error: Option<String>,
+    /// The maintenance windows (`--window`), whether one is open now and, if none is, when the
+    /// next one opens; absent without windows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    windows: Option<WindowsStatus>,
+}
+
+#[derive(Default, Serialize)]
+struct WindowsStatus {
+    specs: Vec<String>,
+    open: bool,
+    /// RFC 3339 (UTC).
+    next_opening: Option<String>,
 }
 
 fn unix_secs() -> u64 {
@@ -103,7 +122,13 @@ impl Shared {
             memory,
             status: Mutex::new(status),
             heartbeat: AtomicU64::new(unix_secs()),
+            clock: Arc::new(chrono::Utc::now),
         }
+    }
+
+    /// Now, as maintenance windows see it.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        (self.clock)()
     }
 
     pub fn update(&self, src: &ProjectSource, f: impl FnOnce(&mut ProjectStatus)) {
@@ -136,7 +161,21 @@ impl Shared {
     }
 
     pub fn status_json(&self) -> serde_json::Value {
-        let st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let windows = &self.settings.windows;
+        let windows = (!windows.is_empty()).then(|| {
+            let now = self.now();
+            let open = windows.is_open(now);
+            WindowsStatus {
+                specs: windows.specs(),
+                open,
+                next_opening: (!open)
+                    .then(|| windows.next_opening(now))
+                    .flatten()
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            }
+        });
+        let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        st.windows = windows;
         serde_json::to_value(&*st).unwrap_or_default()
     }
 
@@ -948,6 +987,159 @@ mod tests {
             shared.status_json()["projects"]["p"]["consecutive_failures"],
             0
         );
+        drop(tx);
+        h.await.unwrap();
+    }
+
+    /// A project under `--window spec` whose clock reads `clock()`.
+    fn setup_windowed(
+        dir: &Path,
+        state: &Path,
+        spec: &str,
+        clock: Clock,
+    ) -> (Arc<Shared>, ProjectSource) {
+        std::fs::write(dir.join("compose.yaml"), "services: {}\n").unwrap();
+        let settings = AgentConfig {
+            path: Some(dir.to_path_buf()),
+            state_dir: Some(state.to_path_buf()),
+            retry_initial: Some("50ms".into()),
+            window: Some(vec![spec.into()]),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let mut shared = Shared::new(settings, Memory::new(state).unwrap());
+        shared.clock = clock;
+        let src = ProjectSource {
+            id: "p".into(),
+            dir: dir.to_path_buf(),
+        };
+        (Arc::new(shared), src)
+    }
+
+    fn utc(s: &str) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    #[tokio::test]
+    async fn outside_the_windows_changes_wait_and_are_applied_when_one_opens() {
+        let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        // A clock running at real speed from 1.5s before the window opens (time for the first
+        // run, however loaded the machine).
+        let opens = utc("2026-11-28T02:00:00Z");
+        let start = std::time::Instant::now();
+        let clock: Clock = Arc::new(move || {
+            opens - chrono::TimeDelta::milliseconds(1500)
+                + chrono::TimeDelta::from_std(start.elapsed()).unwrap()
+        });
+        let (shared, src) = setup_windowed(dir.path(), state.path(), "Sat 02:00-04:00 UTC", clock);
+        let rec = Arc::new(Scripted {
+            runs: AtomicUsize::new(0),
+            delay: Duration::ZERO,
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (_stop_tx, stop_rx) = tokio_watch::channel(false);
+        let h = tokio::spawn(worker::run_worker(
+            src,
+            rec.clone(),
+            shared.clone(),
+            rx,
+            stop_rx,
+        ));
+        tx.send(Wake::because("start")).unwrap();
+        settle(&shared, 1).await;
+        let v = shared.status_json();
+        let p = &v["projects"]["p"];
+        assert_eq!(p["last_result"], "waiting_for_window", "{v}");
+        assert_eq!(p["waiting_for_window"], true, "{v}");
+        assert_eq!(p["next_window"], "2026-11-28T02:00:00Z", "{v}");
+        assert_eq!(p["pending_changes"][0], "recreate web", "{v}");
+        assert_eq!(v["windows"]["open"], false, "{v}");
+        assert_eq!(v["windows"]["specs"][0], "Sat 02:00-04:00 UTC", "{v}");
+        assert_eq!(v["windows"]["next_opening"], "2026-11-28T02:00:00Z", "{v}");
+        let m = shared.metrics.encode();
+        assert!(
+            m.contains("composeops_waiting_for_window{project=\"p\"} 1"),
+            "{m}"
+        );
+        assert!(
+            m.contains("composeops_next_window_timestamp_seconds{project=\"p\"} 1795831200"),
+            "{m}"
+        );
+        assert!(
+            m.contains("composeops_services_out_of_date{project=\"p\"} 1"),
+            "{m}"
+        );
+        assert_eq!(rec.runs.load(Ordering::SeqCst), 0);
+        // The window opens: applied with no other wake-up.
+        settle(&shared, 2).await;
+        let v = shared.status_json();
+        let p = &v["projects"]["p"];
+        assert_eq!(p["last_result"], "success", "{v}");
+        assert_eq!(p["waiting_for_window"], false, "{v}");
+        assert!(p["next_window"].is_null(), "{v}");
+        assert_eq!(v["windows"]["open"], true, "{v}");
+        assert!(v["windows"]["next_opening"].is_null(), "{v}");
+        assert_eq!(rec.runs.load(Ordering::SeqCst), 1);
+        let m = shared.metrics.encode();
+        assert!(
+            m.contains("composeops_waiting_for_window{project=\"p\"} 0"),
+            "{m}"
+        );
+        drop(tx);
+        h.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_forced_sync_applies_outside_the_windows() {
+        let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let now = utc("2026-11-27T12:00:00Z");
+        let (shared, src) = setup_windowed(
+            dir.path(),
+            state.path(),
+            "Fri 23:00-01:00 Europe/Berlin",
+            Arc::new(move || now),
+        );
+        let rec = Arc::new(Scripted {
+            runs: AtomicUsize::new(0),
+            delay: Duration::ZERO,
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (_stop_tx, stop_rx) = tokio_watch::channel(false);
+        let h = tokio::spawn(worker::run_worker(
+            src,
+            rec.clone(),
+            shared.clone(),
+            rx,
+            stop_rx,
+        ));
+        tx.send(Wake::because("start")).unwrap();
+        settle(&shared, 1).await;
+        let p = &shared.status_json()["projects"]["p"];
+        assert_eq!(p["last_result"], "waiting_for_window", "{p}");
+        // 23:00 in Berlin is 22:00 UTC in November.
+        assert_eq!(p["next_window"], "2026-11-27T22:00:00Z", "{p}");
+        // Other wake-ups still plan, and still wait.
+        tx.send(Wake::because("file")).unwrap();
+        settle(&shared, 2).await;
+        assert_eq!(rec.runs.load(Ordering::SeqCst), 0);
+        tx.send(Wake {
+            reasons: vec!["webhook"],
+            refresh_images: true,
+            force: true,
+        })
+        .unwrap();
+        settle(&shared, 3).await;
+        assert_eq!(rec.runs.load(Ordering::SeqCst), 1);
+        let p = &shared.status_json()["projects"]["p"];
+        assert_eq!(p["last_result"], "success", "{p}");
+        assert_eq!(p["waiting_for_window"], false, "{p}");
+        // Nothing to do is not waiting: in sync, outside the windows too.
+        std::fs::write(dir.path().join("deployed"), "").unwrap();
+        tx.send(Wake::because("file")).unwrap();
+        settle(&shared, 4).await;
+        let p = &shared.status_json()["projects"]["p"];
+        assert_eq!(p["last_result"], "success", "{p}");
         drop(tx);
         h.await.unwrap();
     }

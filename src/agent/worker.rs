@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use chrono::{DateTime, Utc};
+
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
@@ -25,7 +27,8 @@ pub struct Wake {
     pub reasons: Vec<&'static str>,
     /// Look up tags' current digests in the registry.
     pub refresh_images: bool,
-    /// Apply even a desired state remembered as rolled back (signed `POST /sync?force=1`).
+    /// Apply even a desired state remembered as rolled back, and outside the maintenance
+    /// windows (signed `POST /sync?force=1`).
     pub force: bool,
 }
 
@@ -47,6 +50,19 @@ impl Wake {
     }
 }
 
+/// How many services the pending actions change (not networks, volumes or orphans).
+fn services_in(pending: &[String]) -> i64 {
+    let services = pending
+        .iter()
+        .filter(|l| {
+            !["create network ", "create volume ", "remove orphan "]
+                .iter()
+                .any(|x| l.starts_with(x))
+        })
+        .count();
+    services as i64
+}
+
 /// `initial * 2^(failures-1)`, at most `max`.
 pub fn backoff(failures: u32, initial: Duration, max: Duration) -> Duration {
     let shift = failures.saturating_sub(1).min(30);
@@ -64,8 +80,8 @@ pub struct ProjectStatus {
     pub revision_applied: Option<String>,
     /// Git revision of the checkout at the last run (`+dirty`: local edits).
     pub revision_desired: Option<String>,
-    /// `success`, `rolled_back`, `gate_refused`, `skipped_rolled_back`, `error`; none before
-    /// the first run.
+    /// `success`, `rolled_back`, `gate_refused`, `skipped_rolled_back`, `waiting_for_window`,
+    /// `error`; none before the first run.
     pub last_result: Option<String>,
     pub last_error: Option<String>,
     /// RFC 3339.
@@ -73,6 +89,10 @@ pub struct ProjectStatus {
     pub last_success: Option<String>,
     /// Planned actions not (yet) in effect: empty when converged.
     pub pending_changes: Vec<String>,
+    /// The pending changes wait for a maintenance window (`--window`) to open.
+    pub waiting_for_window: bool,
+    /// RFC 3339 (UTC): when the next maintenance window opens, while waiting for it.
+    pub next_window: Option<String>,
     pub running: bool,
     pub runs: u64,
     pub consecutive_failures: u32,
@@ -104,6 +124,21 @@ pub enum RunEnd {
     RolledBack,
     Skipped,
     Failed,
+    /// Changes planned outside the maintenance windows: run again when one opens (`None`:
+    /// none opens within the horizon of [`super::window::Windows::next_opening`]).
+    Waiting {
+        opens: Option<DateTime<Utc>>,
+    },
+}
+
+/// The longest the worker sleeps before looking at the clock again while it waits for a
+/// window: a host clock set forward (or a suspended host) is noticed within this.
+const WINDOW_RECHECK: Duration = Duration::from_secs(300);
+
+/// When to look at the clock next, waiting for `opens`.
+fn window_timer(opens: DateTime<Utc>, now: DateTime<Utc>) -> tokio::time::Instant {
+    let left = (opens - now).to_std().unwrap_or(Duration::ZERO);
+    tokio::time::Instant::now() + left.min(WINDOW_RECHECK)
 }
 
 pub async fn run_worker<R: Reconciler>(
@@ -119,12 +154,19 @@ pub async fn run_worker<R: Reconciler>(
     let _ = shared.metrics.rollbacks.get_or_create(&label);
     let _ = shared.metrics.registry_errors.get_or_create(&label);
     let _ = shared.metrics.out_of_date.get_or_create(&label);
+    if !shared.settings.windows.is_empty() {
+        let _ = shared.metrics.waiting_for_window.get_or_create(&label);
+        let _ = shared.metrics.next_window.get_or_create(&label);
+    }
     shared.update(&src, |s| {
         s.rolled_back_state = memory.failed.clone();
         s.revision_applied = memory.applied_revision.clone();
     });
     let mut failures: u32 = 0;
     let mut retry_at: Option<tokio::time::Instant> = None;
+    // While changes wait for a maintenance window: when it opens, and when to look at the
+    // clock next.
+    let mut window: Option<(DateTime<Utc>, tokio::time::Instant)> = None;
     loop {
         let wake = tokio::select! {
             biased;
@@ -132,6 +174,16 @@ pub async fn run_worker<R: Reconciler>(
             w = rx.recv() => match w { Some(w) => w, None => break },
             _ = async { tokio::time::sleep_until(retry_at.unwrap()).await }, if retry_at.is_some() => {
                 Wake::because("retry")
+            }
+            _ = async { tokio::time::sleep_until(window.unwrap().1).await }, if window.is_some() => {
+                let (opens, _) = window.unwrap();
+                let now = shared.now();
+                if now < opens {
+                    window = Some((opens, window_timer(opens, now)));
+                    continue;
+                }
+                tracing::info!(project = %src.id, "a maintenance window opened");
+                Wake::because("window")
             }
         };
         if *shutdown.borrow() {
@@ -142,7 +194,11 @@ pub async fn run_worker<R: Reconciler>(
             wake.merge(more);
         }
         retry_at = None;
+        window = None;
         let end = run_once(&src, rec.as_ref(), &shared, &mut memory, &wake).await;
+        if let RunEnd::Waiting { opens: Some(t) } = end {
+            window = Some((t, window_timer(t, shared.now())));
+        }
         match end {
             RunEnd::Failed => {
                 failures += 1;
@@ -218,12 +274,21 @@ async fn run_once<R: Reconciler>(
                 .failed
                 .as_ref()
                 .is_some_and(|f| f.fingerprint == desired.fingerprint);
+            let windows = &shared.settings.windows;
             if remembered && !wake.force {
                 drop(prepared);
                 run.remembered_rollback(memory, &desired)
+            } else if !desired.pending.is_empty() && !wake.force && !windows.is_open(shared.now()) {
+                // Planned, not applied: the plan (and the project lock) is let go, and the
+                // project planned again when a window opens.
+                drop(prepared);
+                run.waiting(&desired)
             } else {
                 if remembered {
                     tracing::warn!(project = %src.id, "forced: applying a desired state that was rolled back before");
+                }
+                if !desired.pending.is_empty() && !windows.is_open(shared.now()) {
+                    tracing::warn!(project = %src.id, "forced: applying outside the maintenance windows");
                 }
                 match rec.apply(src, prepared, &opts).await {
                     Err(e) if e.kind == ErrorKind::GateRefused => run.refused(memory, &desired, &e),
@@ -233,6 +298,9 @@ async fn run_once<R: Reconciler>(
             }
         }
     };
+    if !matches!(end, RunEnd::Waiting { .. }) {
+        run.not_waiting();
+    }
     if let Err(e) = shared.memory.save(&src.id, memory) {
         tracing::error!(project = %src.id, error = %e, "cannot save project state");
     }
@@ -311,19 +379,62 @@ impl Run<'_> {
             "desired state was rolled back before; not retrying until it changes \
              (or a signed POST /sync?force=1)"
         );
-        let services = desired
-            .pending
-            .iter()
-            .filter(|l| {
-                !["create network ", "create volume ", "remove orphan "]
-                    .iter()
-                    .any(|x| l.starts_with(x))
-            })
-            .count();
-        out_of_date.set(services as i64);
+        out_of_date.set(services_in(&desired.pending));
         self.shared
             .update(self.src, |s| s.pending_changes = desired.pending.clone());
         (RunEnd::Skipped, "skipped_rolled_back")
+    }
+
+    /// Changes planned outside the maintenance windows: shown, counted, not applied.
+    fn waiting(&self, desired: &DesiredState) -> (RunEnd, &'static str) {
+        let shared = self.shared;
+        let opens = shared.settings.windows.next_opening(shared.now());
+        let at = opens.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        tracing::info!(
+            project = %self.src.id,
+            revision = desired.revision.as_deref().unwrap_or("-"),
+            plan = %desired.pending.join("; "),
+            next_window = at.as_deref().unwrap_or("-"),
+            "outside the maintenance windows: changes planned, waiting for a window \
+             (or a signed POST /sync?force=1)"
+        );
+        let m = &shared.metrics;
+        m.out_of_date
+            .get_or_create(&self.label)
+            .set(services_in(&desired.pending));
+        m.waiting_for_window.get_or_create(&self.label).set(1);
+        m.next_window
+            .get_or_create(&self.label)
+            .set(opens.map_or(0.0, |t| t.timestamp() as f64));
+        shared.update(self.src, |s| {
+            s.pending_changes = desired.pending.clone();
+            s.waiting_for_window = true;
+            s.next_window = at;
+            s.last_error = None;
+        });
+        (RunEnd::Waiting { opens }, "waiting_for_window")
+    }
+
+    /// Any other end of a run: no longer waiting for a window.
+    fn not_waiting(&self) {
+        let shared = self.shared;
+        if shared.settings.windows.is_empty() {
+            return;
+        }
+        shared
+            .metrics
+            .waiting_for_window
+            .get_or_create(&self.label)
+            .set(0);
+        shared
+            .metrics
+            .next_window
+            .get_or_create(&self.label)
+            .set(0.0);
+        shared.update(self.src, |s| {
+            s.waiting_for_window = false;
+            s.next_window = None;
+        });
     }
 
     /// The gate refused the plan and nothing changed: remembered as a rollback is, so the same

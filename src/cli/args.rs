@@ -411,6 +411,11 @@ pub struct AgentArgs {
     /// A label of this node, matched by `KEY=GLOB` node patterns (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+    /// Apply changes only inside this maintenance window (repeatable): "[DAYS] HH:MM-HH:MM
+    /// [ZONE]", e.g. "Sat 02:00-04:00", "Mon-Fri 22:00-23:30", "Fri 23:00-01:00 Europe/Berlin"
+    /// (no zone: local time). Outside, changes are planned and wait; POST /sync?force=1 applies.
+    #[arg(long, value_name = "WINDOW")]
+    pub window: Vec<String>,
     /// Print the JSON Schema of the config file and exit.
     #[arg(long)]
     pub print_config_schema: bool,
@@ -449,6 +454,7 @@ impl AgentArgs {
             gate_timeout: self.gate_timeout.clone(),
             node: self.node.clone(),
             labels: (!self.labels.is_empty()).then(|| self.labels.iter().cloned().collect()),
+            window: (!self.window.is_empty()).then(|| self.window.clone()),
         }
     }
 }
