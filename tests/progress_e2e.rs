@@ -56,3 +56,45 @@ fn progress_modes_show_a_pull_their_way() {
     let err = pull_fresh("quiet");
     assert!(err.trim().is_empty(), "quiet printed:\n{err}");
 }
+
+/// A build under `--progress json`: one event per Dockerfile step (layer `step N/M`), then the
+/// `built` line; no builder output as free text.
+#[test]
+fn a_build_shows_its_steps_as_json_events() {
+    let s = Stack::new("progress-build");
+    std::fs::write(
+        s.dir.path().join("Dockerfile"),
+        format!(
+            "FROM {}\nRUN echo one > /one\nRUN echo two > /two\n",
+            testbed().base_image
+        ),
+    )
+    .unwrap();
+    s.write("services:\n  app:\n    build: .\n    command: [\"sleep\", \"600\"]\n");
+    let image = format!("{}-app", s.name);
+    let out = s.run(&["--progress", "json", "apply"]);
+    let _ = docker_output(&["rmi", "-f", &image]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let events: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let steps: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["layer"].as_str())
+        .filter(|l| l.starts_with("step "))
+        .collect();
+    // The Dockerfile's 3 steps, then the LABEL steps the engine's builder adds for labels.
+    let total = steps.len();
+    assert!(total >= 3, "{err}");
+    let expected: Vec<String> = (1..=total).map(|n| format!("step {n}/{total}")).collect();
+    assert_eq!(steps, expected, "{err}");
+    let built = format!("{total} steps in ");
+    assert!(
+        events.iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("built ") && m.contains(&built))),
+        "{err}"
+    );
+}
