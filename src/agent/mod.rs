@@ -772,6 +772,35 @@ mod tests {
         }
     }
 
+    /// A worker over `src` with a scripted reconciler that takes `delay` per run: the
+    /// reconciler (to count runs), the wake-up sender, the stop switch (dropping it stops the
+    /// worker) and the worker's task.
+    fn start_worker(
+        src: ProjectSource,
+        shared: &Arc<Shared>,
+        delay: Duration,
+    ) -> (
+        Arc<Scripted>,
+        mpsc::UnboundedSender<Wake>,
+        tokio_watch::Sender<bool>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let rec = Arc::new(Scripted {
+            runs: AtomicUsize::new(0),
+            delay,
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = tokio_watch::channel(false);
+        let h = tokio::spawn(worker::run_worker(
+            src,
+            rec.clone(),
+            shared.clone(),
+            rx,
+            stop_rx,
+        ));
+        (rec, tx, stop_tx, h)
+    }
+
     fn setup(dir: &Path, state: &Path) -> (Arc<Shared>, ProjectSource) {
         std::fs::write(dir.join("compose.yaml"), "services: {}\n").unwrap();
         let settings = AgentConfig {
@@ -807,19 +836,7 @@ mod tests {
     async fn wakeups_during_a_run_coalesce_into_one_more_run() {
         let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (shared, src) = setup(dir.path(), state.path());
-        let rec = Arc::new(Scripted {
-            runs: AtomicUsize::new(0),
-            delay: Duration::from_millis(300),
-        });
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (_stop_tx, stop_rx) = tokio_watch::channel(false);
-        let h = tokio::spawn(worker::run_worker(
-            src,
-            rec.clone(),
-            shared.clone(),
-            rx,
-            stop_rx,
-        ));
+        let (rec, tx, _stop_tx, h) = start_worker(src, &shared, Duration::from_millis(300));
         tx.send(Wake::because("start")).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         for _ in 0..10 {
@@ -837,19 +854,7 @@ mod tests {
         let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (shared, src) = setup(dir.path(), state.path());
         std::fs::write(dir.path().join("fail"), "").unwrap();
-        let rec = Arc::new(Scripted {
-            runs: AtomicUsize::new(0),
-            delay: Duration::ZERO,
-        });
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (_stop_tx, stop_rx) = tokio_watch::channel(false);
-        let h = tokio::spawn(worker::run_worker(
-            src,
-            rec.clone(),
-            shared.clone(),
-            rx,
-            stop_rx,
-        ));
+        let (rec, tx, _stop_tx, h) = start_worker(src, &shared, Duration::ZERO);
         tx.send(Wake::because("start")).unwrap();
         settle(&shared, 1).await;
         assert_eq!(
@@ -908,19 +913,7 @@ mod tests {
         let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (shared, src) = setup(dir.path(), state.path());
         std::fs::write(dir.path().join("refuse"), "").unwrap();
-        let rec = Arc::new(Scripted {
-            runs: AtomicUsize::new(0),
-            delay: Duration::ZERO,
-        });
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (_stop_tx, stop_rx) = tokio_watch::channel(false);
-        let h = tokio::spawn(worker::run_worker(
-            src,
-            rec.clone(),
-            shared.clone(),
-            rx,
-            stop_rx,
-        ));
+        let (rec, tx, _stop_tx, h) = start_worker(src, &shared, Duration::ZERO);
         tx.send(Wake::because("start")).unwrap();
         settle(&shared, 1).await;
         let v = &shared.status_json()["projects"]["p"];
@@ -957,19 +950,7 @@ mod tests {
         let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (shared, src) = setup(dir.path(), state.path());
         std::fs::remove_file(dir.path().join("compose.yaml")).unwrap();
-        let rec = Arc::new(Scripted {
-            runs: AtomicUsize::new(0),
-            delay: Duration::ZERO,
-        });
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (_stop_tx, stop_rx) = tokio_watch::channel(false);
-        let h = tokio::spawn(worker::run_worker(
-            src,
-            rec.clone(),
-            shared.clone(),
-            rx,
-            stop_rx,
-        ));
+        let (rec, tx, _stop_tx, h) = start_worker(src, &shared, Duration::ZERO);
         tx.send(Wake::because("start")).unwrap();
         // 50ms, 100ms, 200ms: the 4th attempt comes ~350ms after the first.
         settle(&shared, 4).await;
@@ -1033,19 +1014,7 @@ mod tests {
                 + chrono::TimeDelta::from_std(start.elapsed()).unwrap()
         });
         let (shared, src) = setup_windowed(dir.path(), state.path(), "Sat 02:00-04:00 UTC", clock);
-        let rec = Arc::new(Scripted {
-            runs: AtomicUsize::new(0),
-            delay: Duration::ZERO,
-        });
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (_stop_tx, stop_rx) = tokio_watch::channel(false);
-        let h = tokio::spawn(worker::run_worker(
-            src,
-            rec.clone(),
-            shared.clone(),
-            rx,
-            stop_rx,
-        ));
+        let (rec, tx, _stop_tx, h) = start_worker(src, &shared, Duration::ZERO);
         tx.send(Wake::because("start")).unwrap();
         settle(&shared, 1).await;
         let v = shared.status_json();
@@ -1100,19 +1069,7 @@ mod tests {
             "Fri 23:00-01:00 Europe/Berlin",
             Arc::new(move || now),
         );
-        let rec = Arc::new(Scripted {
-            runs: AtomicUsize::new(0),
-            delay: Duration::ZERO,
-        });
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (_stop_tx, stop_rx) = tokio_watch::channel(false);
-        let h = tokio::spawn(worker::run_worker(
-            src,
-            rec.clone(),
-            shared.clone(),
-            rx,
-            stop_rx,
-        ));
+        let (rec, tx, _stop_tx, h) = start_worker(src, &shared, Duration::ZERO);
         tx.send(Wake::because("start")).unwrap();
         settle(&shared, 1).await;
         let p = &shared.status_json()["projects"]["p"];
