@@ -950,7 +950,7 @@ mod tests {
         let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (shared, src) = setup(dir.path(), state.path());
         std::fs::remove_file(dir.path().join("compose.yaml")).unwrap();
-        let (rec, tx, _stop_tx, h) = start_worker(src, &shared, Duration::ZERO);
+        let (_rec, tx, _stop_tx, h) = start_worker(src, &shared, Duration::ZERO);
         tx.send(Wake::because("start")).unwrap();
         // 50ms, 100ms, 200ms: the 4th attempt comes ~350ms after the first.
         settle(&shared, 4).await;
