@@ -14,14 +14,6 @@ use common::stack::{show, Stack};
 use common::*;
 
 impl Stack {
-    /// Builds the test app `variant` as `<registry>/app-<project>:1` (removed on drop).
-    fn image(&mut self, variant: &str) -> String {
-        let tag = format!("{}/app-{}:1", testbed().registry, self.name);
-        build_app_image(&tag, variant);
-        self.guard.image(tag.clone());
-        tag
-    }
-
     fn web(&self) -> String {
         format!("{}-web-1", self.name)
     }
@@ -94,7 +86,7 @@ fn assert_rolled_back(s: &Stack, out: &Output, old_id: &str, want: &[&str]) {
 #[test]
 fn a_failed_or_timed_out_check_rolls_back_and_adding_one_recreates_nothing() {
     let mut s = Stack::new("verify-fail");
-    let image = s.image("v1");
+    let image = s.app_image("v1");
     s.write(&web(&image, "hello", "stop-first", ""));
     s.apply_ok();
     let id = s.inspect(&s.web(), "{{.Id}}");
@@ -159,7 +151,7 @@ fn a_failed_or_timed_out_check_rolls_back_and_adding_one_recreates_nothing() {
 #[test]
 fn a_passing_check_sees_the_new_container_its_port_and_the_project_directory() {
     let mut s = Stack::new("verify-pass");
-    let image = s.image("v1");
+    let image = s.app_image("v1");
     // An argv, run in the project directory: a script beside the compose file, which records
     // what it saw there.
     std::fs::write(
@@ -179,7 +171,7 @@ fn a_passing_check_sees_the_new_container_its_port_and_the_project_directory() {
     let seen_body = s.dir.path().join("seen.body");
     assert_eq!(std::fs::read_to_string(&seen_body).unwrap().trim(), "v1");
 
-    s.image("v2");
+    s.app_image("v2");
     let out = s.apply();
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -220,7 +212,7 @@ fn a_passing_check_sees_the_new_container_its_port_and_the_project_directory() {
 #[test]
 fn start_first_a_failed_check_never_touches_the_old_container() {
     let mut s = Stack::new("verify-sf");
-    let image = s.image("v1");
+    let image = s.app_image("v1");
     // Only release v1 passes. The compose file is interpolated, `x-` keys included: `$$` is
     // the shell's `$`.
     let ext = "    x-composeops:\n      verify: >-\n        \
@@ -237,7 +229,7 @@ fn start_first_a_failed_check_never_touches_the_old_container() {
     let nets_before: serde_json::Value = serde_json::from_str(&s.inspect(&web, nets)).unwrap();
     let port_before = docker(&["port", &web, "8080/tcp"]);
 
-    s.image("v2");
+    s.app_image("v2");
     let out = s.apply();
     // Checked under its temporary name, beside the old one.
     let said = format!("{web}-composeops-new says v2");
@@ -258,7 +250,7 @@ fn start_first_a_failed_check_never_touches_the_old_container() {
 #[test]
 fn a_failed_check_of_a_new_service_fails_it() {
     let mut s = Stack::new("verify-new");
-    let image = s.image("v1");
+    let image = s.app_image("v1");
     let ext = "    x-composeops:\n      verify: \"echo not ready yet; exit 1\"\n";
     s.write(&web(&image, "hello", "stop-first", ext));
     let out = s.apply();
