@@ -87,6 +87,11 @@ pub struct Service {
     /// service as Compose sees it (nor of its config-hash).
     #[serde(skip)]
     pub update: crate::track::UpdatePolicy,
+    /// `x-composeops: {verify, verify_timeout}`: the host command that must accept each new
+    /// container before it takes over. Beside the service like `update`: Compose does not see
+    /// it, and adding or changing it recreates nothing.
+    #[serde(skip)]
+    pub verify: Option<crate::verify::Verify>,
 }
 
 impl Service {

@@ -150,10 +150,20 @@ fn short(id: &str) -> &str {
 }
 
 /// sha256 (hex) of the loaded project's JSON: any change of a file, an included file, an env
-/// file or a variable that reaches the project changes it.
+/// file or a variable that reaches the project changes it. The services' `x-composeops.verify`
+/// commands are not in that JSON (Compose does not see them) but run on the host during apply,
+/// so they are hashed after it; a project without one keeps the digest it always had.
 pub fn project_digest(project: &Project) -> String {
     let json = serde_json::to_vec(project).expect("a project serialises");
-    format!("{:x}", Sha256::digest(json))
+    let mut h = Sha256::new();
+    h.update(json);
+    for (name, s) in &project.services {
+        if let Some(v) = &s.verify {
+            let check = serde_json::json!([name, v.argv, v.timeout.as_millis() as u64]);
+            h.update(check.to_string());
+        }
+    }
+    format!("{:x}", h.finalize())
 }
 
 impl Inputs {
@@ -364,6 +374,23 @@ mod tests {
         let b = crate::load::test_project("services:\n  web:\n    image: app:2\n");
         assert_eq!(project_digest(&a), project_digest(&a.clone()));
         assert_ne!(project_digest(&a), project_digest(&b));
+        // Unchanged for a project without a check; any change of a check changes it.
+        let json = serde_json::to_vec(&a).unwrap();
+        assert_eq!(project_digest(&a), format!("{:x}", Sha256::digest(json)));
+        let verified = |cmd: &str| {
+            crate::load::test_project(&format!(
+                "services:\n  web:\n    image: app:1\n    x-composeops: {{verify: {cmd}}}\n"
+            ))
+        };
+        let (c, d) = (verified("./smoke"), verified("./smoke --all"));
+        // The check is not in the project as Compose sees it...
+        assert_eq!(
+            serde_json::to_vec(&a).unwrap(),
+            serde_json::to_vec(&c).unwrap()
+        );
+        // ...but in what a saved plan approved.
+        assert_ne!(project_digest(&a), project_digest(&c));
+        assert_ne!(project_digest(&c), project_digest(&d));
     }
 
     #[test]

@@ -250,7 +250,7 @@ pub fn render_text(s: &Status) -> String {
             let msg = l
                 .message
                 .as_deref()
-                .map(|m| format!(": {m}"))
+                .map(|m| format!(": {}", m.replace('\n', "\n      ")))
                 .unwrap_or_default();
             let _ = writeln!(out, "    last   {} at {}{msg}", l.outcome.as_str(), l.at);
         }

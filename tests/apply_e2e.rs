@@ -13,14 +13,6 @@ use common::stack::{show, Stack};
 use common::*;
 
 impl Stack {
-    /// Builds the test app `variant` as `<registry>/app-<project>:1` (removed on drop).
-    fn image(&mut self, variant: &str) -> String {
-        let tag = format!("{}/app-{}:1", testbed().registry, self.name);
-        build_app_image(&tag, variant);
-        self.guard.image(tag.clone());
-        tag
-    }
-
     /// Exit status of `plan --detailed-exitcode` (0 no changes, 2 changes), and its output.
     fn plan(&self) -> (i32, String) {
         let out = self.run(&["plan", "--detailed-exitcode"]);
@@ -96,7 +88,7 @@ volumes:
 #[test]
 fn apply_three_service_stack_with_healthy_dependency() {
     let mut s = Stack::new("apply-three");
-    let image = s.image("v1");
+    let image = s.app_image("v1");
     // Only in the registry: apply must pull it.
     push_image(&image);
     docker(&["rmi", &image]);
@@ -189,7 +181,7 @@ fn apply_three_service_stack_with_healthy_dependency() {
 #[test]
 fn edit_recreates_only_that_service() {
     let mut s = Stack::new("apply-edit");
-    let image = s.image("v1");
+    let image = s.app_image("v1");
     s.write(&three_services(&image, "hello"));
     s.apply_ok();
     let before = s.containers();
@@ -222,7 +214,7 @@ fn edit_recreates_only_that_service() {
 #[test]
 fn stack_started_by_compose_v5_is_adopted() {
     let mut s = Stack::new("apply-adopt");
-    let image = s.image("v1");
+    let image = s.app_image("v1");
     s.write(&three_services(&image, "hello"));
     let up = s.compose_v5(&["up", "-d", "--wait"]);
     assert!(up.status.success(), "{}", show(&up));
@@ -243,12 +235,12 @@ fn stack_started_by_compose_v5_is_adopted() {
 
 fn assert_rolled_back(variant: &str) {
     let mut s = Stack::new(&format!("apply-rollback-{variant}"));
-    let image = s.image("v1");
+    let image = s.app_image("v1");
     s.write(&three_services(&image, "hello"));
     s.apply_ok();
     let before = s.containers();
     // A new release under the same tag that exits / never becomes healthy.
-    s.image(variant);
+    s.app_image(variant);
     let out = s.run(&["apply", "--wait-timeout", "5s"]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -293,7 +285,7 @@ fn new_image_never_healthy_is_rolled_back() {
 /// Starts an update paused at `step`, SIGKILLs it there, then a plain apply must converge.
 fn kill_at(step: &str) {
     let mut s = Stack::new(&format!("apply-kill-{step}"));
-    let image = s.image("v1");
+    let image = s.app_image("v1");
     s.write(&three_services(&image, "hello"));
     s.apply_ok();
     s.write(&three_services(&image, "after-kill"));
@@ -387,7 +379,7 @@ fn sigkill_during_removal_of_old_is_recovered() {
 #[test]
 fn second_apply_fails_clearly_while_one_runs() {
     let mut s = Stack::new("apply-lock");
-    let image = s.image("v1");
+    let image = s.app_image("v1");
     s.write(&three_services(&image, "hello"));
     s.apply_ok();
     s.write(&three_services(&image, "second"));
@@ -427,7 +419,7 @@ fn second_apply_fails_clearly_while_one_runs() {
 #[test]
 fn bad_input_changes_nothing_on_the_engine() {
     let mut s = Stack::new("apply-bad");
-    let image = s.image("v1");
+    let image = s.app_image("v1");
     s.write(&three_services(&image, "hello"));
     s.apply_ok();
     let before = s.containers();
@@ -478,7 +470,7 @@ fn bad_input_changes_nothing_on_the_engine() {
 #[test]
 fn unreachable_registry_with_local_image_is_a_warning() {
     let mut s = Stack::new("apply-pull");
-    let local = s.image("v1");
+    let local = s.app_image("v1");
     // Same image under a registry that does not answer (port 9 on 127.0.0.1).
     let unreachable = format!("127.0.0.1:9/app-{}:1", s.name);
     docker(&["tag", &local, &unreachable]);
@@ -502,7 +494,7 @@ fn unreachable_registry_with_local_image_is_a_warning() {
 #[test]
 fn unknown_image_is_an_error_before_any_change() {
     let mut s = Stack::new("apply-unknown-image");
-    let image = s.image("v1");
+    let image = s.app_image("v1");
     s.write(&three_services(&image, "hello"));
     s.apply_ok();
     let before = s.containers();
@@ -537,7 +529,7 @@ fn unknown_image_is_an_error_before_any_change() {
 #[test]
 fn anonymous_volumes_are_carried_over_and_prune_removes_orphans_only() {
     let mut s = Stack::new("apply-anon");
-    let image = s.image("v1");
+    let image = s.app_image("v1");
     let yaml = |greeting: &str, with_worker: bool| {
         let mut y = three_services(&image, greeting).replace(
             "    ports: [\"127.0.0.1::8080\"]\n",
@@ -590,7 +582,7 @@ fn anonymous_volumes_are_carried_over_and_prune_removes_orphans_only() {
 #[test]
 fn one_shot_dependency_completed_successfully() {
     let mut s = Stack::new("apply-oneshot");
-    let image = s.image("v1");
+    let image = s.app_image("v1");
     s.write(&format!(
         "services:\n  migrate:\n    image: {image}\n    command: [\"sh\", \"-c\", \"echo migrated\"]\n  \
          app:\n    image: {image}\n    depends_on:\n      migrate: {{condition: service_completed_successfully}}\n"
@@ -612,7 +604,7 @@ fn one_shot_dependency_completed_successfully() {
 #[test]
 fn scale_up_and_down_and_restart_dependants() {
     let mut s = Stack::new("apply-scale");
-    let image = s.image("v1");
+    let image = s.app_image("v1");
     let yaml = |replicas: u32, env: &str| {
         format!(
             "services:\n  db:\n    image: {image}\n    environment: {{V: \"{env}\"}}\n  \
@@ -651,7 +643,7 @@ fn scale_up_and_down_and_restart_dependants() {
 #[test]
 fn locked_apply_runs_the_locked_digest() {
     let mut s = Stack::new("apply-locked");
-    let image = s.image("v1");
+    let image = s.app_image("v1");
     let d1 = push_image(&image);
     s.write(&format!(
         "services:\n  app:\n    image: {image}\n    healthcheck:\n      \
@@ -661,7 +653,7 @@ fn locked_apply_runs_the_locked_digest() {
     let out = s.run(&["lock"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     // A new release under the same tag, locally and in the registry: --locked keeps v1.
-    s.image("v2");
+    s.app_image("v2");
     let d2 = push_image(&image);
     assert_ne!(d1, d2);
     let out = s.run(&["apply", "--locked", "--wait-timeout", "30s"]);
@@ -721,7 +713,7 @@ impl Lcg {
 fn random_sigkill_during_apply_is_recovered() {
     use std::time::{Duration, Instant};
     let mut s = Stack::new("apply-random-kill");
-    let image = s.image("v1");
+    let image = s.app_image("v1");
     s.write(&three_services(&image, "even"));
     s.apply_ok();
     // The update window: how long an update that recreates web takes, unkilled.

@@ -10,14 +10,6 @@ use common::stack::{show, Stack};
 use common::*;
 
 impl Stack {
-    /// Builds the test app `variant` as `<registry>/app-<project>:1` (removed on drop).
-    fn image(&mut self, variant: &str) -> String {
-        let tag = format!("{}/app-{}:1", testbed().registry, self.name);
-        build_app_image(&tag, variant);
-        self.guard.image(tag.clone());
-        tag
-    }
-
     /// The project's containers: (name, id, running), all states.
     fn containers(&self) -> Vec<(String, String, bool)> {
         let filter = format!("label=com.docker.compose.project={}", self.name);
@@ -131,12 +123,12 @@ impl Drop for Client {
 /// of them were printed before the apply ended.
 fn update_under_load(prefix: &str, order: &str) -> (Stack, Vec<String>, usize) {
     let mut s = Stack::new(prefix);
-    let image = s.image("v1");
+    let image = s.app_image("v1");
     s.write(&web_service(&image, order, 3));
     s.apply_ok();
     let client = Client::start(&s);
     client.wait_for("v1", 5);
-    s.image("v2");
+    s.app_image("v2");
     let out = s.run(&["apply"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let during = client.lines().len();
@@ -188,7 +180,7 @@ fn stop_first_update_is_seen_by_the_client() {
 #[test]
 fn start_first_with_broken_image_never_touches_the_old_container() {
     let mut s = Stack::new("update-sf-broken");
-    let image = s.image("v1");
+    let image = s.app_image("v1");
     s.write(&web_service(&image, "start-first", 3));
     s.apply_ok();
     let web = s.web();
@@ -199,7 +191,7 @@ fn start_first_with_broken_image_never_touches_the_old_container() {
     let nets_before: serde_json::Value = serde_json::from_str(&state(nets)).unwrap();
     let client = Client::start(&s);
     client.wait_for("v1", 3);
-    s.image("broken");
+    s.app_image("broken");
     let out = s.run(&["apply", "--wait-timeout", "30s"]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -229,12 +221,12 @@ fn start_first_with_broken_image_never_touches_the_old_container() {
 #[test]
 fn unhealthy_new_container_is_rolled_back_before_the_wait_timeout() {
     let mut s = Stack::new("update-unhealthy");
-    let image = s.image("v1");
+    let image = s.app_image("v1");
     // Unhealthy after 2 failed checks 1 s apart: the engine says so within ~3 s.
     s.write(&web_service(&image, "stop-first", 2));
     s.apply_ok();
     let before = docker(&["inspect", "-f", "{{.Id}}", &s.web()]);
-    s.image("unhealthy");
+    s.app_image("unhealthy");
     let t = Instant::now();
     let out = s.run(&["apply", "--wait-timeout", "120s"]);
     let took = t.elapsed();
@@ -257,7 +249,7 @@ fn unhealthy_new_container_is_rolled_back_before_the_wait_timeout() {
 #[test]
 fn fixed_host_port_falls_back_to_stop_first_and_says_so() {
     let mut s = Stack::new("update-sf-port");
-    let image = s.image("v1");
+    let image = s.app_image("v1");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -267,7 +259,7 @@ fn fixed_host_port_falls_back_to_stop_first_and_says_so() {
         + &format!("    ports: [\"127.0.0.1:{port}:8080\"]\n");
     s.write(&yaml);
     s.apply_ok();
-    s.image("v2");
+    s.app_image("v2");
     let out = s.run(&["plan"]);
     let text = show(&out);
     assert!(
@@ -288,10 +280,10 @@ fn start_first_kill_at(step: &str) {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
     let mut s = Stack::new(&format!("update-sf-kill-{step}"));
-    let image = s.image("v1");
+    let image = s.app_image("v1");
     s.write(&web_service(&image, "start-first", 3));
     s.apply_ok();
-    s.image("v2");
+    s.app_image("v2");
     let mut child = s
         .cmd()
         .args(["apply"])

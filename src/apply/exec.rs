@@ -8,8 +8,8 @@ use super::step::Step;
 use crate::journal::{Entry, Journal};
 
 /// Runs `step`. `entry` is the recreate in flight: `Journal` steps record it at their phase.
-/// `Create` and `WaitReady` need the service's spec and the wait options: the recreate runs
-/// those itself.
+/// `Create`, `WaitReady` and `Verify` need the service's spec, the wait options and its check:
+/// the recreate runs those itself.
 pub(crate) async fn run(
     ops: &impl ContainerOps,
     journal: &Journal,
@@ -59,7 +59,7 @@ pub(crate) async fn run(
             tokio::time::sleep(super::step::DRAIN).await;
             Ok(())
         }
-        Step::Create(_) | Step::WaitReady(_) => {
+        Step::Create(_) | Step::WaitReady(_) | Step::Verify(_) => {
             anyhow::bail!("internal error: `{step}` is run by the recreate, not the executor")
         }
     }

@@ -292,5 +292,6 @@ pub(crate) fn info(c: &FakeContainer) -> ContainerInfo {
         one_shot: false,
         networks: c.networks.clone(),
         health_bound: None,
+        published: BTreeMap::new(),
     }
 }

@@ -44,6 +44,9 @@ pub struct ContainerInfo {
     pub networks: BTreeMap<String, Vec<String>>,
     /// How long its healthcheck can take to decide (see [`health_bound`]); `None` without one.
     pub health_bound: Option<Duration>,
+    /// Container port (`8080/tcp`) -> where the host publishes it (`0.0.0.0:32768`,
+    /// `[::]:32768`), as the engine bound it; ports it does not publish are left out.
+    pub published: BTreeMap<String, Vec<String>>,
 }
 
 /// What the engine's event stream says about one container, as a readiness wait needs it.
@@ -301,13 +304,14 @@ fn info(c: ContainerInspectResponse) -> ContainerInfo {
         .and_then(|r| r.name)
         .map(|n| n.to_string())
         .is_none_or(|n| n.is_empty() || n == "no");
-    let networks = c
-        .network_settings
-        .and_then(|n| n.networks)
+    let settings = c.network_settings.unwrap_or_default();
+    let networks = settings
+        .networks
         .unwrap_or_default()
         .into_iter()
         .map(|(n, ep)| (n, ep.aliases.unwrap_or_default()))
         .collect();
+    let published = published(settings.ports.unwrap_or_default());
     let health_bound = c
         .config
         .as_ref()
@@ -331,12 +335,63 @@ fn info(c: ContainerInspectResponse) -> ContainerInfo {
         one_shot,
         networks,
         health_bound,
+        published,
     }
+}
+
+/// The engine's port map as `port/proto` -> `host:port` for each binding (an IPv6 host in
+/// brackets, as in a URL); unpublished ports are left out.
+fn published(ports: bollard::models::PortMap) -> BTreeMap<String, Vec<String>> {
+    ports
+        .into_iter()
+        .filter_map(|(port, bindings)| {
+            let addrs: Vec<String> = bindings
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|b| {
+                    let host_port = b.host_port.filter(|p| !p.is_empty())?;
+                    let ip = b.host_ip.unwrap_or_default();
+                    Some(match ip.as_str() {
+                        "" => format!("0.0.0.0:{host_port}"),
+                        v6 if v6.contains(':') => format!("[{v6}]:{host_port}"),
+                        v4 => format!("{v4}:{host_port}"),
+                    })
+                })
+                .collect();
+            (!addrs.is_empty()).then_some((port, addrs))
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn published_ports_are_host_addresses_in_url_form() {
+        let b = |ip: &str, port: &str| bollard::models::PortBinding {
+            host_ip: Some(ip.into()),
+            host_port: Some(port.into()),
+        };
+        let map: bollard::models::PortMap = [
+            (
+                "8080/tcp".to_string(),
+                Some(vec![b("0.0.0.0", "32768"), b("::", "32768")]),
+            ),
+            ("53/udp".to_string(), Some(vec![b("", "5353")])),
+            ("9000/tcp".to_string(), None),
+        ]
+        .into_iter()
+        .collect();
+        let want: BTreeMap<String, Vec<String>> = [
+            ("53/udp", vec!["0.0.0.0:5353"]),
+            ("8080/tcp", vec!["0.0.0.0:32768", "[::]:32768"]),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
+        .collect();
+        assert_eq!(published(map), want);
+    }
 
     #[test]
     fn health_bound_is_start_period_plus_interval_times_retries_plus_timeout() {

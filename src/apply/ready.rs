@@ -13,7 +13,7 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 
 use super::ops::{ContainerEvent, ContainerInfo, ContainerOps};
-use super::Applier;
+use super::{progress, Applier};
 use crate::plan::{Plan, ReplicaAction};
 
 /// Why a container did not become ready, with what the operator needs to see.
@@ -209,6 +209,33 @@ impl<E: ContainerOps> Applier<'_, E> {
                     judge(&c, require_health)
                 }
             };
+        }
+    }
+
+    /// Runs `service`'s `x-composeops.verify` (if it has one) against container `name`, which
+    /// is ready: in the project directory, with the container and its published ports in the
+    /// environment. A failure says why with the check's last output lines, and comes with the
+    /// container's own last logs, as a failed health wait does.
+    pub(crate) async fn verify(&self, service: &str, name: &str) -> Result<(), NotReady> {
+        let p = &self.desired.project;
+        let Some(v) = &p.services[service].verify else {
+            return Ok(());
+        };
+        let c = self.inspect_or(name).await.map_err(NotReady::msg)?;
+        progress(service, format!("verifying {}", c.name));
+        let subject = crate::verify::Subject {
+            project: &p.name,
+            service,
+            container_id: &c.id,
+            container_name: &c.name,
+            published: &c.published,
+        };
+        match crate::verify::run(v, &subject, &p.working_dir).await {
+            Ok(()) => {
+                progress(service, format!("{} verified", c.name));
+                Ok(())
+            }
+            Err(message) => Err(self.not_ready(&c.id, message).await),
         }
     }
 

@@ -13,6 +13,11 @@
 //! the new one), drained, stopped and removed, and the new one takes the final name. If the
 //! new one fails, the old one was never touched.
 //!
+//! A service with `x-composeops.verify` has its check run on the new container once it is
+//! ready, before anything else happens to either container (so, start-first, before the new
+//! one takes its aliases and while the old one still serves): a failed check rolls back as a
+//! failed health wait does.
+//!
 //! The journal is written before each destructive step, so a run killed at any instant is
 //! finished or undone by [`super::recover`].
 
@@ -51,12 +56,12 @@ pub(crate) fn failed_name(final_name: &str) -> String {
     format!("{final_name}{SUFFIX_FAILED}")
 }
 
-/// The steps of a recreate up to the readiness wait, with what a failure of each means.
-/// Each journal write comes before the steps its phase covers.
-pub(crate) fn steps(e: &Entry, grace: Option<i64>) -> Vec<(Step, OnError)> {
+/// The steps of a recreate up to the readiness wait (and the check, with `verify`), with
+/// what a failure of each means. Each journal write comes before the steps its phase covers.
+pub(crate) fn steps(e: &Entry, grace: Option<i64>, verify: bool) -> Vec<(Step, OnError)> {
     let old = e.old_id.clone().unwrap_or_default();
     let (temp, fin) = (e.temp_name.clone(), e.final_name.clone());
-    vec![
+    let mut steps = vec![
         // A container kept from an earlier failure is superseded now.
         (Step::Remove(failed_name(&fin)), OnError::Abort),
         (Step::Journal(Phase::Creating), OnError::Abort),
@@ -89,17 +94,22 @@ pub(crate) fn steps(e: &Entry, grace: Option<i64>) -> Vec<(Step, OnError)> {
         ),
         (Step::Journal(Phase::Waiting), OnError::RollBack),
         (Step::Start(fin.clone()), OnError::RollBack),
-        (Step::WaitReady(fin), OnError::RollBack),
-    ]
+        (Step::WaitReady(fin.clone()), OnError::RollBack),
+    ];
+    if verify {
+        steps.push((Step::Verify(fin), OnError::RollBack));
+    }
+    steps
 }
 
 /// Start-first, up to the readiness wait: the new container runs beside the old one, which
 /// nothing here touches. It starts without its aliases (the engine's DNS would send clients
-/// to it before it listens); once ready, it is connected again to each of `serving`'s
-/// networks with their aliases, and serves beside the old one.
+/// to it before it listens); once ready (and verified, with `verify`), it is connected again
+/// to each of `serving`'s networks with their aliases, and serves beside the old one.
 pub(crate) fn start_first_steps(
     e: &Entry,
     serving: &[(String, Vec<String>)],
+    verify: bool,
 ) -> Vec<(Step, OnError)> {
     let (temp, fin) = (e.temp_name.clone(), e.final_name.clone());
     let mut steps = vec![
@@ -114,6 +124,9 @@ pub(crate) fn start_first_steps(
         (Step::Start(temp.clone()), OnError::RollBack),
         (Step::WaitReady(temp.clone()), OnError::RollBack),
     ];
+    if verify {
+        steps.push((Step::Verify(temp.clone()), OnError::RollBack));
+    }
     for (network, aliases) in serving {
         let disconnect = Step::Disconnect {
             container: temp.clone(),
@@ -236,9 +249,12 @@ impl<E: ContainerOps> Applier<'_, E> {
             .find(|c| c.id == old_id)
             .map(|c| c.anon_volumes.clone())
             .unwrap_or_default();
+        let verify = self.desired.project.services[service].verify.is_some();
         let steps = match order {
-            UpdateOrder::StopFirst => steps(&e, spec.stop_grace_period),
-            UpdateOrder::StartFirst => start_first_steps(&e, &serving_aliases(spec, &e.final_name)),
+            UpdateOrder::StopFirst => steps(&e, spec.stop_grace_period, verify),
+            UpdateOrder::StartFirst => {
+                start_first_steps(&e, &serving_aliases(spec, &e.final_name), verify)
+            }
         };
         let hidden = order == UpdateOrder::StartFirst;
         for (step, on_error) in steps {
@@ -251,6 +267,10 @@ impl<E: ContainerOps> Applier<'_, E> {
                         Err(nr) => return self.roll_back(service, &mut e, nr).await,
                     }
                 }
+                Step::Verify(name) => match self.verify(service, name).await {
+                    Ok(()) => continue,
+                    Err(nr) => return self.roll_back(service, &mut e, nr).await,
+                },
                 Step::Create(name) => self
                     .create(service, spec, r.number, name, &anon, hidden)
                     .await
@@ -350,10 +370,9 @@ impl<E: ContainerOps> Applier<'_, E> {
         e: &mut Entry,
         nr: NotReady,
     ) -> Result<Outcome, Failure> {
-        progress(
-            service,
-            format!("{} {}: rolling back", e.final_name, nr.message),
-        );
+        // One line: a check's output is in the outcome, not in the progress.
+        let why = nr.message.lines().next().unwrap_or_default();
+        progress(service, format!("{} {why}: rolling back", e.final_name));
         match self.run_rollback(e).await {
             Ok(()) => Err((Outcome::RolledBack, nr)),
             Err(err) => {

@@ -143,8 +143,8 @@ impl<E: ContainerOps> Applier<'_, E> {
         Ok(Outcome::Applied)
     }
 
-    /// A replica with nothing to roll back to: a failure leaves it stopped (or removed with
-    /// `--cleanup-failed`).
+    /// A replica with nothing to roll back to: a failure (of its start, its health wait or its
+    /// `verify` check) leaves it stopped (or removed with `--cleanup-failed`).
     pub(crate) async fn create_replica(
         &self,
         service: &str,
@@ -163,7 +163,11 @@ impl<E: ContainerOps> Applier<'_, E> {
             .with_context(|| format!("cannot start {id}"))
             .map_err(failed)?;
         progress(service, format!("waiting for {} to be ready", r.name));
-        if let Err(nr) = self.wait_ready(&id, false).await {
+        let ready = match self.wait_ready(&id, false).await {
+            Ok(()) => self.verify(service, &id).await,
+            Err(nr) => Err(nr),
+        };
+        if let Err(nr) = ready {
             let _ = self.engine.stop(&id, 1).await;
             if self.opts.cleanup_failed {
                 let _ = self.engine.remove(&id).await;

@@ -30,6 +30,9 @@ pub(crate) enum Step {
     Start(String),
     /// Wait until the container is healthy (or running, without a healthcheck).
     WaitReady(String),
+    /// Run the service's `x-composeops.verify` on the host against the ready container: a
+    /// failure is a failed readiness.
+    Verify(String),
     /// Force-remove; a missing container is not an error.
     Remove(String),
     /// Take the container off a network: new connections go to the others behind its aliases.
@@ -86,6 +89,7 @@ impl fmt::Display for Step {
             Step::Rename { container, to } => write!(f, "rename {} -> {to}", short(container)),
             Step::Start(c) => write!(f, "start {}", short(c)),
             Step::WaitReady(c) => write!(f, "wait for {} to be ready", short(c)),
+            Step::Verify(c) => write!(f, "verify {}", short(c)),
             Step::Remove(c) => write!(f, "remove {}", short(c)),
             Step::Disconnect { container, network } => {
                 write!(f, "disconnect {} from {network}", short(container))
@@ -168,6 +172,7 @@ mod tests {
                 Step::WaitReady("p-web-1".into()),
                 "wait for p-web-1 to be ready",
             ),
+            (Step::Verify("p-web-1".into()), "verify p-web-1"),
             (Step::Remove(id.clone()), "remove 0123456789ab"),
             (
                 Step::Disconnect {

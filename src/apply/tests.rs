@@ -261,7 +261,7 @@ fn recreate_steps_journal_before_each_destructive_step() {
         format!("start {FINAL}"),
         format!("wait for {FINAL} to be ready"),
     ];
-    let steps = recreate::steps(&e, Some(5));
+    let steps = recreate::steps(&e, Some(5), false);
     assert_eq!(lines(steps.iter().map(|s| &s.0)), want);
     let commit = recreate::commit(&e);
     assert_eq!(
@@ -465,7 +465,7 @@ fn start_first_steps_never_touch_the_old_container_before_it_is_ready() {
     let mut e = recreate::entry("web", FINAL, &old_id());
     let o = "aaaaaaaaaaaa";
     let serving = [(NET.to_string(), vec!["web".to_string(), FINAL.to_string()])];
-    let steps = recreate::start_first_steps(&e, &serving);
+    let steps = recreate::start_first_steps(&e, &serving, false);
     assert_eq!(
         lines(steps.iter().map(|s| &s.0)),
         [
@@ -609,4 +609,114 @@ async fn crash_at_every_call_of_a_recreate_with_files_is_recovered() {
             assert_one_running(&rig.fake, &want, &format!("{order:?}, crash at {n}"));
         }
     }
+}
+
+impl Rig {
+    /// The service has `x-composeops.verify: <script>` (run with `sh -c`, in the rig's
+    /// directory).
+    fn with_verify(mut self, script: &str) -> Rig {
+        self.desired.project.working_dir = self._dir.path().to_path_buf();
+        let web = self.desired.project.services.get_mut("web").unwrap();
+        web.verify = Some(crate::verify::Verify {
+            argv: vec!["sh".into(), "-c".into(), script.into()],
+            timeout: Duration::from_secs(5),
+        });
+        self
+    }
+}
+
+#[test]
+fn the_check_runs_once_the_new_container_is_ready_before_anything_else() {
+    let e = recreate::entry("web", FINAL, &old_id());
+    let steps = recreate::steps(&e, Some(5), true);
+    let tail: Vec<String> = lines(steps.iter().map(|s| &s.0)).split_off(steps.len() - 3);
+    assert_eq!(
+        tail,
+        [
+            format!("start {FINAL}"),
+            format!("wait for {FINAL} to be ready"),
+            format!("verify {FINAL}"),
+        ]
+    );
+    // Start-first: verified before it takes its aliases, the old one untouched until then.
+    let serving = [(NET.to_string(), vec!["web".to_string(), FINAL.to_string()])];
+    let steps = recreate::start_first_steps(&e, &serving, true);
+    let got = lines(steps.iter().map(|s| &s.0));
+    let at = got
+        .iter()
+        .position(|l| *l == format!("verify {TEMP}"))
+        .unwrap();
+    assert_eq!(got[at - 1], format!("wait for {TEMP} to be ready"));
+    assert_eq!(got[at + 1], format!("disconnect {TEMP} from {NET}"));
+}
+
+#[tokio::test]
+async fn a_passing_check_lets_the_update_through_and_sees_the_new_container() {
+    for rig in [Rig::new(), Rig::start_first()] {
+        let seen = rig._dir.path().join("seen");
+        let rig = rig.with_verify(&format!(
+            "echo \"$COMPOSEOPS_PROJECT $COMPOSEOPS_SERVICE $COMPOSEOPS_CONTAINER_ID \
+             $COMPOSEOPS_CONTAINER_NAME\" > '{}'",
+            seen.display()
+        ));
+        let out = rig.recreate(false).await.expect("no crash");
+        assert_eq!(out.unwrap(), Outcome::Applied);
+        let cs = rig.fake.containers();
+        assert_eq!(cs.len(), 1, "{cs:#?}");
+        let seen = std::fs::read_to_string(&seen).unwrap();
+        // The name it had while checked: the temporary one, start-first.
+        let name = match rig.order {
+            UpdateOrder::StopFirst => FINAL,
+            UpdateOrder::StartFirst => TEMP,
+        };
+        assert_eq!(seen.trim(), format!("p web {} {name}", cs[0].id));
+    }
+}
+
+#[tokio::test]
+async fn a_failed_check_rolls_back_with_its_output() {
+    for rig in [Rig::new(), Rig::start_first()] {
+        let order = rig.order;
+        let rig = rig.with_verify("echo checking; echo 'GET / 503' >&2; exit 7");
+        let (o, nr) = rig.recreate(false).await.expect("no crash").unwrap_err();
+        assert_eq!(o, Outcome::RolledBack, "{}", nr.message);
+        assert_eq!(nr.message, "verify failed: exit 7: checking\nGET / 503");
+        // With the container's own last logs, as a failed health wait.
+        assert_eq!(nr.logs, ["fake app: exiting with 1"]);
+        assert_eq!(rig.journal.read().unwrap(), None);
+        let cs = rig.fake.containers();
+        let old = cs.iter().find(|c| c.id == rig.old_id).unwrap();
+        assert!(old.running && old.name == FINAL, "{order:?}: {cs:#?}");
+        let failed: Vec<_> = cs.iter().filter(|c| c.id != rig.old_id).collect();
+        assert_eq!(failed.len(), 1, "{cs:#?}");
+        assert!(failed[0].name == FAILED && !failed[0].running, "{cs:#?}");
+        if order == UpdateOrder::StartFirst {
+            assert!(!rig.fake.changed(&rig.old_id), "the old one was touched");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failed_check_of_a_new_service_fails_it() {
+    let rig = Rig::new().with_verify("exit 1");
+    let r = ReplicaPlan {
+        number: 2,
+        name: "p-web-2".into(),
+        action: ReplicaAction::Create,
+        container_id: None,
+        reasons: vec![],
+    };
+    let spec = Spec::from_service(&rig.desired.project, "web");
+    let a = rig.applier(false);
+    let (o, nr) = a.create_replica("web", &spec, &r).await.unwrap_err();
+    assert_eq!(
+        (o, nr.message.as_str()),
+        (Outcome::Failed, "verify failed: exit 1 (no output)")
+    );
+    let cs = rig.fake.containers();
+    let new = cs.iter().find(|c| c.name == "p-web-2").unwrap();
+    assert!(
+        !new.running,
+        "a failed new container is left stopped: {cs:#?}"
+    );
 }

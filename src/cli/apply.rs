@@ -158,7 +158,9 @@ pub(crate) fn print_report(plan: &Plan, report: &Report) -> Result<()> {
     for s in &report.services {
         write!(out, "{:<24} {}", s.service, s.outcome.as_str())?;
         if let Some(m) = &s.message {
-            write!(out, ": {m}")?;
+            // A check's output (a gate's, a `verify`'s) spans lines: keep them under the
+            // service's.
+            write!(out, ": {}", m.replace('\n', "\n    "))?;
         }
         writeln!(out)?;
         for (title, lines) in [

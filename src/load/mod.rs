@@ -166,7 +166,8 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     project.extensions = extensions;
     for (name, policy) in policies {
         if let Some(s) = project.services.get_mut(&name) {
-            s.update = policy;
+            s.update = policy.update;
+            s.verify = policy.verify;
         }
     }
     project.working_dir = working_dir;

@@ -494,6 +494,27 @@ mod tests {
         assert_eq!(s.networks["p_default"].aliases, vec!["web"]);
     }
 
+    /// `x-composeops` (here `verify`) is beside the service, not in it: neither the spec nor
+    /// Compose's config hash moves when it is added or changed, so nothing is recreated.
+    #[test]
+    fn x_composeops_changes_neither_hash() {
+        let base = "services:\n  web:\n    image: busybox\n    ports: ['8080:80']\n";
+        let with = |ext: &str| project(&format!("{base}    x-composeops: {ext}\n"));
+        let plain = project(base);
+        for p in [
+            with("{verify: ./smoke}"),
+            with("{verify: [./smoke, --all], verify_timeout: 1m, track: '~1'}"),
+        ] {
+            assert!(p.services["web"].verify.is_some());
+            let spec = |p| Spec::from_service(p, "web").hash();
+            assert_eq!(spec(&plain), spec(&p));
+            assert_eq!(
+                crate::compose_hash::config_hash(&plain, "web"),
+                crate::compose_hash::config_hash(&p, "web")
+            );
+        }
+    }
+
     #[test]
     fn resource_fields_are_normalised() {
         assert_eq!(parse_bytes("512m"), Some(512 * 1024 * 1024));

@@ -4,7 +4,7 @@
 
 use std::process::{Command, Output};
 
-use super::{unique_project, ProjectGuard};
+use super::{build_app_image, testbed, unique_project, ProjectGuard};
 
 pub struct Stack {
     pub dir: tempfile::TempDir,
@@ -40,6 +40,16 @@ impl Stack {
 
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd().args(args).output().unwrap()
+    }
+
+    /// Builds the test app `variant` (see [`build_app_image`]) as
+    /// `<registry>/app-<project>:1`, removed on drop. Building it again with another variant
+    /// is a new release under the same tag.
+    pub fn app_image(&mut self, variant: &str) -> String {
+        let tag = format!("{}/app-{}:1", testbed().registry, self.name);
+        build_app_image(&tag, variant);
+        self.guard.image(tag.clone());
+        tag
     }
 
     /// `apply` that must converge (exit 0).
