@@ -74,7 +74,12 @@ pub fn target(project: &Project, history: &History, services: &[String]) -> Resu
         };
         match &prev.service {
             Some(def) => {
-                let svc = previous_definition(project, s, def)?;
+                let mut svc = previous_definition(project, s, def)?;
+                // How updates are taken and checked (`x-composeops`) is not part of what ran:
+                // the files' current policy and verify command still apply.
+                let current = &project.services[s];
+                svc.update = current.update.clone();
+                svc.verify = current.verify.clone();
                 t.project.services.insert(s.clone(), svc);
             }
             None => t.notes.push(format!(
