@@ -191,6 +191,10 @@ fn runnable(case: &Case, dir: &Path) -> Result<String, String> {
         }
     }
     let services = top["services"].as_object_mut().unwrap();
+    if services.is_empty() {
+        // `docker compose up` refuses a project without services ("no service selected").
+        return Err("no services to run".into());
+    }
     let names: Vec<String> = services.keys().cloned().collect();
     // Waited for as healthy: the image was to supply the healthcheck, the base image has none.
     let waited: Vec<String> = services
