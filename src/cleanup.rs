@@ -1,10 +1,10 @@
 //! Which images this project's updates replaced, and `--cleanup`: removing them once nothing
 //! can need them.
 //!
-//! Every apply that moves a service to a new image records it in the image history
-//! (`<state dir>/<project>.images.json`), after the image it replaced. Cleanup keeps each
-//! service's current and previous image, the previous being what a rollback, automatic or by
-//! hand, goes back to; it removes only older images that the history names, and only when no
+//! Every apply that recreates a service records what it now runs, its image and definition, in
+//! the history (`<state dir>/<project>.images.json`), after the image it replaced. Cleanup
+//! keeps the image of each service's current and previous deployment, the previous being what
+//! `composeops rollback` goes back to; it removes only older images that the history names, and only when no
 //! container on the engine (of any project, running or stopped) uses them. An image the
 //! history does not name (pulled by hand, another project's, a base image) is never touched.
 //! Removal is by image id without force, so an image that has gained other tags is kept.
@@ -115,7 +115,8 @@ impl History {
     }
 
     /// Images a cleanup may remove: listed for some service but neither the current nor the
-    /// previous deployment's image of any service. With the service and tag they were recorded under.
+    /// previous deployment's image of any service. With the service and tag they were
+    /// recorded under.
     pub fn removable(&self) -> Vec<(String, Deployed)> {
         let keep: BTreeSet<&String> = self
             .services

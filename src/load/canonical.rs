@@ -201,7 +201,7 @@ pub fn canonicalise_project(project: &mut Obj, cx: &Context) -> Result<()> {
         project.remove("volumes");
     }
     super::file_refs::check_defined(project)?;
-    drop_unused_files(project);
+    super::file_refs::drop_unused(project);
     for kind in ["volumes", "secrets", "configs"] {
         if let Some(v) = project.get_mut(kind) {
             if v.is_null() {
@@ -213,40 +213,6 @@ pub fn canonicalise_project(project: &mut Obj, cx: &Context) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Compose's `config` leaves out the secrets and configs no enabled service uses (a service's
-/// `secrets` and `configs`, and its build's `secrets`).
-fn drop_unused_files(project: &mut Obj) {
-    let names = |v: Option<&Value>| -> Vec<String> {
-        let Some(Value::Array(items)) = v else {
-            return Vec::new();
-        };
-        items
-            .iter()
-            .filter_map(|i| match i {
-                Value::String(s) => Some(s.clone()),
-                Value::Object(o) => o.get("source").and_then(Value::as_str).map(str::to_string),
-                _ => None,
-            })
-            .collect()
-    };
-    let (mut secrets, mut configs) = (Vec::new(), Vec::new());
-    if let Some(Value::Object(services)) = project.get("services") {
-        for svc in services.values() {
-            secrets.extend(names(svc.get("secrets")));
-            secrets.extend(names(svc.get("build").and_then(|b| b.get("secrets"))));
-            configs.extend(names(svc.get("configs")));
-        }
-    }
-    for (kind, used) in [("secrets", secrets), ("configs", configs)] {
-        if let Some(Value::Object(m)) = project.get_mut(kind) {
-            m.retain(|k, _| used.contains(k));
-            if m.is_empty() {
-                project.remove(kind);
-            }
-        }
-    }
 }
 
 /// Top-level networks/volumes/secrets/configs: the engine name, `external` as a boolean.

@@ -73,6 +73,22 @@ fn ordered(mut o: Obj) -> Obj {
     out
 }
 
+/// The top-level names a list of references uses (`[name, {source: name}, …]`), with their
+/// index: a service's `configs`/`secrets` (canonical: mappings) or its build's `secrets`.
+fn sources(list: Option<&Value>) -> impl Iterator<Item = (usize, &str)> {
+    let items = match list {
+        Some(Value::Array(items)) => items.as_slice(),
+        _ => &[],
+    };
+    items.iter().enumerate().filter_map(|(i, item)| {
+        let name = match item {
+            Value::String(s) => Some(s.as_str()),
+            _ => item.get("source").and_then(Value::as_str),
+        };
+        name.map(|n| (i, n))
+    })
+}
+
 /// Each service's configs and secrets name a top-level one.
 pub(super) fn check_defined(project: &Obj) -> Result<()> {
     let Some(Value::Object(services)) = project.get("services") else {
@@ -82,13 +98,7 @@ pub(super) fn check_defined(project: &Obj) -> Result<()> {
     for (name, svc) in services {
         for (kind, one) in [("configs", "config"), ("secrets", "secret")] {
             let defined = project.get(kind).and_then(Value::as_object);
-            let Some(Value::Array(items)) = svc.get(kind) else {
-                continue;
-            };
-            for (i, item) in items.iter().enumerate() {
-                let Some(source) = item.get("source").and_then(Value::as_str) else {
-                    continue;
-                };
+            for (i, source) in sources(svc.get(kind)) {
                 if !defined.is_some_and(|d| d.contains_key(source)) {
                     errors.push(
                         LoadError::new(format!(
@@ -102,6 +112,28 @@ pub(super) fn check_defined(project: &Obj) -> Result<()> {
         }
     }
     LoadError::all(errors)
+}
+
+/// Compose's `config` leaves out the secrets and configs no enabled service uses (a service's
+/// `secrets` and `configs`, and its build's `secrets`), as it does networks and volumes.
+pub(super) fn drop_unused(project: &mut Obj) {
+    let name = |(_, n): (usize, &str)| n.to_string();
+    let (mut secrets, mut configs) = (Vec::new(), Vec::new());
+    if let Some(Value::Object(services)) = project.get("services") {
+        for svc in services.values() {
+            let build = svc.get("build").and_then(|b| b.get("secrets"));
+            secrets.extend(sources(svc.get("secrets")).chain(sources(build)).map(name));
+            configs.extend(sources(svc.get("configs")).map(name));
+        }
+    }
+    for (kind, used) in [("secrets", secrets), ("configs", configs)] {
+        if let Some(Value::Object(m)) = project.get_mut(kind) {
+            m.retain(|k, _| used.contains(k));
+            if m.is_empty() {
+                project.remove(kind);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

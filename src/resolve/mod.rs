@@ -231,8 +231,8 @@ impl ClientKey {
         map.entry(key.clone()).or_default().clone()
     }
 
+    /// The client itself (the resolver asking for it has installed the crypto provider).
     fn build(&self) -> Client {
-        install_crypto_provider();
         // When every registry is a loopback one spoken to over plain HTTP, trust only a
         // placeholder root whose private key was discarded (src/resolve/no-tls-root.pem): an
         // unexpected HTTPS connection fails verification instead of being trusted, and the
