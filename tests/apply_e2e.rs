@@ -19,25 +19,6 @@ impl Stack {
         (out.status.code().unwrap_or(-1), show(&out))
     }
 
-    /// Container name -> id of the project, all states.
-    fn containers(&self) -> BTreeMap<String, String> {
-        let filter = format!("label=com.docker.compose.project={}", self.name);
-        docker(&[
-            "ps",
-            "-a",
-            "--filter",
-            &filter,
-            "--format",
-            "{{.Names}} {{.ID}}",
-        ])
-        .lines()
-        .filter_map(|l| {
-            l.split_once(' ')
-                .map(|(n, i)| (n.to_string(), i.to_string()))
-        })
-        .collect()
-    }
-
     fn inspect(&self, name: &str, format: &str) -> String {
         docker(&["inspect", "-f", format, name])
     }
@@ -123,7 +104,7 @@ fn apply_three_service_stack_with_healthy_dependency() {
     assert_eq!(code, 0, "plan after apply must be empty:\n{out}");
 
     // A no-op apply changes nothing and costs a handful of engine requests.
-    let before = s.containers();
+    let before = s.container_ids();
     let out = s.run(&["apply", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -142,7 +123,7 @@ fn apply_three_service_stack_with_healthy_dependency() {
         calls <= 5,
         "no-op apply --offline made {calls} engine requests"
     );
-    assert_eq!(s.containers(), before);
+    assert_eq!(s.container_ids(), before);
     // Labels Compose reads.
     let labels = s.inspect(&format!("{}-web-1", s.name), "{{json .Config.Labels}}");
     let labels: BTreeMap<String, String> = serde_json::from_str(&labels).unwrap();
@@ -173,7 +154,7 @@ fn apply_three_service_stack_with_healthy_dependency() {
     let down = s.compose_v5(&["down", "-t", "1"]);
     assert!(down.status.success(), "{}", show(&down));
     assert!(
-        s.containers().is_empty(),
+        s.container_ids().is_empty(),
         "compose down must remove everything"
     );
 }
@@ -184,7 +165,7 @@ fn edit_recreates_only_that_service() {
     let image = s.app_image("v1");
     s.write(&three_services(&image, "hello"));
     s.apply_ok();
-    let before = s.containers();
+    let before = s.container_ids();
     s.write(&three_services(&image, "bonjour"));
     let plan = s.run(&["plan"]);
     let text = String::from_utf8_lossy(&plan.stdout);
@@ -197,7 +178,7 @@ fn edit_recreates_only_that_service() {
         "{text}"
     );
     s.apply_ok();
-    let after = s.containers();
+    let after = s.container_ids();
     let web = format!("{}-web-1", s.name);
     assert_ne!(before[&web], after[&web], "web must be recreated");
     for svc in ["db", "worker"] {
@@ -218,14 +199,14 @@ fn stack_started_by_compose_v5_is_adopted() {
     s.write(&three_services(&image, "hello"));
     let up = s.compose_v5(&["up", "-d", "--wait"]);
     assert!(up.status.success(), "{}", show(&up));
-    let before = s.containers();
+    let before = s.container_ids();
     let (code, out) = s.plan();
     assert_eq!(
         code, 0,
         "a stack made by Compose v5 must plan as unchanged:\n{out}"
     );
     s.apply_ok();
-    assert_eq!(s.containers(), before, "adoption must not recreate");
+    assert_eq!(s.container_ids(), before, "adoption must not recreate");
     // A real difference is still seen on an adopted container.
     s.write(&three_services(&image, "changed"));
     let (code, out) = s.plan();
@@ -238,7 +219,7 @@ fn assert_rolled_back(variant: &str) {
     let image = s.app_image("v1");
     s.write(&three_services(&image, "hello"));
     s.apply_ok();
-    let before = s.containers();
+    let before = s.container_ids();
     // A new release under the same tag that exits / never becomes healthy.
     s.app_image(variant);
     let out = s.run(&["apply", "--wait-timeout", "5s"]);
@@ -255,7 +236,7 @@ fn assert_rolled_back(variant: &str) {
     }
     // The old container runs again, under its own name and id.
     let db = format!("{}-db-1", s.name);
-    let after = s.containers();
+    let after = s.container_ids();
     assert_eq!(after[&db], before[&db]);
     assert_eq!(s.inspect(&db, "{{.State.Running}}"), "true");
     // The failed one is kept stopped for inspection; dependants were left alone.
@@ -328,7 +309,7 @@ fn kill_at(step: &str) {
             "the change is still pending: {stdout}"
         );
         assert_eq!(
-            s.containers().len(),
+            s.container_ids().len(),
             3,
             "recovery leaves one container per replica"
         );
@@ -341,7 +322,7 @@ fn kill_at(step: &str) {
             "{stderr}"
         );
     }
-    let after = s.containers();
+    let after = s.container_ids();
     let mut names: Vec<&String> = after.keys().collect();
     names.sort();
     let want: Vec<String> = ["db", "web", "worker"]
@@ -422,7 +403,7 @@ fn bad_input_changes_nothing_on_the_engine() {
     let image = s.app_image("v1");
     s.write(&three_services(&image, "hello"));
     s.apply_ok();
-    let before = s.containers();
+    let before = s.container_ids();
     let nets = || {
         docker(&[
             "network",
@@ -462,7 +443,7 @@ fn bad_input_changes_nothing_on_the_engine() {
                 "{what}: error should name {needle:?}: {err}"
             );
         }
-        assert_eq!(s.containers(), before, "{what} changed containers");
+        assert_eq!(s.container_ids(), before, "{what} changed containers");
         assert_eq!(nets(), nets_before, "{what} changed networks");
     }
 }
@@ -486,9 +467,9 @@ fn unreachable_registry_with_local_image_is_a_warning() {
     );
     assert_eq!(s.plan().0, 0);
     // The next apply warns again and leaves the running container alone.
-    let before = s.containers();
+    let before = s.container_ids();
     s.apply_ok();
-    assert_eq!(s.containers(), before);
+    assert_eq!(s.container_ids(), before);
 }
 
 #[test]
@@ -497,7 +478,7 @@ fn unknown_image_is_an_error_before_any_change() {
     let image = s.app_image("v1");
     s.write(&three_services(&image, "hello"));
     s.apply_ok();
-    let before = s.containers();
+    let before = s.container_ids();
     let missing = format!("{}/does-not-exist-{}:1", testbed().registry, s.name);
     s.write(&three_services(&image, "changed").replacen(
         &format!("image: {image}"),
@@ -511,7 +492,7 @@ fn unknown_image_is_an_error_before_any_change() {
         "{}",
         show(&out)
     );
-    assert_eq!(s.containers(), before, "nothing may change");
+    assert_eq!(s.container_ids(), before, "nothing may change");
     // pull_policy: never names the image and changes nothing either.
     s.write(&format!(
         "services:\n  db:\n    image: {missing}\n    pull_policy: never\n"
@@ -523,7 +504,7 @@ fn unknown_image_is_an_error_before_any_change() {
         "{}",
         show(&out)
     );
-    assert_eq!(s.containers(), before);
+    assert_eq!(s.container_ids(), before);
 }
 
 #[test]
@@ -563,11 +544,11 @@ fn anonymous_volumes_are_carried_over_and_prune_removes_orphans_only() {
     assert_eq!(code, 0, "an orphan without --prune is not a change:\n{out}");
     assert!(out.contains("orphan container"), "{out}");
     let worker = format!("{}-worker-1", s.name);
-    assert!(s.containers().contains_key(&worker));
+    assert!(s.container_ids().contains_key(&worker));
     let out = s.run(&["apply", "--prune"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert!(
-        !s.containers().contains_key(&worker),
+        !s.container_ids().contains_key(&worker),
         "--prune removes the orphan"
     );
     let filter = format!("label=com.docker.compose.project={}", s.name);
@@ -615,23 +596,23 @@ fn scale_up_and_down_and_restart_dependants() {
     s.write(&yaml(2, "a"));
     s.apply_ok();
     let app = |n: u32| format!("{}-app-{n}", s.name);
-    assert_eq!(s.containers().len(), 3);
+    assert_eq!(s.container_ids().len(), 3);
     s.write(&yaml(3, "a"));
     let (code, out) = s.plan();
     assert_eq!(code, 2);
     assert!(out.contains("app scale-up"), "{out}");
     s.apply_ok();
-    assert!(s.containers().contains_key(&app(3)));
+    assert!(s.container_ids().contains_key(&app(3)));
     s.write(&yaml(1, "a"));
     s.apply_ok();
-    let names: Vec<String> = s.containers().into_keys().collect();
+    let names: Vec<String> = s.container_ids().into_keys().collect();
     assert_eq!(names, vec![app(1), format!("{}-db-1", s.name)]);
     // db changes; app is unchanged but depends on db with restart: true, so it is restarted.
     let started = s.inspect(&app(1), "{{.State.StartedAt}}");
-    let id = s.containers()[&app(1)].clone();
+    let id = s.container_ids()[&app(1)].clone();
     s.write(&yaml(1, "b"));
     s.apply_ok();
-    assert_eq!(s.containers()[&app(1)], id, "app keeps its container");
+    assert_eq!(s.container_ids()[&app(1)], id, "app keeps its container");
     assert_ne!(
         s.inspect(&app(1), "{{.State.StartedAt}}"),
         started,

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
@@ -27,25 +26,6 @@ fn compose(image: &str, greeting: &str) -> String {
     image: {image}
 "#
     )
-}
-
-/// Container name -> id of the project, all states.
-fn containers(project: &str) -> BTreeMap<String, String> {
-    let filter = format!("label=com.docker.compose.project={project}");
-    docker(&[
-        "ps",
-        "-a",
-        "--filter",
-        &filter,
-        "--format",
-        "{{.Names}} {{.ID}}",
-    ])
-    .lines()
-    .filter_map(|l| {
-        l.split_once(' ')
-            .map(|(n, i)| (n.to_string(), i.to_string()))
-    })
-    .collect()
 }
 
 #[test]
@@ -79,7 +59,7 @@ fn runs_with_different_state_directories_never_both_change_a_project() {
         }
     }
     assert!(seen.contains("test pause at health-wait"), "{seen}");
-    let mid_update = containers(&s.name);
+    let mid_update = container_ids(&s.name);
 
     // A second apply under another state directory must not touch it.
     let second = s.run(&["apply", "--state-dir", &other, "--lock-timeout", "1s"]);
@@ -90,7 +70,7 @@ fn runs_with_different_state_directories_never_both_change_a_project() {
         show(&second)
     );
     assert_eq!(
-        containers(&s.name),
+        container_ids(&s.name),
         mid_update,
         "the second apply changed the project"
     );
@@ -106,7 +86,7 @@ fn runs_with_different_state_directories_never_both_change_a_project() {
         "{}",
         show(&third)
     );
-    let names: Vec<String> = containers(&s.name).into_keys().collect();
+    let names: Vec<String> = container_ids(&s.name).into_keys().collect();
     assert_eq!(
         names,
         [format!("{}-web-1", s.name), format!("{}-worker-1", s.name)],

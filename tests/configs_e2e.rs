@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::process::{Command, Output};
 
 use common::stack::{show, Stack};
@@ -34,23 +33,6 @@ impl Stack {
             .args(args)
             .output()
             .unwrap()
-    }
-
-    /// Container name -> id of the project, all states.
-    fn ids(&self) -> BTreeMap<String, String> {
-        let filter = format!("label=com.docker.compose.project={}", self.name);
-        docker(&[
-            "ps",
-            "-a",
-            "--filter",
-            &filter,
-            "--format",
-            "{{.Names}} {{.ID}}",
-        ])
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(n, i)| (n.to_string(), i.to_string()))
-        .collect()
     }
 
     fn exec(&self, service: &str, script: &str) -> String {
@@ -125,7 +107,7 @@ fn assert_secret_never_shown(s: &Stack, token: &str, apply: &Output) {
         "plan --json",
         &show(&s.with_token(token, &["plan", "--json"])),
     );
-    for name in s.ids().keys() {
+    for name in s.container_ids().keys() {
         assert_no_token(name, &docker(&["inspect", name]));
     }
 }
@@ -161,10 +143,15 @@ fn configs_and_secrets_are_mounted_as_compose_does_and_content_changes_recreate(
     // Converged: plan is empty, and Compose v5 recreates nothing composeops made.
     let (code, plan) = plan_of(&s, TOKEN_A);
     assert_eq!(code, 0, "{plan}");
-    let before = s.ids();
+    let before = s.container_ids();
     let up = s.compose_v5(TOKEN_A, &["up", "-d"]);
     assert!(up.status.success(), "{}", show(&up));
-    assert_eq!(s.ids(), before, "compose up recreated:\n{}", show(&up));
+    assert_eq!(
+        s.container_ids(),
+        before,
+        "compose up recreated:\n{}",
+        show(&up)
+    );
 
     // One content changes: only the service that mounts it is recreated, and plan says why
     // without showing it.
@@ -175,7 +162,7 @@ fn configs_and_secrets_are_mounted_as_compose_does_and_content_changes_recreate(
     assert!(!plan.contains("goodbye"), "{plan}");
     let out = s.with_token(TOKEN_A, &["apply", "--wait-timeout", "30s"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-    let after = s.ids();
+    let after = s.container_ids();
     let app = format!("{}-app-1", s.name);
     let web = format!("{}-web-1", s.name);
     let worker = format!("{}-worker-1", s.name);
@@ -193,18 +180,22 @@ fn configs_and_secrets_are_mounted_as_compose_does_and_content_changes_recreate(
     assert_secret_never_shown(&s, TOKEN_B, &out);
     assert_eq!(s.exec("app", "cat /run/secrets/token"), TOKEN_B);
     assert_eq!(s.exec("worker", "cat /run/secrets/token"), TOKEN_B);
-    assert_eq!(s.ids()[&web], before[&web], "web was recreated");
-    assert_ne!(s.ids()[&worker], after[&worker], "worker was not recreated");
+    assert_eq!(s.container_ids()[&web], before[&web], "web was recreated");
+    assert_ne!(
+        s.container_ids()[&worker],
+        after[&worker],
+        "worker was not recreated"
+    );
     assert_eq!(
-        s.ids().len(),
+        s.container_ids().len(),
         3,
         "a temporary container was left: {:?}",
-        s.ids()
+        s.container_ids()
     );
 
     // Writing fails on the engine (a file cannot replace the directory /etc): the new
     // container goes, the old one keeps running under its name, nothing is left half-made.
-    let running = s.ids();
+    let running = s.container_ids();
     s.write(&compose_yaml("goodbye").replace("target: etc/motd", "target: /etc"));
     let out = s.with_token(TOKEN_B, &["apply", "--wait-timeout", "30s"]);
     let text = show(&out);
@@ -214,7 +205,7 @@ fn configs_and_secrets_are_mounted_as_compose_does_and_content_changes_recreate(
         "{text}"
     );
     assert_no_token("failed apply", &text);
-    assert_eq!(s.ids(), running, "{text}");
+    assert_eq!(s.container_ids(), running, "{text}");
     assert_eq!(s.exec("app", "cat /etc/motd"), "goodbye ${HOME}");
     s.write(&compose_yaml("goodbye"));
 
@@ -256,7 +247,7 @@ fn bad_configs_and_secrets_are_refused_before_any_engine_change() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("configs.appconf.file"), "{text}");
     // Nothing was made: no container, no network.
-    assert!(s.ids().is_empty(), "{:?}", s.ids());
+    assert!(s.container_ids().is_empty(), "{:?}", s.container_ids());
     let filter = format!("label=com.docker.compose.project={}", s.name);
     assert_eq!(docker(&["network", "ls", "-q", "--filter", &filter]), "");
 }

@@ -42,15 +42,11 @@ impl Stack {
     }
 
     fn id(&self, service: &str) -> String {
-        docker(&["inspect", "-f", "{{.Id}}", &self.container(service)])
+        self.inspect_service(service, "{{.Id}}")
     }
 
     fn container(&self, service: &str) -> String {
         format!("{}-{service}-1", self.name)
-    }
-
-    fn inspect(&self, service: &str, format: &str) -> String {
-        docker(&["inspect", "-f", format, &self.container(service)])
     }
 
     fn exec(&self, service: &str, cmd: &[&str]) -> Output {
@@ -99,9 +95,12 @@ fn assert_shared(s: &Stack) {
         "{{.HostConfig.IpcMode}}",
         "{{.HostConfig.PidMode}}",
     ] {
-        assert_eq!(s.inspect("app", f), joined, "{f}");
+        assert_eq!(s.inspect_service("app", f), joined, "{f}");
     }
-    assert_eq!(s.inspect("app", "{{len .NetworkSettings.Networks}}"), "0");
+    assert_eq!(
+        s.inspect_service("app", "{{len .NetworkSettings.Networks}}"),
+        "0"
+    );
     // The same network stack: vpn's listener answers on app's loopback.
     let out = s.exec("app", &["nc", "-w", "3", "127.0.0.1", "7000"]);
     assert_eq!(
@@ -118,7 +117,7 @@ fn assert_shared(s: &Stack) {
         show(&ps)
     );
     assert_eq!(
-        s.inspect("backup", "{{json .HostConfig.VolumesFrom}}"),
+        s.inspect_service("backup", "{{json .HostConfig.VolumesFrom}}"),
         format!("[\"{vpn}:ro\"]")
     );
     let read = s.exec("backup", &["cat", "/data/hello"]);
@@ -129,7 +128,7 @@ fn assert_shared(s: &Stack) {
         "volumes_from :ro must be read-only"
     );
     let net = format!("{}_default", s.name);
-    let links = s.inspect(
+    let links = s.inspect_service(
         "backup",
         &format!("{{{{json (index .NetworkSettings.Networks \"{net}\").Links}}}}"),
     );

@@ -18,17 +18,6 @@ fn version(s: &Stack, service: &str) -> String {
     .to_string()
 }
 
-fn id(s: &Stack, service: &str) -> String {
-    docker(&[
-        "inspect",
-        "-f",
-        "{{.Id}}",
-        &format!("{}-{service}-1", s.name),
-    ])
-    .trim()
-    .to_string()
-}
-
 #[test]
 fn rollback_puts_back_the_previous_image_of_that_service_only() {
     let mut s = Stack::new("rollback");
@@ -59,12 +48,16 @@ fn rollback_puts_back_the_previous_image_of_that_service_only() {
     let out = s.run(&["apply"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert_eq!(version(&s, "web"), "v2");
-    let other_id = id(&s, "other");
+    let other_id = s.inspect_service("other", "{{.Id}}");
 
     let out = s.run(&["rollback", "web"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert_eq!(version(&s, "web"), "v1");
-    assert_eq!(id(&s, "other"), other_id, "other is left alone");
+    assert_eq!(
+        s.inspect_service("other", "{{.Id}}"),
+        other_id,
+        "other is left alone"
+    );
     let image = docker(&["inspect", "-f", "{{.Image}}", &format!("{}-web-1", s.name)]);
     let running = docker(&[
         "image",
@@ -93,15 +86,6 @@ fn rollback_puts_back_the_previous_image_of_that_service_only() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no service nope"));
 }
 
-fn env_of(s: &Stack, service: &str) -> String {
-    docker(&[
-        "inspect",
-        "-f",
-        "{{json .Config.Env}}",
-        &format!("{}-{service}-1", s.name),
-    ])
-}
-
 /// A definition-only change (same image, another environment and command) is rolled back to
 /// the previous definition; the files are untouched, so the next plan moves forward again.
 #[test]
@@ -121,8 +105,10 @@ fn rollback_puts_back_the_previous_definition() {
     s.apply_ok();
     s.write(&stack("two", "81"));
     s.apply_ok();
-    assert!(env_of(&s, "web").contains("MODE=two"));
-    let other_id = id(&s, "other");
+    assert!(s
+        .inspect_service("web", "{{json .Config.Env}}")
+        .contains("MODE=two"));
+    let other_id = s.inspect_service("other", "{{.Id}}");
 
     let history = s.state.path().join(format!("{}.images.json", s.name));
     use std::os::unix::fs::PermissionsExt;
@@ -131,7 +117,12 @@ fn rollback_puts_back_the_previous_definition() {
 
     let out = s.run(&["rollback", "web", "--wait-timeout", "30s"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-    assert!(env_of(&s, "web").contains("MODE=one"), "{}", show(&out));
+    assert!(
+        s.inspect_service("web", "{{json .Config.Env}}")
+            .contains("MODE=one"),
+        "{}",
+        show(&out)
+    );
     let ports = docker(&[
         "inspect",
         "-f",
@@ -142,7 +133,11 @@ fn rollback_puts_back_the_previous_definition() {
         ports.contains("80/tcp") && !ports.contains("81/tcp"),
         "{ports}"
     );
-    assert_eq!(id(&s, "other"), other_id, "other is left alone");
+    assert_eq!(
+        s.inspect_service("other", "{{.Id}}"),
+        other_id,
+        "other is left alone"
+    );
 
     // The files still say MODE=two: plan shows the way forward again.
     let out = s.run(&["plan", "--detailed-exitcode"]);
@@ -160,7 +155,7 @@ fn rollback_puts_back_the_previous_definition() {
     s.apply_ok();
     s.write(&stack("four", "83"));
     s.apply_ok();
-    let before = id(&s, "web");
+    let before = s.inspect_service("web", "{{.Id}}");
     let out = s.run(&["rollback", "web"]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert!(
@@ -168,5 +163,9 @@ fn rollback_puts_back_the_previous_definition() {
         "{}",
         show(&out)
     );
-    assert_eq!(id(&s, "web"), before, "nothing changed");
+    assert_eq!(
+        s.inspect_service("web", "{{.Id}}"),
+        before,
+        "nothing changed"
+    );
 }

@@ -7,17 +7,6 @@ mod common;
 use common::stack::{show, Stack};
 use common::*;
 
-fn container_id(s: &Stack, service: &str) -> String {
-    docker(&[
-        "inspect",
-        "-f",
-        "{{.Id}}",
-        &format!("{}-{service}-1", s.name),
-    ])
-    .trim()
-    .to_string()
-}
-
 fn version(s: &Stack, service: &str) -> String {
     docker(&[
         "exec",
@@ -27,15 +16,6 @@ fn version(s: &Stack, service: &str) -> String {
     ])
     .trim()
     .to_string()
-}
-
-fn env_of(s: &Stack, service: &str) -> String {
-    docker(&[
-        "inspect",
-        "-f",
-        "{{json .Config.Env}}",
-        &format!("{}-{service}-1", s.name),
-    ])
 }
 
 fn compose(image: &str, rev: &str) -> String {
@@ -69,7 +49,9 @@ fn apply_file_runs_the_saved_digest_and_refuses_stale_plans() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-    assert!(env_of(&s, "app").contains("REV=two"));
+    assert!(s
+        .inspect_service("app", "{{json .Config.Env}}")
+        .contains("REV=two"));
     assert_eq!(
         version(&s, "app"),
         "v1",
@@ -77,7 +59,7 @@ fn apply_file_runs_the_saved_digest_and_refuses_stale_plans() {
     );
 
     // An edit after the plan was saved: refused, nothing changed.
-    let before = container_id(&s, "app");
+    let before = s.inspect_service("app", "{{.Id}}");
     let out = s.run(&["plan", "--offline", "-o", file]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     s.write(&compose(&tag, "three"));
@@ -91,7 +73,7 @@ fn apply_file_runs_the_saved_digest_and_refuses_stale_plans() {
         err.contains("the saved plan is stale") && err.contains("loads differently"),
         "{err}"
     );
-    assert_eq!(container_id(&s, "app"), before);
+    assert_eq!(s.inspect_service("app", "{{.Id}}"), before);
 
     // What runs changed after the plan was saved: refused, naming the container.
     let out = s.run(&["plan", "--offline", "-o", file]);
@@ -110,7 +92,11 @@ fn apply_file_runs_the_saved_digest_and_refuses_stale_plans() {
         )),
         "{err}"
     );
-    assert_eq!(container_id(&s, "app"), before, "nothing was changed");
+    assert_eq!(
+        s.inspect_service("app", "{{.Id}}"),
+        before,
+        "nothing was changed"
+    );
 
     // Flags that would change a saved plan are refused; so is a file that is not one.
     let out = composeops_in(&s, "/")

@@ -24,21 +24,13 @@ impl Stack {
 
     /// (name, running) of the project's containers, all states.
     fn containers(&self) -> Vec<(String, bool)> {
-        let filter = format!("label=com.docker.compose.project={}", self.name);
-        docker(&[
-            "ps",
-            "-a",
-            "--filter",
-            &filter,
-            "--format",
-            "{{.Names}} {{.State}}",
-        ])
-        .lines()
-        .filter_map(|l| {
-            let (n, s) = l.split_once(' ')?;
-            Some((n.to_string(), s == "running"))
-        })
-        .collect()
+        project_containers(&self.name, "{{.Names}} {{.State}}")
+            .iter()
+            .filter_map(|l| {
+                let (n, s) = l.split_once(' ')?;
+                Some((n.to_string(), s == "running"))
+            })
+            .collect()
     }
 
     fn apply(&self) -> Output {

@@ -71,6 +71,24 @@ pub fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// `docker ps -a` of `project`'s containers (all states): one line in `format` each.
+pub fn project_containers(project: &str, format: &str) -> Vec<String> {
+    let filter = format!("label=com.docker.compose.project={project}");
+    docker(&["ps", "-a", "--filter", &filter, "--format", format])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Container name -> id of `project`'s containers, all states.
+pub fn container_ids(project: &str) -> std::collections::BTreeMap<String, String> {
+    project_containers(project, "{{.Names}} {{.ID}}")
+        .iter()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, i)| (n.to_string(), i.to_string()))
+        .collect()
+}
+
 /// Runs `docker ARGS` and returns its output whatever the status.
 pub fn docker_output(args: &[&str]) -> Output {
     docker_cmd().args(args).output().expect("cannot run docker")

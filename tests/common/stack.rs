@@ -52,6 +52,21 @@ impl Stack {
         tag
     }
 
+    /// Container name -> id of the project, all states.
+    pub fn container_ids(&self) -> std::collections::BTreeMap<String, String> {
+        super::container_ids(&self.name)
+    }
+
+    /// `docker inspect -f FORMAT` of replica 1 of `service`.
+    pub fn inspect_service(&self, service: &str, format: &str) -> String {
+        super::docker(&[
+            "inspect",
+            "-f",
+            format,
+            &format!("{}-{service}-1", self.name),
+        ])
+    }
+
     /// `apply` that must converge (exit 0).
     pub fn apply_ok(&self) -> Output {
         let out = self.run(&["apply", "--wait-timeout", "30s"]);
