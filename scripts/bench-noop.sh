@@ -41,14 +41,10 @@ WORK=$(mktemp -d)
 export COMPOSEOPS_STATE_DIR=$WORK/state
 PROJECTS=()
 
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 cleanup() {
-    for p in "${PROJECTS[@]}"; do
-        local ids
-        ids=$(docker ps -aq --filter "label=com.docker.compose.project=$p")
-        # shellcheck disable=SC2086
-        [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
-        docker network rm "${p}_default" >/dev/null 2>&1 || true
-    done
+    remove_projects "${PROJECTS[@]}"
     rm -rf "$WORK"
 }
 trap cleanup EXIT

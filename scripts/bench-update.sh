@@ -29,14 +29,10 @@ export COMPOSEOPS_STATE_DIR=$WORK/state
 A=bench-upd-ops-$$
 B=bench-upd-compose-$$
 
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 cleanup() {
-    for p in "$A" "$B"; do
-        local ids
-        ids=$(docker ps -aq --filter "label=com.docker.compose.project=$p")
-        # shellcheck disable=SC2086
-        [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
-        docker network rm "${p}_default" >/dev/null 2>&1 || true
-    done
+    remove_projects "$A" "$B"
     rm -rf "$WORK"
 }
 trap cleanup EXIT
