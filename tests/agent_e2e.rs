@@ -214,6 +214,11 @@ struct Repos {
 }
 
 impl Repos {
+    /// The agent's id of the checkout's project: the working copy's directory name.
+    fn project_id(&self) -> String {
+        self.work.file_name().unwrap().to_string_lossy().to_string()
+    }
+
     /// `files`: (path in repo, content) of the first commit.
     fn new(files: &[(&str, String)]) -> Repos {
         let tmp = tempfile::tempdir().unwrap();
@@ -375,12 +380,7 @@ fn applies_first_revision_then_pushed_commit_then_local_edit() {
     let repos = Repos::new(&[("compose.yaml", compose(&name, &image, "1"))]);
     let agent = Agent::start(&repos.work, &repos.state, &["--git-pull", "1s"]);
     let web = format!("{name}-web-1");
-    let id = repos
-        .work
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .to_string();
+    let id = repos.project_id();
 
     agent.wait_for("first revision", Duration::from_secs(60), || {
         rev_of(&web).as_deref() == Some("1")
@@ -747,12 +747,7 @@ fn rolled_back_revision_is_not_retried_and_next_revision_is_applied() {
     let bad = app_image(&mut guard, &name, "unhealthy", "unhealthy");
     let (url, events) = notify_receiver();
     let repos = Repos::new(&[("compose.yaml", compose(&name, &good, "1"))]);
-    let id = repos
-        .work
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .to_string();
+    let id = repos.project_id();
     let args = [
         "--git-pull",
         "1s",
@@ -1027,12 +1022,7 @@ fn outside_the_window_a_change_waits_and_a_forced_sync_applies_it() {
     let mut guard = ProjectGuard::new(&name);
     let image = app_image(&mut guard, &name, "v1", "v1");
     let repos = Repos::new(&[("compose.yaml", compose(&name, &image, "1"))]);
-    let id = repos
-        .work
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .to_string();
+    let id = repos.project_id();
     let web = format!("{name}-web-1");
     // Revision 1 runs already (an operator's apply): the agent starts in sync.
     let out = composeops()
