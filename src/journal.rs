@@ -1,8 +1,11 @@
-//! `journal`: the state directory, the per-project lock, and the write-ahead record of the one
-//! recreate in flight, so that a run killed at any instant is finished or undone by the next.
+//! `journal`: the state directory, the per-project lock, and the write-ahead record of the
+//! recreates in flight, so that a run killed at any instant is finished or undone by the next.
 //!
-//! apply recreates one replica at a time, so the journal holds at most one entry. It is written
-//! (and fsynced, with its directory) before every destructive step.
+//! apply recreates one batch of replicas at a time (`update_config.parallelism`, one by
+//! default), so the journal holds an entry per replica in the batch, keyed by its final name,
+//! and, under `failure_action: rollback`, one per replica already replaced whose old container
+//! is kept until the service's rollout ends. It is written (and fsynced, with its directory)
+//! before every destructive step.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
@@ -205,6 +208,10 @@ pub enum Phase {
     /// (`old_networks`), drained, stopped and removed, then the new one takes the final name.
     /// Recovery finishes this, as `Committed`.
     Draining,
+    /// The new container serves under the final name; the old one is stopped under
+    /// `aside_name` and kept until the service's rollout ends, so that `failure_action:
+    /// rollback` can put it back. Recovery finishes this, as `Committed`.
+    Kept,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -222,16 +229,20 @@ pub struct Entry {
     pub old_networks: std::collections::BTreeMap<String, Vec<String>>,
 }
 
-/// `<state>/<project>.journal`.
+/// `<state>/<project>.journal`: a JSON list of entries (a single entry, as older versions
+/// wrote it, reads as a list of one).
 #[derive(Debug, Clone)]
 pub struct Journal {
     path: PathBuf,
+    /// Serialises the read-modify-write of concurrent recreates in this process.
+    lock: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl Journal {
     pub fn new(dir: &Path, project: &str) -> Journal {
         Journal {
             path: dir.join(format!("{project}.journal")),
+            lock: Default::default(),
         }
     }
 
@@ -239,31 +250,65 @@ impl Journal {
         &self.path
     }
 
-    /// The entry left by an interrupted run, if any.
-    pub fn read(&self) -> Result<Option<Entry>> {
+    /// The entries left by an interrupted run, if any.
+    pub fn entries(&self) -> Result<Vec<Entry>> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OnDisk {
+            Many(Vec<Entry>),
+            One(Box<Entry>),
+        }
         match std::fs::read(&self.path) {
-            Ok(b) if b.is_empty() => Ok(None),
-            Ok(b) => serde_json::from_slice(&b).map(Some).with_context(|| {
-                format!(
-                    "corrupt journal {}: inspect it, then delete it",
-                    self.path.display()
-                )
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Ok(b) if b.is_empty() => Ok(Vec::new()),
+            Ok(b) => match serde_json::from_slice(&b) {
+                Ok(OnDisk::Many(v)) => Ok(v),
+                Ok(OnDisk::One(e)) => Ok(vec![*e]),
+                Err(e) => Err(e).with_context(|| {
+                    format!(
+                        "corrupt journal {}: inspect it, then delete it",
+                        self.path.display()
+                    )
+                }),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => {
                 Err(e).with_context(|| format!("cannot read journal {}", self.path.display()))
             }
         }
     }
 
-    /// Durably records `entry` (write to a temporary file, fsync, rename, fsync the directory).
+    /// Durably records `entry`, replacing the one with its final name.
     pub fn write(&self, entry: &Entry) -> Result<()> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all = self.entries()?;
+        match all.iter_mut().find(|e| e.final_name == entry.final_name) {
+            Some(e) => *e = entry.clone(),
+            None => all.push(entry.clone()),
+        }
+        self.store(&all)
+    }
+
+    /// Removes the entry of `final_name` once its recreate is finished or undone; the file
+    /// goes with the last entry.
+    pub fn clear(&self, final_name: &str) -> Result<()> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all = self.entries()?;
+        all.retain(|e| e.final_name != final_name);
+        if all.is_empty() {
+            self.remove_file()
+        } else {
+            self.store(&all)
+        }
+    }
+
+    /// Write to a temporary file, fsync, rename, fsync the directory.
+    fn store(&self, all: &[Entry]) -> Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let tmp = self.path.with_extension("journal.tmp");
         {
             let mut f =
                 File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-            f.write_all(&serde_json::to_vec_pretty(entry)?)?;
+            f.write_all(&serde_json::to_vec_pretty(all)?)?;
             f.sync_all()?;
         }
         std::fs::rename(&tmp, &self.path)?;
@@ -271,8 +316,7 @@ impl Journal {
         Ok(())
     }
 
-    /// Removes the entry once the recreate is finished or undone.
-    pub fn clear(&self) -> Result<()> {
+    fn remove_file(&self) -> Result<()> {
         match std::fs::remove_file(&self.path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -295,7 +339,7 @@ mod tests {
     fn journal_round_trip_and_lock_is_exclusive() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::new(dir.path(), "p");
-        assert_eq!(j.read().unwrap(), None);
+        assert_eq!(j.entries().unwrap(), []);
         let e = Entry {
             service: "web".into(),
             final_name: "p-web-1".into(),
@@ -307,9 +351,28 @@ mod tests {
             old_networks: Default::default(),
         };
         j.write(&e).unwrap();
-        assert_eq!(j.read().unwrap(), Some(e.clone()));
-        j.clear().unwrap();
-        assert_eq!(j.read().unwrap(), None);
+        assert_eq!(j.entries().unwrap(), std::slice::from_ref(&e));
+        // A second replica's entry beside it; each is replaced and cleared by its final name.
+        let e2 = Entry {
+            final_name: "p-web-2".into(),
+            ..e.clone()
+        };
+        j.write(&e2).unwrap();
+        let e_waiting = Entry {
+            phase: Phase::Waiting,
+            ..e.clone()
+        };
+        j.write(&e_waiting).unwrap();
+        assert_eq!(j.entries().unwrap(), [e_waiting, e2.clone()]);
+        j.clear("p-web-1").unwrap();
+        assert_eq!(j.entries().unwrap(), [e2]);
+        j.clear("p-web-2").unwrap();
+        assert_eq!(j.entries().unwrap(), []);
+        assert!(!j.path().exists());
+        // The single entry an older version wrote reads as a list of one.
+        std::fs::write(j.path(), serde_json::to_vec(&e).unwrap()).unwrap();
+        assert_eq!(j.entries().unwrap(), std::slice::from_ref(&e));
+        j.clear("p-web-1").unwrap();
         let engine = format!("unix:///test/{}", dir.path().display());
         let l = ProjectLock::try_acquire(dir.path(), &engine, "p").unwrap();
         assert!(l.is_some());

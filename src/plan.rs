@@ -113,6 +113,10 @@ pub struct ServicePlan {
     /// How its containers are replaced (`deploy.update_config.order`, when the host allows).
     #[serde(default, skip_serializing_if = "UpdateOrder::is_stop_first")]
     pub update_order: UpdateOrder,
+    /// How replicas are replaced and, on failure, put back: only for a service with
+    /// `deploy.update_config` or `deploy.rollback_config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::update::Rollouts>,
 }
 
 /// An image digest move: what a container runs now, and what it will run.
@@ -359,6 +363,7 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
             image_change: None,
             build: image.build.clone(),
             update_order: UpdateOrder::StopFirst,
+            rollout: None,
         };
         let mut seen = BTreeSet::new();
         for c in &containers {
@@ -511,6 +516,7 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
         }
         let (order, why_not) = update::order(&name, svc);
         sp.update_order = order;
+        sp.rollout = update::rollouts(&name, svc);
         if let (Some(w), ServiceAction::Recreate) = (why_not, sp.action) {
             plan.warnings.push(w);
         }
@@ -850,6 +856,17 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
         }
         out.push('\n');
         if s.action != ServiceAction::Unchanged {
+            let recreates = s
+                .replicas
+                .iter()
+                .filter(|r| r.action == ReplicaAction::Recreate);
+            if let (Some(r), true) = (&s.rollout, recreates.count() > 1) {
+                let _ = writeln!(
+                    out,
+                    "    {}",
+                    dim.apply_to(format!("update: {}", r.update.describe()))
+                );
+            }
             for r in &s.replicas {
                 if r.action != ReplicaAction::Unchanged {
                     let a = serde_json::to_value(r.action)

@@ -21,7 +21,7 @@ pub(crate) async fn run(
             entry.phase = *phase;
             journal.write(entry)
         }
-        Step::ClearJournal => journal.clear(),
+        Step::ClearJournal => journal.clear(&entry.final_name),
         Step::Stop { container, grace } => ops
             .stop(container, *grace)
             .await
@@ -59,7 +59,7 @@ pub(crate) async fn run(
             tokio::time::sleep(super::step::DRAIN).await;
             Ok(())
         }
-        Step::Create(_) | Step::WaitReady(_) | Step::Verify(_) => {
+        Step::Create(_) | Step::WaitReady(_) | Step::Verify(_) | Step::Monitor { .. } => {
             anyhow::bail!("internal error: `{step}` is run by the recreate, not the executor")
         }
     }

@@ -2,10 +2,11 @@
 //! automatic rollback.
 //!
 //! Order: networks and volumes (created, never removed), orphans (`--prune`), then services in
-//! dependency order, one replica at a time. A replica's recreate is decided as a list of
-//! [`step::Step`]s ([`recreate`], [`rollback`]) and done by [`exec`] through the
-//! [`ContainerOps`] trait, writing the journal before each destructive step; [`recover`]
-//! finishes or undoes the recreate of a run that was killed.
+//! dependency order, each service's replicas rolled out as [`rollout`] says (one at a time
+//! by default). A replica's recreate is decided as a list of [`step::Step`]s ([`recreate`],
+//! [`rollback`]) and done by [`exec`] through the [`ContainerOps`] trait, writing the journal
+//! before each destructive step; [`recover`] finishes or undoes the recreates of a run that
+//! was killed.
 
 mod exec;
 #[cfg(test)]
@@ -17,6 +18,7 @@ mod recreate;
 mod replica;
 mod report;
 mod rollback;
+mod rollout;
 mod shares;
 mod step;
 #[cfg(test)]
@@ -37,7 +39,7 @@ pub use report::{
 use crate::engine::Engine;
 use crate::journal::Journal;
 use crate::observe::Observed;
-use crate::plan::{Desired, Plan, ReplicaAction, ServiceAction, ServicePlan};
+use crate::plan::{Desired, Plan, ServiceAction, ServicePlan};
 use crate::spec::{self, Spec};
 
 #[derive(Debug, Clone)]
@@ -162,7 +164,7 @@ impl<E: ContainerOps> Applier<'_, E> {
         Ok(())
     }
 
-    /// One service: its dependencies' gate, then its replicas in order until one fails.
+    /// One service: its dependencies' gate, then its replicas (see [`rollout`]).
     async fn apply_service(
         &self,
         plan: &Plan,
@@ -188,47 +190,8 @@ impl<E: ContainerOps> Applier<'_, E> {
             }
         };
         let spec = Spec::from_service(&self.desired.project, &sp.service);
-        for r in &sp.replicas {
-            let res = match r.action {
-                ReplicaAction::Unchanged => {
-                    if let (true, Some(id)) = (restart_for_dep, &r.container_id) {
-                        progress(
-                            &sp.service,
-                            format!("restarting {} (dependency changed)", r.name),
-                        );
-                        self.engine.restart(id).await?;
-                    }
-                    Ok(Outcome::Unchanged)
-                }
-                ReplicaAction::Start => self.start_existing(&sp.service, r).await,
-                ReplicaAction::Create => self.create_replica(&sp.service, &spec, r).await,
-                ReplicaAction::Recreate => {
-                    self.recreate_replica(&sp.service, &spec, r, observed, sp.update_order)
-                        .await
-                }
-                ReplicaAction::Remove => {
-                    self.remove_replica(&sp.service, &spec, r).await?;
-                    Ok(Outcome::Applied)
-                }
-            };
-            let o = match res {
-                Ok(o) => o,
-                Err((o, nr)) => {
-                    so.message = Some(format!("{}: {}", r.name, nr.message));
-                    so.logs = nr.logs;
-                    so.health_log = nr.health_log;
-                    o
-                }
-            };
-            so.outcome = report::worse(so.outcome, o);
-            if matches!(
-                o,
-                Outcome::RolledBack | Outcome::RollbackFailed | Outcome::Failed
-            ) {
-                // Leave the remaining replicas as they are.
-                break;
-            }
-        }
+        self.roll_out(sp, &spec, observed, restart_for_dep, &mut so)
+            .await?;
         match so.outcome {
             Outcome::Applied => progress(&sp.service, "applied"),
             Outcome::RolledBack => progress(&sp.service, "ROLLED BACK"),

@@ -127,7 +127,16 @@ impl<E: ContainerOps> Applier<'_, E> {
         &self,
         name: &str,
     ) -> Result<(ContainerInfo, BoxStream<'static, ContainerEvent>), String> {
-        let since = SystemTime::now() - REPLAY;
+        self.subscribe_since(name, SystemTime::now() - REPLAY).await
+    }
+
+    /// [`Self::subscribe`] from `since`: a wait on a container that this run stopped a
+    /// moment ago and started again starts after the stop, whose `die` is not news.
+    async fn subscribe_since(
+        &self,
+        name: &str,
+        since: SystemTime,
+    ) -> Result<(ContainerInfo, BoxStream<'static, ContainerEvent>), String> {
         let id = self.inspect_or(name).await?.id;
         let events = self.engine.events(&id, since);
         Ok((self.inspect_or(&id).await?, events))
@@ -166,7 +175,21 @@ impl<E: ContainerOps> Applier<'_, E> {
         name: &str,
         require_health: bool,
     ) -> Result<(), NotReady> {
-        let (mut c, mut events) = self.subscribe(name).await.map_err(NotReady::msg)?;
+        self.wait_ready_since(name, require_health, SystemTime::now() - REPLAY)
+            .await
+    }
+
+    /// [`Self::wait_ready`] on events from `since` (see [`Self::subscribe_since`]).
+    pub(crate) async fn wait_ready_since(
+        &self,
+        name: &str,
+        require_health: bool,
+        since: SystemTime,
+    ) -> Result<(), NotReady> {
+        let (mut c, mut events) = self
+            .subscribe_since(name, since)
+            .await
+            .map_err(NotReady::msg)?;
         let bound = self.bound(&c);
         let deadline = Instant::now() + bound;
         let mut verdict = judge(&c, require_health);
@@ -209,6 +232,47 @@ impl<E: ContainerOps> Applier<'_, E> {
                     judge(&c, require_health)
                 }
             };
+        }
+    }
+
+    /// Watches the ready container `name` for `period` (`update_config.monitor`): a `die` or
+    /// an `unhealthy` report in that time fails it, as in the readiness wait; so does finding
+    /// it stopped at the end (a state the event stream may not have told).
+    pub(crate) async fn monitor(&self, name: &str, period: Duration) -> Result<(), NotReady> {
+        // Anything before now is known: the container is ready.
+        let (c, mut events) = self
+            .subscribe_since(name, SystemTime::now())
+            .await
+            .map_err(NotReady::msg)?;
+        let deadline = Instant::now() + period;
+        let failed = |what: String| format!("{what} within the monitor period ({period:?})");
+        if let Verdict::Failed(msg) = judge(&c, false) {
+            return Err(self.not_ready(&c.id, failed(msg)).await);
+        }
+        loop {
+            match tokio::time::timeout_at(deadline.into(), events.next()).await {
+                Err(_) => break,
+                Ok(Some(ContainerEvent::Health(h))) if h == "unhealthy" => {
+                    return Err(self.not_ready(&c.id, failed("unhealthy".into())).await)
+                }
+                Ok(Some(ContainerEvent::Die { exit_code })) => {
+                    let msg = format!("exited with code {}", exit_code.unwrap_or(-1));
+                    return Err(self.not_ready(&c.id, failed(msg)).await);
+                }
+                Ok(Some(_)) => {}
+                // The engine closed the stream: listen again.
+                Ok(None) => {
+                    (_, events) = self
+                        .subscribe_since(&c.id, SystemTime::now())
+                        .await
+                        .map_err(NotReady::msg)?
+                }
+            }
+        }
+        let c = self.inspect_or(&c.id).await.map_err(NotReady::msg)?;
+        match judge(&c, false) {
+            Verdict::Failed(msg) => Err(self.not_ready(&c.id, failed(msg)).await),
+            _ => Ok(()),
         }
     }
 

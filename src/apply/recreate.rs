@@ -21,6 +21,8 @@
 //! The journal is written before each destructive step, so a run killed at any instant is
 //! finished or undone by [`super::recover`].
 
+use std::time::Duration;
+
 use super::exec;
 use super::ops::ContainerOps;
 use super::ready::NotReady;
@@ -32,7 +34,7 @@ use crate::journal::{Entry, Phase};
 use crate::observe::{Observed, SUFFIX_FAILED, SUFFIX_NEW, SUFFIX_OLD};
 use crate::plan::ReplicaPlan;
 use crate::spec::Spec;
-use crate::update::UpdateOrder;
+use crate::update::{Rollout, UpdateOrder};
 
 /// How a replica's change ended when it did not end well: the outcome and why.
 pub(crate) type Failure = (Outcome, NotReady);
@@ -58,7 +60,12 @@ pub(crate) fn failed_name(final_name: &str) -> String {
 
 /// The steps of a recreate up to the readiness wait (and the check, with `verify`), with
 /// what a failure of each means. Each journal write comes before the steps its phase covers.
-pub(crate) fn steps(e: &Entry, grace: Option<i64>, verify: bool) -> Vec<(Step, OnError)> {
+pub(crate) fn steps(
+    e: &Entry,
+    grace: Option<i64>,
+    verify: bool,
+    monitor: Duration,
+) -> Vec<(Step, OnError)> {
     let old = e.old_id.clone().unwrap_or_default();
     let (temp, fin) = (e.temp_name.clone(), e.final_name.clone());
     let mut steps = vec![
@@ -97,9 +104,22 @@ pub(crate) fn steps(e: &Entry, grace: Option<i64>, verify: bool) -> Vec<(Step, O
         (Step::WaitReady(fin.clone()), OnError::RollBack),
     ];
     if verify {
-        steps.push((Step::Verify(fin), OnError::RollBack));
+        steps.push((Step::Verify(fin.clone()), OnError::RollBack));
     }
+    push_monitor(&mut steps, &fin, monitor);
     steps
+}
+
+/// `update_config.monitor`: the new container serves, and its old one is still there to go
+/// back to, while it is watched.
+fn push_monitor(steps: &mut Vec<(Step, OnError)>, container: &str, period: Duration) {
+    if !period.is_zero() {
+        let step = Step::Monitor {
+            container: container.to_string(),
+            period,
+        };
+        steps.push((step, OnError::RollBack));
+    }
 }
 
 /// Start-first, up to the readiness wait: the new container runs beside the old one, which
@@ -110,6 +130,7 @@ pub(crate) fn start_first_steps(
     e: &Entry,
     serving: &[(String, Vec<String>)],
     verify: bool,
+    monitor: Duration,
 ) -> Vec<(Step, OnError)> {
     let (temp, fin) = (e.temp_name.clone(), e.final_name.clone());
     let mut steps = vec![
@@ -146,6 +167,7 @@ pub(crate) fn start_first_steps(
         // The engine's DNS lists the new address a moment before it answers.
         steps.push((Step::Settle, OnError::Ignore));
     }
+    push_monitor(&mut steps, &temp, monitor);
     steps
 }
 
@@ -197,6 +219,43 @@ pub(crate) fn start_first_commit(e: &Entry, grace: Option<i64>) -> Vec<(Step, On
     steps
 }
 
+/// Start-first under `failure_action: rollback`: as [`start_first_commit`], but the old
+/// container is kept, stopped, under the aside name until the service's rollout ends.
+pub(crate) fn start_first_keep(e: &Entry, grace: Option<i64>) -> Vec<(Step, OnError)> {
+    let old = e.old_id.clone().unwrap_or_default();
+    let mut steps = start_first_commit(e, grace);
+    // In place of removing it: put it aside, and record that it is kept.
+    let at = steps
+        .iter()
+        .position(|(s, _)| matches!(s, Step::Remove(_)))
+        .expect("the commit removes the old container");
+    steps[at] = (
+        Step::Rename {
+            container: old,
+            to: e.aside_name.clone(),
+        },
+        OnError::Unfinished,
+    );
+    let last = steps.len() - 1;
+    steps[last] = (Step::Journal(Phase::Kept), OnError::Ignore);
+    steps
+}
+
+/// Stop-first under `failure_action: rollback`: the old container, stopped under the aside
+/// name, is kept until the service's rollout ends.
+pub(crate) fn keep(_e: &Entry) -> Vec<(Step, OnError)> {
+    vec![(Step::Journal(Phase::Kept), OnError::RollBack)]
+}
+
+/// The rollout of the service ended well: a kept old container goes.
+pub(crate) fn drop_kept(e: &Entry) -> Vec<(Step, OnError)> {
+    let old = e.old_id.clone().unwrap_or_default();
+    vec![
+        (Step::Remove(old), OnError::Warn),
+        (Step::ClearJournal, OnError::Ignore),
+    ]
+}
+
 /// The new container is ready: commit (journal first), then the old container goes.
 pub(crate) fn commit(e: &Entry) -> Vec<(Step, OnError)> {
     let old = e.old_id.clone().unwrap_or_default();
@@ -230,8 +289,10 @@ impl<E: ContainerOps> Applier<'_, E> {
         spec: &Spec,
         r: &ReplicaPlan,
         observed: &Observed,
-        order: UpdateOrder,
+        how: &Rollout,
+        keep_old: bool,
     ) -> Result<Outcome, Failure> {
+        let order = how.order;
         let old_id = r.container_id.clone().expect("recreate has a container");
         let mut e = entry(service, &r.name, &old_id);
         progress(
@@ -250,10 +311,12 @@ impl<E: ContainerOps> Applier<'_, E> {
             .map(|c| c.anon_volumes.clone())
             .unwrap_or_default();
         let verify = self.desired.project.services[service].verify.is_some();
+        let monitor = how.monitor();
         let steps = match order {
-            UpdateOrder::StopFirst => steps(&e, spec.stop_grace_period, verify),
+            UpdateOrder::StopFirst => steps(&e, spec.stop_grace_period, verify, monitor),
             UpdateOrder::StartFirst => {
-                start_first_steps(&e, &serving_aliases(spec, &e.final_name), verify)
+                let serving = serving_aliases(spec, &e.final_name);
+                start_first_steps(&e, &serving, verify, monitor)
             }
         };
         let hidden = order == UpdateOrder::StartFirst;
@@ -271,6 +334,13 @@ impl<E: ContainerOps> Applier<'_, E> {
                     Ok(()) => continue,
                     Err(nr) => return self.roll_back(service, &mut e, nr).await,
                 },
+                Step::Monitor { container, period } => {
+                    progress(service, format!("monitoring {container} for {period:?}"));
+                    match self.monitor(container, *period).await {
+                        Ok(()) => continue,
+                        Err(nr) => return self.roll_back(service, &mut e, nr).await,
+                    }
+                }
                 Step::Create(name) => self
                     .create(service, spec, r.number, name, &anon, hidden)
                     .await
@@ -285,19 +355,23 @@ impl<E: ContainerOps> Applier<'_, E> {
                 pause_at("create").await;
             }
         }
-        let commit = match order {
-            UpdateOrder::StopFirst => commit(&e),
-            UpdateOrder::StartFirst => {
+        let commit = match (order, keep_old) {
+            (UpdateOrder::StopFirst, false) => commit(&e),
+            (UpdateOrder::StopFirst, true) => keep(&e),
+            (UpdateOrder::StartFirst, _) => {
                 // What to connect the old container to again, should the new one vanish.
                 let old = self.engine.inspect(&old_id).await.ok().flatten();
                 e.old_networks = old.map(|c| c.networks).unwrap_or_default();
-                start_first_commit(&e, spec.stop_grace_period)
+                match keep_old {
+                    false => start_first_commit(&e, spec.stop_grace_period),
+                    true => start_first_keep(&e, spec.stop_grace_period),
+                }
             }
         };
         self.commit(service, &mut e, commit).await
     }
 
-    async fn commit(
+    pub(crate) async fn commit(
         &self,
         service: &str,
         e: &mut Entry,

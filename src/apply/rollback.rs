@@ -4,11 +4,14 @@
 //! containers the journal entry names, so the in-process rollback and the recovery of a killed
 //! run take the same, tested, decisions.
 
+use std::time::Duration;
+
 use anyhow::Result;
 
 use super::ops::{ContainerInfo, ContainerOps};
 use super::step::Step;
 use crate::journal::{Entry, Phase};
+use crate::update::UpdateOrder;
 
 /// The engine's view of the containers a journal entry names.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -61,7 +64,9 @@ pub(crate) enum Failed {
 pub(crate) fn recovery(e: &Entry, v: &View) -> Vec<Step> {
     let keep_new = match (&v.old, &v.new) {
         (None, _) => true,
-        (Some(_), Some(_)) => matches!(e.phase, Phase::Committed | Phase::Draining),
+        (Some(_), Some(_)) => {
+            matches!(e.phase, Phase::Committed | Phase::Draining | Phase::Kept)
+        }
         (Some(_), None) => false,
     };
     if keep_new {
@@ -116,6 +121,76 @@ pub(crate) fn undo(e: &Entry, v: &View, failed: &Failed) -> Vec<Step> {
             });
         }
     }
+    steps
+}
+
+/// Under `failure_action: rollback`, puts back the old container of a replica that was
+/// replaced (journal `Kept`): its new container is healthy, so it is stopped within `grace`,
+/// not killed. Stop-first: the new one goes, then the old one takes the final name, starts,
+/// and must be ready (and stay up for `monitor`). Start-first: the old one starts under the
+/// aside name beside the new one and must be ready before the new one goes. Recovery of a run
+/// killed in the middle undoes (journal `RollingBack`), as for any rollback.
+pub(crate) fn revert(
+    e: &Entry,
+    v: &View,
+    order: UpdateOrder,
+    grace: Option<i64>,
+    monitor: Duration,
+) -> Vec<Step> {
+    let Some(old) = &v.old else {
+        return Vec::new();
+    };
+    let grace = grace.unwrap_or(10);
+    let new_ids: Vec<String> = others(v, &[&old.id]).iter().map(|c| c.id.clone()).collect();
+    let stop_new = new_ids.iter().map(|id| Step::Stop {
+        container: id.clone(),
+        grace,
+    });
+    let mut steps = vec![Step::Journal(Phase::RollingBack)];
+    let watch = |steps: &mut Vec<Step>, at: &str| {
+        steps.push(Step::WaitReady(at.to_string()));
+        if !monitor.is_zero() {
+            steps.push(Step::Monitor {
+                container: at.to_string(),
+                period: monitor,
+            });
+        }
+    };
+    match order {
+        UpdateOrder::StopFirst => {
+            steps.extend(stop_new);
+            steps.extend(undo(e, v, &Failed::Remove));
+            watch(&mut steps, &e.final_name);
+        }
+        UpdateOrder::StartFirst => {
+            if !old.running {
+                steps.push(Step::Start(old.id.clone()));
+            }
+            watch(&mut steps, &old.id);
+            // Serving again before the new one leaves.
+            for (network, aliases) in &e.old_networks {
+                if !old.networks.contains_key(network) {
+                    steps.push(Step::Connect {
+                        container: old.id.clone(),
+                        network: network.clone(),
+                        aliases: aliases.clone(),
+                    });
+                }
+            }
+            if !e.old_networks.is_empty() {
+                steps.push(Step::Settle);
+            }
+            steps.extend(stop_new);
+            steps.extend(new_ids.iter().map(|id| Step::Remove(id.clone())));
+            if old.name != e.final_name {
+                steps.push(Step::Rename {
+                    container: old.id.clone(),
+                    to: e.final_name.clone(),
+                });
+            }
+        }
+    }
+    steps.push(Step::ClearJournal);
     steps
 }
 

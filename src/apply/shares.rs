@@ -206,6 +206,7 @@ mod tests {
             image_change: None,
             build: None,
             update_order: Default::default(),
+            rollout: None,
         };
         let plan = Plan {
             project: "p".into(),

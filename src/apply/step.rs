@@ -30,6 +30,12 @@ pub(crate) enum Step {
     Start(String),
     /// Wait until the container is healthy (or running, without a healthcheck).
     WaitReady(String),
+    /// The ready container must stay running, and not unhealthy, this long
+    /// (`update_config.monitor`): a failure is a failed readiness.
+    Monitor {
+        container: String,
+        period: Duration,
+    },
     /// Run the service's `x-composeops.verify` on the host against the ready container: a
     /// failure is a failed readiness.
     Verify(String),
@@ -90,6 +96,9 @@ impl fmt::Display for Step {
             Step::Start(c) => write!(f, "start {}", short(c)),
             Step::WaitReady(c) => write!(f, "wait for {} to be ready", short(c)),
             Step::Verify(c) => write!(f, "verify {}", short(c)),
+            Step::Monitor { container, period } => {
+                write!(f, "monitor {} for {period:?}", short(container))
+            }
             Step::Remove(c) => write!(f, "remove {}", short(c)),
             Step::Disconnect { container, network } => {
                 write!(f, "disconnect {} from {network}", short(container))
@@ -120,6 +129,7 @@ pub(crate) fn phase_name(p: Phase) -> &'static str {
         Phase::RollingBack => "rolling-back",
         Phase::Starting => "starting",
         Phase::Draining => "draining",
+        Phase::Kept => "kept",
     }
 }
 
@@ -173,6 +183,13 @@ mod tests {
                 "wait for p-web-1 to be ready",
             ),
             (Step::Verify("p-web-1".into()), "verify p-web-1"),
+            (
+                Step::Monitor {
+                    container: "p-web-1".into(),
+                    period: Duration::from_secs(5),
+                },
+                "monitor p-web-1 for 5s",
+            ),
             (Step::Remove(id.clone()), "remove 0123456789ab"),
             (
                 Step::Disconnect {

@@ -182,6 +182,7 @@ async fn recovery_always_leaves_one_running_container_under_the_final_name() {
         Phase::RollingBack,
         Phase::Starting,
         Phase::Draining,
+        Phase::Kept,
     ] {
         for old in places {
             for new in places {
@@ -226,8 +227,8 @@ async fn check_recovery(phase: Phase, recorded: bool, old: At, new: At) {
         recovered.unwrap_or_else(|e| panic!("{what}: {e:#}")),
         "{what}"
     );
-    assert_eq!(journal.read().unwrap(), None, "{what}");
-    let committed = matches!(phase, Phase::Committed | Phase::Draining);
+    assert_eq!(journal.entries().unwrap(), [], "{what}");
+    let committed = matches!(phase, Phase::Committed | Phase::Draining | Phase::Kept);
     let keep_new = committed && new_id.is_some();
     let want = if keep_new { new_id.unwrap() } else { old_id };
     assert_one_running(&fake, &want, &what);
@@ -261,7 +262,7 @@ fn recreate_steps_journal_before_each_destructive_step() {
         format!("start {FINAL}"),
         format!("wait for {FINAL} to be ready"),
     ];
-    let steps = recreate::steps(&e, Some(5), false);
+    let steps = recreate::steps(&e, Some(5), false, Duration::ZERO);
     assert_eq!(lines(steps.iter().map(|s| &s.0)), want);
     let commit = recreate::commit(&e);
     assert_eq!(
@@ -364,7 +365,11 @@ impl Rig {
         let spec = Spec::from_service(&self.desired.project, "web");
         let a = self.applier(cleanup_failed);
         let observed = Observed::default();
-        let run = a.recreate_replica("web", &spec, &r, &observed, self.order);
+        let how = crate::update::Rollout {
+            order: self.order,
+            ..Default::default()
+        };
+        let run = a.recreate_replica("web", &spec, &r, &observed, &how, false);
         tokio::select! {
             out = run => Some(out),
             () = self.fake.crashed() => None,
@@ -381,7 +386,7 @@ async fn recreate_replaces_the_container_and_clears_the_journal() {
     assert_eq!(cs.len(), 1, "{cs:#?}");
     assert_ne!(cs[0].id, rig.old_id);
     assert!(cs[0].running && cs[0].name == FINAL);
-    assert_eq!(rig.journal.read().unwrap(), None);
+    assert_eq!(rig.journal.entries().unwrap(), []);
 }
 
 #[tokio::test]
@@ -394,7 +399,7 @@ async fn failed_new_container_is_rolled_back_and_kept_or_removed() {
         assert_eq!(o, Outcome::RolledBack, "{}", nr.message);
         assert_eq!(nr.message, "exited with code 1");
         assert_eq!(nr.logs, ["fake app: exiting with 1"]);
-        assert_eq!(rig.journal.read().unwrap(), None);
+        assert_eq!(rig.journal.entries().unwrap(), []);
         let cs = rig.fake.containers();
         let old = cs.iter().find(|c| c.id == rig.old_id).unwrap();
         assert!(old.running && old.name == FINAL, "{cs:#?}");
@@ -434,11 +439,11 @@ async fn crash_at_every_call_of_a_recreate_is_recovered() {
             }
             crashes += 1;
             rig.fake.no_crash();
-            let phase = rig.journal.read().unwrap().map(|e| e.phase);
+            let phase = rig.journal.entries().unwrap().first().map(|e| e.phase);
             let what =
                 format!("{order:?}, new fails: {new_fails}, crash at call {n}, journal {phase:?}");
             recover_with(&rig.fake, &rig.journal).await.unwrap();
-            assert_eq!(rig.journal.read().unwrap(), None, "{what}");
+            assert_eq!(rig.journal.entries().unwrap(), [], "{what}");
             let cs = rig.fake.containers();
             let want = if matches!(phase, Some(Phase::Committed | Phase::Draining)) {
                 let new = cs.iter().find(|c| c.id != rig.old_id);
@@ -465,7 +470,7 @@ fn start_first_steps_never_touch_the_old_container_before_it_is_ready() {
     let mut e = recreate::entry("web", FINAL, &old_id());
     let o = "aaaaaaaaaaaa";
     let serving = [(NET.to_string(), vec!["web".to_string(), FINAL.to_string()])];
-    let steps = recreate::start_first_steps(&e, &serving, false);
+    let steps = recreate::start_first_steps(&e, &serving, false, Duration::ZERO);
     assert_eq!(
         lines(steps.iter().map(|s| &s.0)),
         [
@@ -512,7 +517,7 @@ async fn start_first_replaces_the_container_on_its_networks() {
     assert!(cs[0].running && cs[0].name == FINAL, "{cs:#?}");
     // Same network, same aliases: the service name and the final container name.
     assert_eq!(cs[0].networks[NET], ["web", FINAL], "{cs:#?}");
-    assert_eq!(rig.journal.read().unwrap(), None);
+    assert_eq!(rig.journal.entries().unwrap(), []);
 }
 
 #[tokio::test]
@@ -531,7 +536,7 @@ async fn start_first_failure_never_touches_the_old_container() {
         assert!(old.running && old.name == FINAL && old.networks.contains_key(NET));
         let failed: Vec<_> = cs.iter().filter(|c| c.id != rig.old_id).collect();
         assert_eq!(failed.len(), usize::from(!cleanup), "{cs:#?}");
-        assert_eq!(rig.journal.read().unwrap(), None);
+        assert_eq!(rig.journal.entries().unwrap(), []);
     }
 }
 
@@ -577,7 +582,7 @@ async fn failed_upload_removes_the_new_container_and_keeps_the_old_one() {
             nr.message
         );
         assert!(!nr.message.contains("hello"), "{}", nr.message);
-        assert_eq!(rig.journal.read().unwrap(), None);
+        assert_eq!(rig.journal.entries().unwrap(), []);
         assert_one_running(&rig.fake, &rig.old_id, "after a failed upload");
         assert!(!rig.fake.changed(&rig.old_id), "the old one was touched");
     }
@@ -598,7 +603,7 @@ async fn crash_at_every_call_of_a_recreate_with_files_is_recovered() {
                 break;
             }
             rig.fake.no_crash();
-            let phase = rig.journal.read().unwrap().map(|e| e.phase);
+            let phase = rig.journal.entries().unwrap().first().map(|e| e.phase);
             recover_with(&rig.fake, &rig.journal).await.unwrap();
             let cs = rig.fake.containers();
             let want = if matches!(phase, Some(Phase::Committed | Phase::Draining)) {
@@ -628,7 +633,7 @@ impl Rig {
 #[test]
 fn the_check_runs_once_the_new_container_is_ready_before_anything_else() {
     let e = recreate::entry("web", FINAL, &old_id());
-    let steps = recreate::steps(&e, Some(5), true);
+    let steps = recreate::steps(&e, Some(5), true, Duration::ZERO);
     let tail: Vec<String> = lines(steps.iter().map(|s| &s.0)).split_off(steps.len() - 3);
     assert_eq!(
         tail,
@@ -640,7 +645,7 @@ fn the_check_runs_once_the_new_container_is_ready_before_anything_else() {
     );
     // Start-first: verified before it takes its aliases, the old one untouched until then.
     let serving = [(NET.to_string(), vec!["web".to_string(), FINAL.to_string()])];
-    let steps = recreate::start_first_steps(&e, &serving, true);
+    let steps = recreate::start_first_steps(&e, &serving, true, Duration::ZERO);
     let got = lines(steps.iter().map(|s| &s.0));
     let at = got
         .iter()
@@ -683,7 +688,7 @@ async fn a_failed_check_rolls_back_with_its_output() {
         assert_eq!(nr.message, "verify failed: exit 7: checking\nGET / 503");
         // With the container's own last logs, as a failed health wait.
         assert_eq!(nr.logs, ["fake app: exiting with 1"]);
-        assert_eq!(rig.journal.read().unwrap(), None);
+        assert_eq!(rig.journal.entries().unwrap(), []);
         let cs = rig.fake.containers();
         let old = cs.iter().find(|c| c.id == rig.old_id).unwrap();
         assert!(old.running && old.name == FINAL, "{order:?}: {cs:#?}");

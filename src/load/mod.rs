@@ -178,7 +178,12 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     // before the engine is asked anything.
     let problems = crate::namespaces::validate(&project)
         .into_iter()
-        .map(|p| LoadError::new(p.message).at_path(p.path));
+        .map(|p| LoadError::new(p.message).at_path(p.path))
+        .chain(
+            crate::update::problems(&project)
+                .into_iter()
+                .map(|(path, msg)| LoadError::new(msg).at_path(path)),
+        );
     LoadError::all(problems.collect()).map_err(|e| locate(e, &sources))?;
     if opts.files.is_empty() && sources.is_empty() {
         warnings.push("no compose file found".into());
