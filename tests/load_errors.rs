@@ -229,3 +229,43 @@ fn a_shared_network_namespace_with_its_own_ports_is_refused() {
         "mutually exclusive",
     );
 }
+
+#[test]
+fn an_update_config_value_apply_cannot_follow_names_its_field() {
+    expect(
+        &[(
+            "compose.yaml",
+            "services:\n  web:\n    image: a\n    deploy:\n      update_config:\n        \
+             parallelism: 2\n        failure_action: retry\n",
+        )],
+        &[],
+        "compose.yaml",
+        7,
+        Some("services.web.deploy.update_config.failure_action"),
+        "invalid value \"retry\": it is one of pause, continue, rollback",
+    );
+    expect(
+        &[(
+            "compose.yaml",
+            "services:\n  web:\n    image: a\n    deploy:\n      rollback_config:\n        \
+             failure_action: rollback\n",
+        )],
+        &[],
+        "compose.yaml",
+        6,
+        Some("services.web.deploy.rollback_config.failure_action"),
+        "a rollback cannot itself be rolled back",
+    );
+    expect(
+        &[(
+            "compose.yaml",
+            "services:\n  web:\n    image: a\n    deploy:\n      update_config:\n        \
+             delay: soon\n",
+        )],
+        &[],
+        "compose.yaml",
+        6,
+        Some("services.web.deploy.update_config.delay"),
+        "invalid duration \"soon\"",
+    );
+}

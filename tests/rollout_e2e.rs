@@ -130,8 +130,22 @@ fn replicas_roll_in_batches_of_parallelism_delay_apart() {
 
 #[test]
 fn failure_action_rollback_puts_back_the_replicas_already_replaced() {
-    let s = stack("rollout-rollback");
-    let update = "        failure_action: rollback\n";
+    rollback_in("stop-first");
+}
+
+/// Start-first both ways: each update and each putting back keeps a container serving.
+#[test]
+fn failure_action_rollback_puts_replicas_back_start_first() {
+    rollback_in("start-first");
+}
+
+fn rollback_in(order: &str) {
+    let s = stack(&format!("rollout-rollback-{order}"));
+    let update = format!(
+        "        failure_action: rollback\n        order: {order}\n      rollback_config:\n        \
+         order: {order}\n        parallelism: 2\n"
+    );
+    let update = update.as_str();
     s.write(&web(3, 1, IDLE, update));
     s.apply_ok();
     let before = s.replica_ids(3);

@@ -251,7 +251,12 @@ impl<E: ContainerOps> Applier<'_, E> {
     }
 
     /// Puts one kept replica's old container back: `Err(why)` when it did not come back.
-    async fn revert_one(&self, spec: &Spec, how: &Rollout, kept: &Entry) -> Result<(), String> {
+    pub(super) async fn revert_one(
+        &self,
+        spec: &Spec,
+        how: &Rollout,
+        kept: &Entry,
+    ) -> Result<(), String> {
         let mut e = kept.clone();
         let service = e.service.clone();
         progress(
@@ -352,4 +357,75 @@ fn add_message(so: &mut ServiceOutcome, msg: String) {
         Some(m) => format!("{m}; {msg}"),
         None => msg,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replicas(actions: &[ReplicaAction]) -> Vec<ReplicaPlan> {
+        actions
+            .iter()
+            .enumerate()
+            .map(|(i, a)| ReplicaPlan {
+                number: i as u32 + 1,
+                name: format!("p-web-{}", i + 1),
+                action: *a,
+                container_id: None,
+                reasons: vec![],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn recreates_group_into_batches_and_other_changes_stand_alone() {
+        use ReplicaAction::*;
+        let numbers = |rs: &[ReplicaPlan], batch| -> Vec<Vec<u32>> {
+            units(rs, batch)
+                .iter()
+                .map(|u| u.iter().map(|r| r.number).collect())
+                .collect()
+        };
+        let rs = replicas(&[Recreate, Recreate, Recreate, Recreate, Recreate, Remove]);
+        assert_eq!(numbers(&rs, 2), [vec![1, 2], vec![3, 4], vec![5], vec![6]]);
+        assert_eq!(numbers(&rs, 1), [[1], [2], [3], [4], [5], [6]]);
+        assert_eq!(numbers(&rs, 5), [vec![1, 2, 3, 4, 5], vec![6]]);
+        // parallelism 0: all at once.
+        let all = Rollout {
+            parallelism: 0,
+            ..Rollout::default()
+        };
+        assert_eq!(all.batch(5), 5);
+        assert_eq!(numbers(&rs, all.batch(5)), [vec![1, 2, 3, 4, 5], vec![6]]);
+        let rs = replicas(&[Unchanged, Recreate, Start, Recreate, Recreate]);
+        assert_eq!(numbers(&rs, 3), [vec![1], vec![2], vec![3], vec![4, 5]]);
+    }
+
+    #[test]
+    fn failures_pause_continue_or_roll_back_past_the_ratio() {
+        let with = |failure_action, max_failure_ratio| Rollout {
+            failure_action,
+            max_failure_ratio,
+            ..Rollout::default()
+        };
+        use FailureAction::*;
+        let cases = [
+            // (action, ratio, failed, total, rollback failed) -> next
+            (Pause, 0.0, 1, 4, false, Next::Pause),
+            (Continue, 0.0, 3, 4, false, Next::Go),
+            (Rollback, 0.0, 1, 4, false, Next::RollBack),
+            (Pause, 0.3, 1, 4, false, Next::Go),
+            (Pause, 0.3, 2, 4, false, Next::Pause),
+            (Rollback, 0.5, 2, 4, false, Next::Go),
+            (Rollback, 0.5, 3, 4, false, Next::RollBack),
+            (Rollback, 1.0, 4, 4, false, Next::Go),
+            // A replica that could not be put back stops the rollout, whatever it says.
+            (Continue, 1.0, 1, 4, true, Next::Pause),
+            (Rollback, 0.0, 1, 4, true, Next::Pause),
+        ];
+        for (action, ratio, failed, total, rf, want) in cases {
+            let got = next(&with(action, ratio), failed, total, rf);
+            assert_eq!(got, want, "{action:?} {ratio} {failed}/{total} {rf}");
+        }
+    }
 }

@@ -355,6 +355,15 @@ impl Rig {
 
     /// Recreates the replica; `None` when the fake crashed (the run was "killed").
     async fn recreate(&self, cleanup_failed: bool) -> Option<Result<Outcome, Failure>> {
+        self.recreate_with(cleanup_failed, false).await
+    }
+
+    /// [`Rig::recreate`], keeping the old container for a rollback with `keep_old`.
+    async fn recreate_with(
+        &self,
+        cleanup_failed: bool,
+        keep_old: bool,
+    ) -> Option<Result<Outcome, Failure>> {
         let r = ReplicaPlan {
             number: 1,
             name: FINAL.into(),
@@ -369,7 +378,7 @@ impl Rig {
             order: self.order,
             ..Default::default()
         };
-        let run = a.recreate_replica("web", &spec, &r, &observed, &how, false);
+        let run = a.recreate_replica("web", &spec, &r, &observed, &how, keep_old);
         tokio::select! {
             out = run => Some(out),
             () = self.fake.crashed() => None,
@@ -418,6 +427,14 @@ async fn failed_new_container_is_rolled_back_and_kept_or_removed() {
 /// the journal said committed.
 #[tokio::test]
 async fn crash_at_every_call_of_a_recreate_is_recovered() {
+    for keep_old in [false, true] {
+        crash_at_every_call(keep_old).await;
+    }
+}
+
+/// [`crash_at_every_call_of_a_recreate_is_recovered`], the old container kept for a rollback
+/// (`failure_action: rollback`) with `keep_old`.
+async fn crash_at_every_call(keep_old: bool) {
     for (order, new_fails) in [
         (UpdateOrder::StopFirst, false),
         (UpdateOrder::StopFirst, true),
@@ -434,18 +451,24 @@ async fn crash_at_every_call_of_a_recreate_is_recovered() {
                 rig.fake.new_containers_fail();
             }
             rig.fake.crash_at(n);
-            if rig.recreate(false).await.is_some() {
+            if rig.recreate_with(false, keep_old).await.is_some() {
                 break; // ran to the end: every call was a crash point
             }
             crashes += 1;
             rig.fake.no_crash();
             let phase = rig.journal.entries().unwrap().first().map(|e| e.phase);
-            let what =
-                format!("{order:?}, new fails: {new_fails}, crash at call {n}, journal {phase:?}");
+            let what = format!(
+                "{order:?}, new fails: {new_fails}, keep old: {keep_old}, crash at call {n}, \
+                 journal {phase:?}"
+            );
             recover_with(&rig.fake, &rig.journal).await.unwrap();
             assert_eq!(rig.journal.entries().unwrap(), [], "{what}");
             let cs = rig.fake.containers();
-            let want = if matches!(phase, Some(Phase::Committed | Phase::Draining)) {
+            let committed = matches!(
+                phase,
+                Some(Phase::Committed | Phase::Draining | Phase::Kept)
+            );
+            let want = if committed {
                 let new = cs.iter().find(|c| c.id != rig.old_id);
                 new.map(|c| c.id.clone()).unwrap_or_default()
             } else {
@@ -724,4 +747,90 @@ async fn a_failed_check_of_a_new_service_fails_it() {
         !new.running,
         "a failed new container is left stopped: {cs:#?}"
     );
+}
+
+/// `failure_action: rollback` puts a kept replica back: stop-first, the new container goes
+/// before the old one starts under the final name; start-first, the old one is started and
+/// ready (and serving again) before the new one goes.
+#[test]
+fn revert_steps_put_the_kept_old_container_back_in_either_order() {
+    let (o, n) = (&old_id()[..12], &new_id()[..12]);
+    let mut e = entry(Phase::Kept, true);
+    let v = view(&e, At::Aside(false), At::Final(true));
+    let monitor = Duration::ZERO;
+    let got = lines(&rollback::revert(
+        &e,
+        &v,
+        UpdateOrder::StopFirst,
+        Some(5),
+        monitor,
+    ));
+    let want = [
+        "journal rolling-back".to_string(),
+        format!("stop {n} (5s)"),
+        format!("remove {n}"),
+        format!("rename {o} -> {FINAL}"),
+        format!("start {o}"),
+        format!("wait for {FINAL} to be ready"),
+        "journal clear".into(),
+    ];
+    assert_eq!(got, want);
+    // Start-first took the old container off its network when it committed.
+    e.old_networks = [(NET.to_string(), vec!["web".to_string()])].into();
+    let monitor = Duration::from_secs(3);
+    let got = lines(&rollback::revert(
+        &e,
+        &v,
+        UpdateOrder::StartFirst,
+        None,
+        monitor,
+    ));
+    let want = [
+        "journal rolling-back".to_string(),
+        format!("start {o}"),
+        format!("wait for {o} to be ready"),
+        format!("monitor {o} for 3s"),
+        format!("connect {o} to {NET} as web"),
+        "settle 10ms".into(),
+        format!("stop {n} (10s)"),
+        format!("remove {n}"),
+        format!("rename {o} -> {FINAL}"),
+        "journal clear".into(),
+    ];
+    assert_eq!(got, want);
+    // Nothing to put back without the old container.
+    let gone = view(&e, At::Gone, At::Final(true));
+    assert!(rollback::revert(&e, &gone, UpdateOrder::StopFirst, None, monitor).is_empty());
+}
+
+/// On the fake, in both orders: a replaced replica keeps its old container aside (journal
+/// `kept`), and putting it back leaves the old container running under the final name, the
+/// new one gone, and the journal empty.
+#[tokio::test]
+async fn a_kept_replica_is_put_back_on_its_old_container() {
+    for order in [UpdateOrder::StopFirst, UpdateOrder::StartFirst] {
+        let rig = Rig {
+            order,
+            ..Rig::new()
+        };
+        let out = rig.recreate_with(false, true).await.expect("no crash");
+        assert_eq!(out.unwrap(), Outcome::Applied, "{order:?}");
+        let kept = rig.journal.entries().unwrap();
+        assert_eq!(kept.len(), 1, "{order:?}");
+        assert_eq!(kept[0].phase, Phase::Kept, "{order:?}");
+        let cs = rig.fake.containers();
+        let old = cs.iter().find(|c| c.id == rig.old_id).unwrap();
+        assert!(!old.running && old.name == ASIDE, "{order:?}: {cs:#?}");
+        let spec = Spec::from_service(&rig.desired.project, "web");
+        let how = crate::update::Rollout {
+            order,
+            ..Default::default()
+        };
+        let a = rig.applier(false);
+        a.revert_one(&spec, &how, &kept[0]).await.unwrap();
+        assert_eq!(rig.journal.entries().unwrap(), [], "{order:?}");
+        assert_one_running(&rig.fake, &rig.old_id, &format!("{order:?}"));
+        let cs = rig.fake.containers();
+        assert!(cs[0].networks.contains_key(NET), "{order:?}: {cs:#?}");
+    }
 }
