@@ -419,3 +419,62 @@ fn without_prune_a_moved_stack_is_left_running_and_reported() {
     });
     assert!(running(&web));
 }
+
+/// A `--window` that opens in three hours, UTC: closed for the whole test.
+fn closed_window() -> String {
+    let opens = chrono::Utc::now() + chrono::TimeDelta::hours(3);
+    let closes = opens + chrono::TimeDelta::minutes(30);
+    format!(
+        "{} {}-{} UTC",
+        opens.format("%a"),
+        opens.format("%H:%M"),
+        closes.format("%H:%M")
+    )
+}
+
+/// Under `--prune` with a closed `--window`, a stack moved to another node is not removed:
+/// removing it is a change, and it waits for the window, shown in /status.
+#[test]
+fn under_prune_a_moved_stack_waits_for_the_maintenance_window() {
+    let prefix = unique_project("fleet-window");
+    let mut guard = ProjectGuard::new(format!("{prefix}-n1-a"));
+    let image = format!("{}/{prefix}/app:v1", testbed().registry);
+    build_app_image(&image, "v1");
+    push_image(&image);
+    guard.image(image.clone());
+    let fleet = Fleet::new(&[("a/compose.yaml", stack("a", "[\"n*\"]", &image))]);
+    let (work, state) = fleet.node("n1");
+    let env = [("FLEET_PREFIX", prefix.as_str()), ("FLEET_NODE", "n1")];
+    let n1 = Agent::start(&work, &state, &env, &["--node", "n1", "--prune"]);
+    n1.wait_for("n1 to run a", Duration::from_secs(90), || {
+        n1.converged(&["a"])
+    });
+    drop(n1);
+
+    fleet.push(
+        &[(
+            "x-composeops.yaml",
+            "stacks: {a: {nodes: [n2]}}\n".to_string(),
+        )],
+        "a to n2",
+    );
+    let window = closed_window();
+    let extra = ["--node", "n1", "--prune", "--window", &window];
+    let n1 = Agent::start(&work, &state, &env, &extra);
+    let web = format!("{prefix}-n1-a-web-1");
+    n1.wait_for(
+        "n1 to hold a's removal for the window",
+        Duration::from_secs(30),
+        || {
+            let st = n1.status();
+            let a = &st["skipped"]["a"];
+            a["removal_waits_for_window"] == true
+                && a["left_running"]["containers"][0] == web.as_str()
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(running(&web), "removed outside the window");
+    assert!(n1.status()["skipped"]["a"].get("removed").is_none());
+    let log = std::fs::read_to_string(&n1.log).unwrap();
+    assert!(log.contains("waits for a maintenance window"), "{log}");
+}

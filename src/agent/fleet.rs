@@ -88,6 +88,10 @@ pub struct Skipped {
     /// What `--prune` removed when it moved away.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub removed: Option<Residue>,
+    /// Under `--prune` outside the maintenance windows: its removal waits for one to open
+    /// (`left_running` says what is still here).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub removal_waits_for_window: bool,
 }
 
 impl Skipped {
@@ -101,6 +105,7 @@ impl Skipped {
             placed_by: p.decision.placed_by,
             left_running: None,
             removed: None,
+            removal_waits_for_window: false,
         }
     }
 }
@@ -120,6 +125,9 @@ pub(crate) fn retire<R: Reconciler>(
             let _ = h.await;
         }
         let prune = shared.settings.prune;
+        if prune && !wait_for_window(&*reconciler, &shared, &id, &project).await {
+            return;
+        }
         match reconciler.retire(&project, prune).await {
             Ok(r) if r.is_empty() => {}
             Ok(r) if prune => {
@@ -143,6 +151,48 @@ pub(crate) fn retire<R: Reconciler>(
     })
 }
 
+/// Removing a stack is a change like any other: under `--window` it waits for a window to
+/// open. Meanwhile /status shows the stack as left running, its removal waiting. `false` when
+/// there is nothing to remove, or when the stack was placed here again while it waited.
+async fn wait_for_window<R: Reconciler>(
+    reconciler: &R,
+    shared: &Shared,
+    id: &str,
+    project: &str,
+) -> bool {
+    // How often a waiting removal looks at the clock and the placement again.
+    const POLL: std::time::Duration = std::time::Duration::from_secs(1);
+    let windows = &shared.settings.windows;
+    if windows.is_open(shared.now()) {
+        return true;
+    }
+    match reconciler.retire(project, false).await {
+        Ok(r) if r.is_empty() => return false,
+        Ok(r) => {
+            tracing::info!(project = %id, containers = ?r.containers,
+                next_window = ?windows.next_opening(shared.now()),
+                "stack placed on other nodes: its removal waits for a maintenance window");
+            shared.update_skipped(id, |s| {
+                s.left_running = Some(r);
+                s.removal_waits_for_window = true;
+            });
+        }
+        // The removal itself will tell.
+        Err(_) => return true,
+    }
+    while !windows.is_open(shared.now()) {
+        if !shared.is_skipped(id) {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    shared.update_skipped(id, |s| {
+        s.left_running = None;
+        s.removal_waits_for_window = false;
+    });
+    shared.is_skipped(id)
+}
+
 /// The skipped stacks' entries for /status, keeping what a retire already found.
 pub(crate) fn merge_skipped(
     old: &BTreeMap<String, Skipped>,
@@ -156,6 +206,7 @@ pub(crate) fn merge_skipped(
             if let Some(o) = old.get(&p.src.id) {
                 s.left_running = o.left_running.clone();
                 s.removed = o.removed.clone();
+                s.removal_waits_for_window = o.removal_waits_for_window;
             }
             (p.src.id.clone(), s)
         })

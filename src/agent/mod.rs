@@ -155,6 +155,10 @@ impl Shared {
         }
     }
 
+    fn is_skipped(&self, id: &str) -> bool {
+        self.lock_status().skipped.contains_key(id)
+    }
+
     fn forget(&self, id: &str) {
         let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
         st.projects.remove(id);
@@ -1000,6 +1004,98 @@ mod tests {
 
     fn utc(s: &str) -> chrono::DateTime<chrono::Utc> {
         chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    /// Finds one container of any project still here; records each call's `remove`.
+    #[derive(Default)]
+    struct Leftover {
+        removes: std::sync::Mutex<Vec<bool>>,
+    }
+
+    impl Reconciler for Leftover {
+        type Prepared = ();
+        fn plan<'a>(
+            &'a self,
+            _p: &'a ProjectSource,
+            _o: &'a RunOptions,
+        ) -> futures_util::future::BoxFuture<'a, reconciler::Result<(DesiredState, ())>> {
+            unreachable!("only retire is called")
+        }
+        fn apply<'a>(
+            &'a self,
+            _p: &'a ProjectSource,
+            _prepared: (),
+            _o: &'a RunOptions,
+        ) -> futures_util::future::BoxFuture<'a, reconciler::Result<Converged>> {
+            unreachable!("only retire is called")
+        }
+        fn retire<'a>(
+            &'a self,
+            name: &'a str,
+            remove: bool,
+        ) -> futures_util::future::BoxFuture<'a, reconciler::Result<crate::down::Residue>> {
+            self.removes.lock().unwrap().push(remove);
+            let r = crate::down::Residue {
+                containers: vec![format!("{name}-web-1")],
+                networks: vec![],
+            };
+            async move { Ok(r) }.boxed()
+        }
+    }
+
+    /// Under `--prune`, a stack placed on other nodes is removed only once a window opens;
+    /// until then /status shows it left running, its removal waiting.
+    #[tokio::test]
+    async fn under_prune_a_moved_stack_waits_for_a_window_to_be_removed() {
+        let state = tempfile::tempdir().unwrap();
+        let opens = utc("2026-11-28T02:00:00Z");
+        let start = std::time::Instant::now();
+        let clock: Clock = Arc::new(move || {
+            opens - chrono::TimeDelta::milliseconds(1500)
+                + chrono::TimeDelta::from_std(start.elapsed()).unwrap()
+        });
+        let settings = AgentConfig {
+            path: Some(state.path().to_path_buf()),
+            state_dir: Some(state.path().to_path_buf()),
+            window: Some(vec!["Sat 02:00-04:00 UTC".into()]),
+            prune: Some(true),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let mut shared = Shared::new(settings, Memory::new(state.path()).unwrap());
+        shared.clock = clock;
+        let shared = Arc::new(shared);
+        shared.lock_status().skipped.insert(
+            "a".into(),
+            fleet::Skipped {
+                dir: "a".into(),
+                reason: "nodes: [n2]".into(),
+                placed_by: crate::fleet::PlacedBy::FleetFile,
+                left_running: None,
+                removed: None,
+                removal_waits_for_window: false,
+            },
+        );
+        let rec = Arc::new(Leftover::default());
+        let h = fleet::retire(rec.clone(), shared.clone(), "a".into(), "p-a".into(), None);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(*rec.removes.lock().unwrap(), [false]);
+        let v = shared.status_json();
+        let a = &v["skipped"]["a"];
+        assert_eq!(a["removal_waits_for_window"], true, "{v}");
+        assert_eq!(a["left_running"]["containers"][0], "p-a-web-1", "{v}");
+        // The window opens: removed, with no other wake-up.
+        tokio::time::timeout(Duration::from_secs(10), h)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(*rec.removes.lock().unwrap(), [false, true]);
+        let v = shared.status_json();
+        let a = &v["skipped"]["a"];
+        assert!(a.get("removal_waits_for_window").is_none(), "{v}");
+        assert!(a.get("left_running").is_none(), "{v}");
+        assert_eq!(a["removed"]["containers"][0], "p-a-web-1", "{v}");
     }
 
     #[tokio::test]
