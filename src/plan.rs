@@ -268,100 +268,137 @@ pub fn apply_order(project: &Project) -> Vec<String> {
 /// The plan: pure, deterministic.
 pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
     let p = &desired.project;
+    let (networks, volumes) = missing_resources(p, observed);
     let mut plan = Plan {
         project: p.name.clone(),
-        networks: Vec::new(),
-        volumes: Vec::new(),
+        networks,
+        volumes,
         services: Vec::new(),
         orphans: Vec::new(),
         warnings: Vec::new(),
     };
+    let targets = observed.targets();
+    let cx = Context {
+        desired,
+        observed,
+        missing_net: plan.networks.iter().map(|r| r.name.clone()).collect(),
+        missing_vol: plan.volumes.iter().map(|r| r.name.clone()).collect(),
+        primary: targets
+            .iter()
+            .filter_map(|(k, t)| t.primary_id.clone().map(|id| (k.clone(), id)))
+            .collect(),
+        targets,
+    };
+    // The services whose containers this plan replaces: their dependents must follow, or
+    // keep a dead namespace.
+    let mut replaced: BTreeSet<String> = BTreeSet::new();
+    for name in apply_order(p) {
+        let sp = cx.service(&name, &replaced, &mut plan.warnings);
+        if matches!(sp.action, ServiceAction::Recreate | ServiceAction::Create) {
+            replaced.insert(name);
+        }
+        plan.services.push(sp);
+    }
+    leftovers(&mut plan, p, observed, opts);
+    plan
+}
+
+/// The used networks and the volumes of `p` that the engine does not have.
+fn missing_resources(p: &Project, observed: &Observed) -> (Vec<Resource>, Vec<Resource>) {
     let used_networks: BTreeSet<&String> = p
         .services
         .values()
         .flat_map(|s| s.networks.keys())
         .collect();
-    for (key, n) in &p.networks {
-        if !n.external && used_networks.contains(key) && !observed.networks.contains(&n.name) {
-            plan.networks.push(Resource {
-                key: key.clone(),
-                name: n.name.clone(),
-            });
-        }
-    }
-    for (key, v) in &p.volumes {
-        if !v.external && !observed.volumes.contains(&v.name) {
-            plan.volumes.push(Resource {
-                key: key.clone(),
-                name: v.name.clone(),
-            });
-        }
-    }
-    let missing_net: BTreeSet<&str> = plan.networks.iter().map(|r| r.name.as_str()).collect();
-    let missing_vol: BTreeSet<&str> = plan.volumes.iter().map(|r| r.name.as_str()).collect();
-    // What `service:X` resolves to now, and the services whose containers this plan replaces
-    // (their dependents must follow, or keep a dead namespace).
-    let targets = observed.targets();
-    let mut replaced: BTreeSet<String> = BTreeSet::new();
-
-    for name in apply_order(p) {
-        let svc = &p.services[&name];
-        let spec = Spec::from_service(p, &name);
-        let hash = spec.hash();
-        let shares = crate::namespaces::resolve(p, &name, 1, &|x| {
-            targets.get(x).cloned().unwrap_or_default()
+    let networks = p
+        .networks
+        .iter()
+        .filter(|(key, n)| {
+            !n.external && used_networks.contains(key) && !observed.networks.contains(&n.name)
         })
-        .ok();
-        let compose_hash = crate::compose_hash::config_hash_resolved(p, &name, shares.as_ref());
-        let primary: BTreeMap<String, String> = targets
-            .iter()
-            .filter_map(|(k, t)| t.primary_id.clone().map(|id| (k.clone(), id)))
-            .collect();
-        let image = desired
-            .images
-            .get(&name)
-            .cloned()
-            .unwrap_or_else(|| DesiredImage {
-                reference: spec.image.clone(),
-                digest: None,
-                build: None,
-                local_id: None,
-            });
-        // A build still to come makes an image whose id is unknown: it replaces every container.
-        let rebuild = match (&image.build, &image.digest) {
-            (Some(why), None) => Some(format!("build {}: {why}", image.reference)),
-            _ => None,
-        };
-        let unsupported = spec.unsupported_fields();
+        .map(|(key, n)| Resource {
+            key: key.clone(),
+            name: n.name.clone(),
+        })
+        .collect();
+    let volumes = p
+        .volumes
+        .iter()
+        .filter(|(_, v)| !v.external && !observed.volumes.contains(&v.name))
+        .map(|(key, v)| Resource {
+            key: key.clone(),
+            name: v.name.clone(),
+        })
+        .collect();
+    (networks, volumes)
+}
+
+/// What planning every service reads.
+struct Context<'a> {
+    desired: &'a Desired,
+    observed: &'a Observed,
+    /// Networks and volumes this plan creates: a container cannot be on them yet.
+    missing_net: BTreeSet<String>,
+    missing_vol: BTreeSet<String>,
+    /// What `service:X` resolves to now.
+    targets: BTreeMap<String, crate::namespaces::Target>,
+    /// The container each service's namespace is shared from.
+    primary: BTreeMap<String, String>,
+}
+
+/// One service's desired container, as its replicas are compared with it.
+struct Wanted<'a> {
+    name: &'a str,
+    svc: &'a crate::model::Service,
+    spec: Spec,
+    hash: String,
+    compose_hash: String,
+    image: DesiredImage,
+    /// Why a build still to come replaces every container (its image id is unknown).
+    rebuild: Option<String>,
+}
+
+impl Context<'_> {
+    /// The plan of service `name`; warnings about it go to `warnings`.
+    fn service(
+        &self,
+        name: &str,
+        replaced: &BTreeSet<String>,
+        warnings: &mut Vec<String>,
+    ) -> ServicePlan {
+        let p = &self.desired.project;
+        let w = self.wanted(name);
+        let unsupported = w.spec.unsupported_fields();
         if !unsupported.is_empty() {
-            plan.warnings.push(format!(
+            warnings.push(format!(
                 "service {name}: composeops does not apply {} yet (changes to them still recreate the container)",
                 unsupported.join(", ")
             ));
         }
-        let mut containers: Vec<&ObservedContainer> = observed
+        let mut containers: Vec<&ObservedContainer> = self
+            .observed
             .containers
             .iter()
             .filter(|c| c.service == name && !c.oneoff && !c.transitional())
             .collect();
         // Running ones first so a duplicate number keeps the running container.
         containers.sort_by_key(|c| (c.number, c.state != "running", c.name.clone()));
-        let replicas = if svc.container_name.is_some() {
+        let replicas = if w.svc.container_name.is_some() {
             1
         } else {
-            svc.replicas()
+            w.svc.replicas()
         };
         let mut sp = ServicePlan {
-            service: name.clone(),
+            service: name.to_string(),
             action: ServiceAction::Unchanged,
             reasons: Vec::new(),
             changed_fields: Vec::new(),
-            image: image.clone(),
-            spec_hash: hash.clone(),
+            image: w.image.clone(),
+            spec_hash: w.hash.clone(),
             replicas: Vec::new(),
             diff: None,
             image_change: None,
-            build: image.build.clone(),
+            build: w.image.build.clone(),
             update_order: UpdateOrder::StopFirst,
             rollout: None,
         };
@@ -369,160 +406,227 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
         for c in &containers {
             let wanted = c.number >= 1 && c.number <= replicas;
             if !wanted || !seen.insert(c.number) {
+                let why = if wanted {
+                    "duplicate replica number"
+                } else {
+                    "scale down"
+                };
                 sp.replicas.push(ReplicaPlan {
                     number: c.number,
                     name: c.name.clone(),
                     action: ReplicaAction::Remove,
                     container_id: Some(c.id.clone()),
-                    reasons: vec![if wanted {
-                        "duplicate replica number".into()
-                    } else {
-                        "scale down".into()
-                    }],
+                    reasons: vec![why.into()],
                 });
                 continue;
             }
-            let defaults = observed.images.get(&c.image_id).map(|i| &i.defaults);
-            let (fields, old_spec) = compare_spec(c, &spec, &hash, &compose_hash, defaults);
-            let mut reasons = Vec::new();
-            if !fields.is_empty() {
-                reasons.push(format!("changed: {}", fields.join(", ")));
-            }
-            if let Some(f) = desired.files.get(&name) {
-                let label = c.labels.get(crate::configs::LABEL_CONTENT_DIGESTS);
-                reasons.extend(f.changes(label.map(String::as_str)));
-            }
-            if let Some(d) = &image.digest {
-                let same = match observed.images.get(&c.image_id) {
-                    Some(i) => i.matches(d),
-                    None => &c.image_id == d,
-                };
-                if !same {
-                    let from =
-                        running_digest(c, observed.images.get(&c.image_id), &image.reference);
-                    reasons.push(format!(
-                        "image {}: digest {} -> {}",
-                        image.reference,
-                        short(&from),
-                        short(d)
-                    ));
-                    sp.image_change.get_or_insert(ImageChange {
-                        from,
-                        to: d.clone(),
-                        from_tag: None,
-                        to_tag: None,
-                    });
-                }
-            }
-            reasons.extend(rebuild.clone());
-            reasons.extend(crate::namespaces::stale(
-                svc,
-                c.shares.as_ref(),
-                &primary,
-                &replaced,
-            ));
-            if spec.network_mode.is_none() {
-                for net in spec.networks.keys() {
-                    if !c.networks.contains(net) || missing_net.contains(net.as_str()) {
-                        reasons.push(format!("network {net} missing"));
-                    }
-                }
-            }
-            for m in &spec.mounts {
-                if let (Some(src), "volume") = (&m.source, m.kind.as_str()) {
-                    if !c.volumes.contains(src) || missing_vol.contains(src.as_str()) {
-                        reasons.push(format!("volume {src} missing"));
-                    }
-                }
-            }
-            let action = if !reasons.is_empty() {
-                if sp.diff.is_none() {
-                    if let Some(old) = &old_spec {
-                        let (old, new) = match defaults {
-                            Some(d) if !c.is_own() => {
-                                let mut o = old.without_image_defaults(d);
-                                o.image = spec.image.clone();
-                                (o, spec.without_image_defaults(d))
-                            }
-                            _ => (old.clone(), spec.clone()),
-                        };
-                        // Equal specs (a content change alone): no diff to show.
-                        sp.diff = Some(spec_diff(&name, &old, &new)).filter(|d| !d.is_empty());
-                    }
-                    sp.changed_fields = fields.clone();
-                }
-                ReplicaAction::Recreate
-            } else if c.state == "running"
-                || (c.state == "exited" && c.exit_code == Some(0) && spec.restart == "no")
-            {
-                // A one-shot that completed successfully is converged, not stopped.
-                ReplicaAction::Unchanged
-            } else {
-                reasons.push(format!("container is {}", c.state));
-                ReplicaAction::Start
-            };
-            sp.replicas.push(ReplicaPlan {
-                number: c.number,
-                name: c.name.clone(),
-                action,
-                container_id: Some(c.id.clone()),
-                reasons,
-            });
+            let r = self.replica(&w, c, replaced, &mut sp);
+            sp.replicas.push(r);
         }
-        for n in 1..=replicas {
-            if !seen.contains(&n) {
-                sp.replicas.push(ReplicaPlan {
-                    number: n,
-                    name: container_name(&p.name, &name, svc, n),
-                    action: ReplicaAction::Create,
-                    container_id: None,
-                    reasons: Vec::new(),
-                });
-            }
+        for n in (1..=replicas).filter(|n| !seen.contains(n)) {
+            sp.replicas.push(ReplicaPlan {
+                number: n,
+                name: container_name(&p.name, name, w.svc, n),
+                action: ReplicaAction::Create,
+                container_id: None,
+                reasons: Vec::new(),
+            });
         }
         sp.replicas
             .sort_by_key(|r| (r.number, r.action == ReplicaAction::Remove));
-        let has = |a: ReplicaAction| sp.replicas.iter().any(|r| r.action == a);
-        sp.action = if has(ReplicaAction::Recreate) {
-            ServiceAction::Recreate
-        } else if has(ReplicaAction::Create) && seen.is_empty() {
-            ServiceAction::Create
-        } else if has(ReplicaAction::Create) {
-            ServiceAction::ScaleUp
-        } else if has(ReplicaAction::Remove) {
-            ServiceAction::ScaleDown
-        } else if has(ReplicaAction::Start) {
-            ServiceAction::Start
-        } else {
-            ServiceAction::Unchanged
+        sp.action = service_action(&sp.replicas, !seen.is_empty());
+        sp.reasons = service_reasons(&sp);
+        let (order, why_not) = update::order(name, w.svc);
+        sp.update_order = order;
+        sp.rollout = update::rollouts(name, w.svc);
+        if let (Some(why), ServiceAction::Recreate) = (why_not, sp.action) {
+            warnings.push(why);
+        }
+        sp
+    }
+
+    fn wanted<'s>(&'s self, name: &'s str) -> Wanted<'s> {
+        let p = &self.desired.project;
+        let spec = Spec::from_service(p, name);
+        let shares = crate::namespaces::resolve(p, name, 1, &|x| {
+            self.targets.get(x).cloned().unwrap_or_default()
+        })
+        .ok();
+        let image = self
+            .desired
+            .images
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| DesiredImage {
+                reference: spec.image.clone(),
+                digest: None,
+                build: None,
+                local_id: None,
+            });
+        let rebuild = match (&image.build, &image.digest) {
+            (Some(why), None) => Some(format!("build {}: {why}", image.reference)),
+            _ => None,
         };
-        let mut reasons: Vec<String> = Vec::new();
-        for r in &sp.replicas {
-            for x in &r.reasons {
-                if !reasons.contains(x) {
-                    reasons.push(x.clone());
+        Wanted {
+            name,
+            svc: &p.services[name],
+            hash: spec.hash(),
+            compose_hash: crate::compose_hash::config_hash_resolved(p, name, shares.as_ref()),
+            spec,
+            image,
+            rebuild,
+        }
+    }
+
+    /// The plan of the wanted replica in container `c`: unchanged, started, or recreated and
+    /// why. The first recreate gives the service its diff and changed fields, and any digest
+    /// move its image change.
+    fn replica(
+        &self,
+        w: &Wanted<'_>,
+        c: &ObservedContainer,
+        replaced: &BTreeSet<String>,
+        sp: &mut ServicePlan,
+    ) -> ReplicaPlan {
+        let spec = &w.spec;
+        let defaults = self.observed.images.get(&c.image_id).map(|i| &i.defaults);
+        let (fields, old_spec) = compare_spec(c, spec, &w.hash, &w.compose_hash, defaults);
+        let mut reasons = Vec::new();
+        if !fields.is_empty() {
+            reasons.push(format!("changed: {}", fields.join(", ")));
+        }
+        if let Some(f) = self.desired.files.get(w.name) {
+            let label = c.labels.get(crate::configs::LABEL_CONTENT_DIGESTS);
+            reasons.extend(f.changes(label.map(String::as_str)));
+        }
+        if let Some(change) = self.digest_move(&w.image, c) {
+            reasons.push(format!(
+                "image {}: digest {} -> {}",
+                w.image.reference,
+                short(&change.from),
+                short(&change.to)
+            ));
+            sp.image_change.get_or_insert(change);
+        }
+        reasons.extend(w.rebuild.clone());
+        reasons.extend(crate::namespaces::stale(
+            w.svc,
+            c.shares.as_ref(),
+            &self.primary,
+            replaced,
+        ));
+        reasons.extend(self.missing_attachments(spec, c));
+        let action = if !reasons.is_empty() {
+            if sp.diff.is_none() {
+                if let Some(old) = &old_spec {
+                    let (old, new) = match defaults {
+                        Some(d) if !c.is_own() => {
+                            let mut o = old.without_image_defaults(d);
+                            o.image = spec.image.clone();
+                            (o, spec.without_image_defaults(d))
+                        }
+                        _ => (old.clone(), spec.clone()),
+                    };
+                    // Equal specs (a content change alone): no diff to show.
+                    sp.diff = Some(spec_diff(w.name, &old, &new)).filter(|d| !d.is_empty());
+                }
+                sp.changed_fields = fields;
+            }
+            ReplicaAction::Recreate
+        } else if c.state == "running"
+            || (c.state == "exited" && c.exit_code == Some(0) && spec.restart == "no")
+        {
+            // A one-shot that completed successfully is converged, not stopped.
+            ReplicaAction::Unchanged
+        } else {
+            reasons.push(format!("container is {}", c.state));
+            ReplicaAction::Start
+        };
+        ReplicaPlan {
+            number: c.number,
+            name: c.name.clone(),
+            action,
+            container_id: Some(c.id.clone()),
+            reasons,
+        }
+    }
+
+    /// The digest move of container `c`, when the desired image's digest is known and is not
+    /// what `c` runs.
+    fn digest_move(&self, image: &DesiredImage, c: &ObservedContainer) -> Option<ImageChange> {
+        let d = image.digest.as_ref()?;
+        let running = self.observed.images.get(&c.image_id);
+        let same = match running {
+            Some(i) => i.matches(d),
+            None => &c.image_id == d,
+        };
+        (!same).then(|| ImageChange {
+            from: running_digest(c, running, &image.reference),
+            to: d.clone(),
+            from_tag: None,
+            to_tag: None,
+        })
+    }
+
+    /// `network X missing`, `volume Y missing`: what `c` is not attached to.
+    fn missing_attachments(&self, spec: &Spec, c: &ObservedContainer) -> Vec<String> {
+        let mut out = Vec::new();
+        if spec.network_mode.is_none() {
+            for net in spec.networks.keys() {
+                if !c.networks.contains(net) || self.missing_net.contains(net) {
+                    out.push(format!("network {net} missing"));
                 }
             }
         }
-        if let Some(why) = &sp.build {
-            let r = format!("build {}: {why}", image.reference);
-            if sp.action != ServiceAction::Unchanged && !reasons.contains(&r) {
-                reasons.insert(0, r);
+        for m in &spec.mounts {
+            if let (Some(src), "volume") = (&m.source, m.kind.as_str()) {
+                if !c.volumes.contains(src) || self.missing_vol.contains(src) {
+                    out.push(format!("volume {src} missing"));
+                }
             }
         }
-        sp.reasons = reasons;
-        if matches!(sp.action, ServiceAction::Recreate | ServiceAction::Create) {
-            replaced.insert(name.clone());
-        }
-        let (order, why_not) = update::order(&name, svc);
-        sp.update_order = order;
-        sp.rollout = update::rollouts(&name, svc);
-        if let (Some(w), ServiceAction::Recreate) = (why_not, sp.action) {
-            plan.warnings.push(w);
-        }
-        plan.services.push(sp);
+        out
     }
+}
 
+/// A service's action from its replicas' (`existed`: it had containers).
+fn service_action(replicas: &[ReplicaPlan], existed: bool) -> ServiceAction {
+    let has = |a: ReplicaAction| replicas.iter().any(|r| r.action == a);
+    if has(ReplicaAction::Recreate) {
+        ServiceAction::Recreate
+    } else if has(ReplicaAction::Create) && !existed {
+        ServiceAction::Create
+    } else if has(ReplicaAction::Create) {
+        ServiceAction::ScaleUp
+    } else if has(ReplicaAction::Remove) {
+        ServiceAction::ScaleDown
+    } else if has(ReplicaAction::Start) {
+        ServiceAction::Start
+    } else {
+        ServiceAction::Unchanged
+    }
+}
+
+/// The replicas' reasons, each once, the build's first.
+fn service_reasons(sp: &ServicePlan) -> Vec<String> {
+    let mut reasons: Vec<String> = Vec::new();
+    for x in sp.replicas.iter().flat_map(|r| &r.reasons) {
+        if !reasons.contains(x) {
+            reasons.push(x.clone());
+        }
+    }
+    if let Some(why) = &sp.build {
+        let r = format!("build {}: {why}", sp.image.reference);
+        if sp.action != ServiceAction::Unchanged && !reasons.contains(&r) {
+            reasons.insert(0, r);
+        }
+    }
+    reasons
+}
+
+/// Containers that are not a service's replica: left by an interrupted apply or a failed
+/// update (warnings), or orphans (removed with `--prune`, else a warning).
+fn leftovers(plan: &mut Plan, p: &Project, observed: &Observed, opts: PlanOptions) {
     for c in &observed.containers {
         if c.name.ends_with(crate::observe::SUFFIX_NEW)
             || c.name.ends_with(crate::observe::SUFFIX_OLD)
@@ -559,7 +663,6 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: PlanOptions) -> Plan {
             }
         }
     }
-    plan
 }
 
 /// Changed fields (empty when equal) and the container's spec, for the diff.
