@@ -405,7 +405,9 @@ fn image_checks_honour_track_and_cooldown_and_keep_what_they_took() {
             &none,
             &mut warnings,
         ));
-        let r = &found["web"];
+        let r = found
+            .get("web")
+            .unwrap_or_else(|| panic!("web not resolved: {warnings:?}"));
         (r.tag.clone().unwrap(), r.digest.clone(), warnings)
     };
     let (tag, digest, w) = check("24h");
