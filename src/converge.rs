@@ -127,17 +127,46 @@ pub async fn lock(
 ) -> Result<ProjectLock> {
     let (dir, name) = (state_dir.to_path_buf(), project.to_string());
     let endpoint = engine.endpoint().to_string();
-    let lock =
-        tokio::task::spawn_blocking(move || ProjectLock::acquire(&dir, &endpoint, &name, timeout))
-            .await
-            .map_err(Error::of(ErrorKind::Conflict))?
-            .map_err(Error::of(ErrorKind::Conflict))?;
+    // Free locks are taken at once; only a wait for another run needs a blocking thread.
+    let free =
+        ProjectLock::try_acquire(&dir, &endpoint, &name).map_err(Error::of(ErrorKind::Conflict))?;
+    let lock = match free {
+        Some(l) => l,
+        None => tokio::task::spawn_blocking(move || {
+            ProjectLock::acquire(&dir, &endpoint, &name, timeout)
+        })
+        .await
+        .map_err(Error::of(ErrorKind::Conflict))?
+        .map_err(Error::of(ErrorKind::Conflict))?,
+    };
     if let Some(j) = &lock.other_journal {
         recover(engine, j)
             .await
             .map_err(Error::of(ErrorKind::Engine))?;
     }
     Ok(lock)
+}
+
+/// Registry lookups under way (see [`start_resolving`]).
+pub struct Resolving(
+    Option<tokio::task::JoinHandle<(IndexMap<String, ResolvedImage>, Vec<String>)>>,
+);
+
+/// Starts the registry lookups `req` asks for (none unless [`ImageSource::Registry`]) on the
+/// runtime, to run beside whatever the caller does next: building the registry client (its
+/// TLS root store) and the round trips cost more than the rest of a no-op reconcile, so a
+/// caller starts them before it reaches the engine and takes the lock. Read-only: it changes
+/// nothing, on the engine or in the state directory.
+pub fn start_resolving(state_dir: &Path, project: &Project, req: &PlanRequest) -> Resolving {
+    Resolving((req.source == ImageSource::Registry).then(|| {
+        let (p, digests) = (project.clone(), req.digests.clone());
+        let deployed = deployed_with_policy(state_dir, project);
+        tokio::spawn(async move {
+            let mut w = Vec::new();
+            let found = registry_digests(&p, &digests, &deployed, &mut w).await;
+            (found, w)
+        })
+    }))
 }
 
 /// Plans `project`: resolves digests beside recovery and observation, makes the desired
@@ -149,6 +178,19 @@ pub async fn plan(
     project: Project,
     req: &PlanRequest,
 ) -> Result<Planned> {
+    let resolving = start_resolving(state_dir, &project, req);
+    plan_resolving(engine, state_dir, project, req, resolving).await
+}
+
+/// [`plan`] with the registry lookups already started by [`start_resolving`] for the same
+/// project and request.
+pub async fn plan_resolving(
+    engine: &Engine,
+    state_dir: &Path,
+    project: Project,
+    req: &PlanRequest,
+    resolving: Resolving,
+) -> Result<Planned> {
     let mut warnings = Vec::new();
     // What Compose would refuse only once a container exists (a missing file, an unset
     // variable) is refused here, before any engine request.
@@ -157,18 +199,6 @@ pub async fn plan(
         Error::InvalidInput(e.to_string())
     })?;
     warnings.extend(crate::configs::warnings(&project));
-    // Registry lookups start first and run beside the engine requests: building the registry
-    // client (its TLS root store) costs more CPU than a whole no-op reconcile, and a second
-    // worker thread hides it behind recovery and observation.
-    let resolving = (req.source == ImageSource::Registry).then(|| {
-        let (p, digests) = (project.clone(), req.digests.clone());
-        let deployed = deployed_with_policy(state_dir, &project);
-        tokio::spawn(async move {
-            let mut w = Vec::new();
-            let found = registry_digests(&p, &digests, &deployed, &mut w).await;
-            (found, w)
-        })
-    });
     recover_interrupted(
         engine,
         state_dir,
@@ -181,7 +211,7 @@ pub async fn plan(
     // spare desired_images the inspect of a desired image that already runs.
     let mut observed = observe_project(engine, &project.name).await?;
     tracing::debug!(containers = observed.containers.len(), "observed");
-    let pinned = match (&req.source, resolving) {
+    let pinned = match (&req.source, resolving.0) {
         (ImageSource::Saved(digests), _) => Some(digests.as_ref().clone()),
         (ImageSource::Locked, _) => {
             let lock = crate::lock::read_for_locked(&project)

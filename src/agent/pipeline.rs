@@ -93,14 +93,6 @@ impl Reconciler for Pipeline {
     ) -> BoxFuture<'a, Result<(DesiredState, Prepared)>> {
         async move {
             let project = load(src).await?;
-            let engine = converge::connect(&self.opts.engine).await?;
-            let lock = converge::lock(
-                &engine,
-                &self.opts.state_dir,
-                &project.name,
-                self.opts.lock_timeout,
-            )
-            .await?;
             let req = PlanRequest {
                 source: if opts.locked {
                     ImageSource::Locked
@@ -117,7 +109,13 @@ impl Reconciler for Pipeline {
                     fresh_for: self.opts.registry_ttl,
                 },
             };
-            let planned = converge::plan(&engine, &self.opts.state_dir, project, &req).await?;
+            let state_dir = &self.opts.state_dir;
+            let resolving = converge::start_resolving(state_dir, &project, &req);
+            let engine = converge::connect(&self.opts.engine).await?;
+            let lock =
+                converge::lock(&engine, state_dir, &project.name, self.opts.lock_timeout).await?;
+            let planned =
+                converge::plan_resolving(&engine, state_dir, project, &req, resolving).await?;
             for w in &planned.plan.warnings {
                 tracing::warn!(project = %src.id, "{w}");
             }

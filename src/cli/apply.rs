@@ -76,9 +76,10 @@ fn converge_and_report(
 ) -> Result<i32> {
     let dir = common::state_dir(a.common.state_dir.as_ref());
     let (plan, report, cleaned) = common::runtime()?.block_on(async {
+        let resolving = converge::start_resolving(&dir, &project, &req);
         let engine = converge::connect(&global.engine()).await?;
         let _lock = converge::lock(&engine, &dir, &project.name, a.lock_timeout).await?;
-        let planned = converge::plan(&engine, &dir, project, &req).await?;
+        let planned = converge::plan_resolving(&engine, &dir, project, &req, resolving).await?;
         if let Some(s) = saved {
             s.check_current(&planned)?;
         }

@@ -46,8 +46,9 @@ pub(crate) fn run(global: &Global, a: &PlanArgs) -> Result<i32> {
     let dir = common::state_dir(a.common.state_dir.as_ref());
     let req = request(&a.common, PullMode::Never, false);
     let planned = common::runtime()?.block_on(async {
+        let resolving = converge::start_resolving(&dir, &project, &req);
         let engine = converge::connect(&global.engine()).await?;
-        let p = converge::plan(&engine, &dir, project, &req).await;
+        let p = converge::plan_resolving(&engine, &dir, project, &req, resolving).await;
         tracing::debug!(api_calls = engine.calls(), "engine API calls");
         p
     })?;
