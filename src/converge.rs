@@ -147,10 +147,11 @@ pub async fn lock(
     Ok(lock)
 }
 
+/// What the registry lookups found, and their warnings.
+type Found = (IndexMap<String, ResolvedImage>, Vec<String>);
+
 /// Registry lookups under way (see [`start_resolving`]).
-pub struct Resolving(
-    Option<tokio::task::JoinHandle<(IndexMap<String, ResolvedImage>, Vec<String>)>>,
-);
+pub struct Resolving(Option<tokio::task::JoinHandle<Found>>);
 
 /// Starts the registry lookups `req` asks for (none unless [`ImageSource::Registry`]) on the
 /// runtime, to run beside whatever the caller does next: building the registry client (its
