@@ -112,16 +112,22 @@ pub(crate) fn undo(e: &Entry, v: &View, failed: &Failed) -> Vec<Step> {
         steps.push(Step::Start(old.id.clone()));
     }
     // Start-first: a drain took it off its networks.
-    for (network, aliases) in &e.old_networks {
-        if !old.networks.contains_key(network) {
-            steps.push(Step::Connect {
-                container: old.id.clone(),
-                network: network.clone(),
-                aliases: aliases.clone(),
-            });
-        }
-    }
+    steps.extend(reconnect(e, old));
     steps
+}
+
+/// Connects `old` again to the networks a start-first drain took it off (`e.old_networks`),
+/// with their aliases.
+fn reconnect(e: &Entry, old: &ContainerInfo) -> Vec<Step> {
+    e.old_networks
+        .iter()
+        .filter(|(network, _)| !old.networks.contains_key(*network))
+        .map(|(network, aliases)| Step::Connect {
+            container: old.id.clone(),
+            network: network.clone(),
+            aliases: aliases.clone(),
+        })
+        .collect()
 }
 
 /// Under `failure_action: rollback`, puts back the old container of a replica that was
@@ -168,15 +174,7 @@ pub(crate) fn revert(
             }
             watch(&mut steps, &old.id);
             // Serving again before the new one leaves.
-            for (network, aliases) in &e.old_networks {
-                if !old.networks.contains_key(network) {
-                    steps.push(Step::Connect {
-                        container: old.id.clone(),
-                        network: network.clone(),
-                        aliases: aliases.clone(),
-                    });
-                }
-            }
+            steps.extend(reconnect(e, old));
             if !e.old_networks.is_empty() {
                 steps.push(Step::Settle);
             }
