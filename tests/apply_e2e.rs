@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 
 use common::stack::{show, Stack};
@@ -270,23 +269,7 @@ fn kill_at(step: &str) {
     s.write(&three_services(&image, "hello"));
     s.apply_ok();
     s.write(&three_services(&image, "after-kill"));
-    let mut child = s
-        .cmd()
-        .args(["apply", "--wait-timeout", "30s"])
-        .env("COMPOSEOPS_TEST_PAUSE_AT", step)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut seen = String::new();
-    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-        let line = line.unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.contains("test pause at") {
-            break;
-        }
-    }
+    let (mut child, seen) = s.apply_paused_at(&["--wait-timeout", "30s"], step, 1);
     assert!(
         seen.contains(&format!("test pause at {step}")),
         "never reached {step}:\n{seen}"
@@ -364,19 +347,7 @@ fn second_apply_fails_clearly_while_one_runs() {
     s.write(&three_services(&image, "hello"));
     s.apply_ok();
     s.write(&three_services(&image, "second"));
-    let mut child = s
-        .cmd()
-        .args(["apply"])
-        .env("COMPOSEOPS_TEST_PAUSE_AT", "health-wait")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-        if line.unwrap().contains("test pause at") {
-            break;
-        }
-    }
+    let (mut child, _) = s.apply_paused_at(&[], "health-wait", 1);
     let out = s.run(&["apply", "--lock-timeout", "1s"]);
     // plan does not wait and does not recover while the apply runs.
     let plan = s.run(&["plan"]);

@@ -5,9 +5,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
-
 use common::stack::{show, Stack};
 use common::*;
 
@@ -41,23 +38,7 @@ fn runs_with_different_state_directories_never_both_change_a_project() {
 
     // An apply under the stack's own state directory, paused while its new container starts.
     s.write(&compose(&image, "two"));
-    let mut first = s
-        .cmd()
-        .args(["apply", "--wait-timeout", "30s"])
-        .env("COMPOSEOPS_TEST_PAUSE_AT", "health-wait")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut seen = String::new();
-    for line in BufReader::new(first.stderr.take().unwrap()).lines() {
-        let line = line.unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.contains("test pause at") {
-            break;
-        }
-    }
+    let (mut first, seen) = s.apply_paused_at(&["--wait-timeout", "30s"], "health-wait", 1);
     assert!(seen.contains("test pause at health-wait"), "{seen}");
     let mid_update = container_ids(&s.name);
 

@@ -7,8 +7,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 use common::stack::{show, Stack};
 use common::*;
@@ -231,26 +230,13 @@ fn sigkill_in_the_middle_of_a_batch_is_recovered() {
     s.write(&web(2, 1, IDLE, update));
     s.apply_ok();
     s.write(&web(2, 2, IDLE, update));
-    let mut child = s
-        .cmd()
-        .args(["apply"])
-        .env("COMPOSEOPS_TEST_PAUSE_AT", "health-wait")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pauses = 0;
-    let mut seen = String::new();
-    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-        let line = line.unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        pauses += usize::from(line.contains("test pause at health-wait"));
-        if pauses == 2 {
-            break;
-        }
-    }
-    assert_eq!(pauses, 2, "{seen}");
+    // Both replicas of the batch wait for their new containers.
+    let (mut child, seen) = s.apply_paused_at(&[], "health-wait", 2);
+    assert_eq!(
+        seen.matches("test pause at health-wait").count(),
+        2,
+        "{seen}"
+    );
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     // Both replicas of the batch are in flight, each with its journal entry.

@@ -277,30 +277,12 @@ fn fixed_host_port_falls_back_to_stop_first_and_says_so() {
 /// SIGKILLs a start-first update paused at `step`; the next apply recovers and converges to
 /// one healthy container running the new release, with the old one never left disconnected.
 fn start_first_kill_at(step: &str) {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
     let mut s = Stack::new(&format!("update-sf-kill-{step}"));
     let image = s.app_image("v1");
     s.write(&web_service(&image, "start-first", 3));
     s.apply_ok();
     s.app_image("v2");
-    let mut child = s
-        .cmd()
-        .args(["apply"])
-        .env("COMPOSEOPS_TEST_PAUSE_AT", step)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut seen = String::new();
-    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-        let line = line.unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.contains("test pause at") {
-            break;
-        }
-    }
+    let (mut child, seen) = s.apply_paused_at(&[], step, 1);
     assert!(seen.contains(&format!("test pause at {step}")), "{seen}");
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();

@@ -2,7 +2,8 @@
 //! state directory, a unique project name, and cleanup of everything it made (ProjectGuard).
 //! Test files add the helpers they alone need with their own `impl Stack` blocks.
 
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
 
 use super::{build_app_image, testbed, unique_project, ProjectGuard};
 
@@ -65,6 +66,34 @@ impl Stack {
             format,
             &format!("{}-{service}-1", self.name),
         ])
+    }
+
+    /// `apply ARGS` with `COMPOSEOPS_TEST_PAUSE_AT=step`, returned once `pauses` of its
+    /// recreates wait there (a batch pauses once per replica): the running child, to kill or
+    /// let go, and the stderr read so far. Panics if the run ends first.
+    pub fn apply_paused_at(&self, args: &[&str], step: &str, pauses: usize) -> (Child, String) {
+        let mut child = self
+            .cmd()
+            .arg("apply")
+            .args(args)
+            .env("COMPOSEOPS_TEST_PAUSE_AT", step)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mark = format!("test pause at {step}");
+        let (mut seen, mut count) = (String::new(), 0);
+        for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+            let line = line.unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+            count += usize::from(line.contains(&mark));
+            if count == pauses {
+                return (child, seen);
+            }
+        }
+        let _ = child.wait();
+        panic!("apply ended before {pauses} pause(s) at {step}:\n{seen}");
     }
 
     /// `apply` that must converge (exit 0).
