@@ -367,23 +367,58 @@ fn two_nodes_run_their_share_and_a_moved_stack_follows_git() {
     assert!(running(&c("n1", "c")), "left running");
 }
 
+/// A fleet of one stack `a` that may run on any node (its image built, pushed and removed at
+/// the end), seen from node n1.
+struct OneStack {
+    prefix: String,
+    _guard: ProjectGuard,
+    fleet: Fleet,
+    work: PathBuf,
+    state: PathBuf,
+}
+
+impl OneStack {
+    fn new(name: &str) -> OneStack {
+        let prefix = unique_project(name);
+        let mut guard = ProjectGuard::new(format!("{prefix}-n1-a"));
+        let image = format!("{}/{prefix}/app:v1", testbed().registry);
+        build_app_image(&image, "v1");
+        push_image(&image);
+        guard.image(image.clone());
+        let fleet = Fleet::new(&[("a/compose.yaml", stack("a", "[\"n*\"]", &image))]);
+        let (work, state) = fleet.node("n1");
+        OneStack {
+            prefix,
+            _guard: guard,
+            fleet,
+            work,
+            state,
+        }
+    }
+
+    /// n1's agent with `extra` flags.
+    fn start(&self, extra: &[&str]) -> Agent {
+        let env = [("FLEET_PREFIX", self.prefix.as_str()), ("FLEET_NODE", "n1")];
+        Agent::start(&self.work, &self.state, &env, extra)
+    }
+
+    /// [`OneStack::start`], once it runs `a`.
+    fn start_running(&self, extra: &[&str]) -> Agent {
+        let n1 = self.start(extra);
+        n1.wait_for("n1 to run a", Duration::from_secs(90), || {
+            n1.converged(&["a"])
+        });
+        n1
+    }
+}
+
 /// Without `--prune`, a stack moved to another node is left running here and reported: in the
 /// log and under /status `skipped` (`left_running`), as the agent found it on its engine.
 #[test]
 fn without_prune_a_moved_stack_is_left_running_and_reported() {
-    let prefix = unique_project("fleet-keep");
-    let mut guard = ProjectGuard::new(format!("{prefix}-n1-a"));
-    let image = format!("{}/{prefix}/app:v1", testbed().registry);
-    build_app_image(&image, "v1");
-    push_image(&image);
-    guard.image(image.clone());
-    let fleet = Fleet::new(&[("a/compose.yaml", stack("a", "[\"n*\"]", &image))]);
-    let (work, state) = fleet.node("n1");
-    let env = [("FLEET_PREFIX", prefix.as_str()), ("FLEET_NODE", "n1")];
-    let n1 = Agent::start(&work, &state, &env, &["--node", "n1"]);
-    n1.wait_for("n1 to run a", Duration::from_secs(90), || {
-        n1.converged(&["a"])
-    });
+    let one = OneStack::new("fleet-keep");
+    let (prefix, fleet) = (&one.prefix, &one.fleet);
+    let n1 = one.start_running(&["--node", "n1"]);
 
     fleet.push(
         &[(
@@ -436,20 +471,9 @@ fn closed_window() -> String {
 /// removing it is a change, and it waits for the window, shown in /status.
 #[test]
 fn under_prune_a_moved_stack_waits_for_the_maintenance_window() {
-    let prefix = unique_project("fleet-window");
-    let mut guard = ProjectGuard::new(format!("{prefix}-n1-a"));
-    let image = format!("{}/{prefix}/app:v1", testbed().registry);
-    build_app_image(&image, "v1");
-    push_image(&image);
-    guard.image(image.clone());
-    let fleet = Fleet::new(&[("a/compose.yaml", stack("a", "[\"n*\"]", &image))]);
-    let (work, state) = fleet.node("n1");
-    let env = [("FLEET_PREFIX", prefix.as_str()), ("FLEET_NODE", "n1")];
-    let n1 = Agent::start(&work, &state, &env, &["--node", "n1", "--prune"]);
-    n1.wait_for("n1 to run a", Duration::from_secs(90), || {
-        n1.converged(&["a"])
-    });
-    drop(n1);
+    let one = OneStack::new("fleet-window");
+    let (prefix, fleet) = (&one.prefix, &one.fleet);
+    drop(one.start_running(&["--node", "n1", "--prune"]));
 
     fleet.push(
         &[(
@@ -460,7 +484,7 @@ fn under_prune_a_moved_stack_waits_for_the_maintenance_window() {
     );
     let window = closed_window();
     let extra = ["--node", "n1", "--prune", "--window", &window];
-    let n1 = Agent::start(&work, &state, &env, &extra);
+    let n1 = one.start(&extra);
     let web = format!("{prefix}-n1-a-web-1");
     n1.wait_for(
         "n1 to hold a's removal for the window",
