@@ -273,6 +273,101 @@ fn auth_registry_uses_docker_config_credentials_and_fails_clearly_without() {
     assert!(out.status.success(), "{}", text(&out));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn bearer_registry_tokens_are_fetched_with_credentials_and_reused() {
+    // Docker Hub's scheme in front of the test bed's registry: a 401 naming a token realm,
+    // tokens for the repository's pull scope, given only for the right credentials.
+    let tb = testbed();
+    let mut guard = ProjectGuard::new(unique_project("lock-bearer"));
+    let (tag, digest) = pushed(&tb.registry, "lock-bearer", "v1", &mut guard);
+    let gate = BearerGate::start(&tb.registry, "robot", "t0ken");
+    let image = tag.replacen(&tb.registry, &gate.addr, 1);
+    let repo = image
+        .split_once('/')
+        .unwrap()
+        .1
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let wanted: indexmap::IndexMap<String, String> = [("app".to_string(), image.clone())].into();
+    let config = tempfile::tempdir().unwrap();
+    let auth = base64_encode("robot:t0ken");
+    let json = format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, gate.addr);
+    std::fs::write(config.path().join("config.json"), json).unwrap();
+    let opts = ResolveOptions {
+        docker_config: Some(config.path().into()),
+        ..Default::default()
+    };
+
+    let got = Resolver::new(opts.clone())
+        .resolve_named(&wanted)
+        .await
+        .unwrap();
+    assert_eq!(got["app"].digest, digest);
+    let seen = gate.seen();
+    assert_eq!(
+        seen,
+        vec![
+            format!("HEAD /v2/{repo}/manifests/v1 -> 401"),
+            format!(
+                "GET /token?scope=repository%3A{}%3Apull&service=gate as robot -> 200",
+                repo.replace('/', "%2F")
+            ),
+            format!("HEAD /v2/{repo}/manifests/v1 with token -> 200"),
+        ]
+    );
+
+    // A second run in the same process (the agent's next check) sends the token it holds.
+    let got = Resolver::new(opts.clone())
+        .resolve_named(&wanted)
+        .await
+        .unwrap();
+    assert_eq!(got["app"].digest, digest);
+    assert_eq!(
+        gate.seen()[3..],
+        [format!("HEAD /v2/{repo}/manifests/v1 with token -> 200")]
+    );
+
+    // Wrong credentials (a gate of its own: this process holds a token for the first one):
+    // the token server refuses, and the error says to log in.
+    let gate2 = BearerGate::start(&tb.registry, "robot", "t0ken");
+    let wanted2: indexmap::IndexMap<String, String> = [(
+        "app".to_string(),
+        image.replacen(&gate.addr, &gate2.addr, 1),
+    )]
+    .into();
+    let bad = tempfile::tempdir().unwrap();
+    let json = format!(
+        r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+        gate2.addr,
+        base64_encode("robot:wrong")
+    );
+    std::fs::write(bad.path().join("config.json"), json).unwrap();
+    let err = Resolver::new(ResolveOptions {
+        docker_config: Some(bad.path().into()),
+        ..Default::default()
+    })
+    .resolve_named(&wanted2)
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains(&format!("registry {} refused access", gate2.addr)),
+        "{err}"
+    );
+    assert!(err.contains("token server"), "{err}");
+    assert!(
+        err.contains(&format!("docker login {}", gate2.addr)),
+        "{err}"
+    );
+}
+
+fn base64_encode(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
 #[test]
 fn registry_errors_name_the_image_and_registry_and_say_what_to_do() {
     let tb = testbed();
@@ -463,15 +558,11 @@ async fn request_count_for_20_services_over_8_distinct_images() {
     );
     let wire = proxy.requests();
     eprintln!("plan of 20 services / 8 images: {stats:?}; on the wire: {wire:?}");
+    // No auth probe before the HEADs: an open registry answers the first request.
     assert_eq!(count(&wire, "HEAD"), 8, "{wire:?}");
-    assert_eq!(
-        count(&wire, "GET"),
-        8,
-        "oci-client's GET /v2/ auth probe, one per HEAD: {wire:?}"
-    );
-    assert_eq!(wire.len(), 16);
+    assert_eq!(wire.len(), 8, "{wire:?}");
 
-    // Lock mode, fresh: HEAD + GET by digest per image (plus the probes).
+    // Lock mode, fresh: HEAD + GET by digest per image.
     proxy.reset();
     let outcome = composeops::lock::lock(&project, None, &composeops::lock::Update::Missing, &opts)
         .await
@@ -488,7 +579,7 @@ async fn request_count_for_20_services_over_8_distinct_images() {
         (8, 8)
     );
     assert_eq!(count(&wire, "HEAD"), 8);
-    assert_eq!(wire.len(), 32, "{wire:?}");
+    assert_eq!(wire.len(), 16, "{wire:?}");
 
     // Lock --check: HEAD only.
     proxy.reset();
@@ -497,7 +588,7 @@ async fn request_count_for_20_services_over_8_distinct_images() {
         .unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_eq!(report.stats.manifest_requests(), 8);
-    assert_eq!(proxy.requests().len(), 16);
+    assert_eq!(proxy.requests().len(), 8);
 }
 
 const IMAGE_MANIFEST: &[u8] =
@@ -725,5 +816,112 @@ impl FakeRegistry {
             addr,
             max_in_flight,
         }
+    }
+}
+
+/// A registry front that speaks Docker's token auth: a request without a valid token gets a
+/// `401` whose challenge names the token realm; `/token` gives a token for the credentials
+/// `user:password` (Basic); a request with that token is forwarded to `upstream`. One request
+/// per connection.
+struct BearerGate {
+    addr: String,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl BearerGate {
+    fn start(upstream: &str, user: &str, password: &str) -> BearerGate {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (log, upstream, realm) = (seen.clone(), upstream.to_string(), addr.clone());
+        let expected = format!("Basic {}", base64_encode(&format!("{user}:{password}")));
+        let user = user.to_string();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+                let mut head = Vec::new();
+                loop {
+                    let mut line = String::new();
+                    match std::io::BufRead::read_line(&mut reader, &mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) if line == "\r\n" => break,
+                        Ok(_) => head.push(line.trim_end().to_string()),
+                    }
+                }
+                let Some(request) = head.first().cloned() else {
+                    continue;
+                };
+                let target: Vec<&str> = request.split(' ').take(2).collect();
+                let what = target.join(" ");
+                let header = |name: &str| {
+                    head.iter().find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                    })
+                };
+                let authz = header("authorization").unwrap_or_default();
+                if target[1].starts_with("/token") {
+                    let ok = authz == expected;
+                    let (status, body) = if ok {
+                        ("200 OK", r#"{"token":"tok-1","expires_in":300}"#)
+                    } else {
+                        (
+                            "401 Unauthorized",
+                            r#"{"details":"incorrect username or password"}"#,
+                        )
+                    };
+                    log.lock().unwrap().push(format!(
+                        "{what}{} -> {}",
+                        if authz.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" as {user}")
+                        },
+                        &status[..3]
+                    ));
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    continue;
+                }
+                if authz != "Bearer tok-1" {
+                    log.lock().unwrap().push(format!("{what} -> 401"));
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://{realm}/token\",service=\"gate\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    continue;
+                }
+                // Forward, without the token, and relay the answer to the end.
+                let mut up = TcpStream::connect(&upstream).unwrap();
+                let mut out = format!("{request}\r\n");
+                for l in &head[1..] {
+                    let name = l.split(':').next().unwrap_or("").to_ascii_lowercase();
+                    if !["authorization", "connection", "host"].contains(&name.as_str()) {
+                        out.push_str(&format!("{l}\r\n"));
+                    }
+                }
+                out.push_str(&format!("Host: {upstream}\r\nConnection: close\r\n\r\n"));
+                up.write_all(out.as_bytes()).unwrap();
+                let mut answer = Vec::new();
+                let _ = up.read_to_end(&mut answer);
+                let status = String::from_utf8_lossy(&answer[..answer.len().min(12)])
+                    .split(' ')
+                    .nth(1)
+                    .unwrap_or("")
+                    .to_string();
+                log.lock()
+                    .unwrap()
+                    .push(format!("{what} with token -> {status}"));
+                let _ = conn.write_all(&answer);
+            }
+        });
+        BearerGate { addr, seen }
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
     }
 }

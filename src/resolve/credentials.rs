@@ -3,19 +3,19 @@
 
 use std::path::PathBuf;
 
+use super::registry::Auth;
 use docker_credential::{CredentialRetrievalError, DockerCredential};
-use oci_client::secrets::RegistryAuth;
 
 /// The auth to present to `server` (a config.json key: `host:port`, or
 /// `https://index.docker.io/v1/` for Docker Hub). No configured credential means anonymous;
-/// oci-client then still follows a Bearer challenge for an anonymous token.
+/// a Bearer challenge is then still answered with an anonymous token.
 ///
 /// `config_dir` overrides `$DOCKER_CONFIG`/`~/.docker`. Helpers are processes, so the lookup
 /// runs on the blocking pool.
-pub async fn registry_auth(
+pub(crate) async fn registry_auth(
     server: String,
     config_dir: Option<PathBuf>,
-) -> Result<RegistryAuth, String> {
+) -> Result<Auth, String> {
     let lookup = server.clone();
     let found = tokio::task::spawn_blocking(move || match config_dir {
         Some(dir) => {
@@ -33,23 +33,23 @@ pub async fn registry_auth(
     .await
     .map_err(|e| format!("credential lookup did not finish: {e}"))?;
     match found {
-        Ok(DockerCredential::UsernamePassword(u, p)) => Ok(RegistryAuth::Basic(u, p)),
+        Ok(DockerCredential::UsernamePassword(u, p)) => Ok(Auth::Basic(u, p)),
         Ok(DockerCredential::IdentityToken(_)) => {
-            // An identity token is an OAuth refresh token; oci-client has no refresh-token
-            // flow, so fall back to anonymous and say so.
+            // An identity token is an OAuth refresh token, for a flow composeops does not
+            // speak: fall back to anonymous and say so.
             tracing::warn!(
                 registry = %server,
                 "the Docker config holds an identity token for this registry, which composeops \
                  cannot use yet; trying anonymous access (log in with a username and password \
                  or an access token instead)"
             );
-            Ok(RegistryAuth::Anonymous)
+            Ok(Auth::Anonymous)
         }
         Err(
             CredentialRetrievalError::NoCredentialConfigured
             | CredentialRetrievalError::ConfigNotFound
             | CredentialRetrievalError::ConfigReadError,
-        ) => Ok(RegistryAuth::Anonymous),
+        ) => Ok(Auth::Anonymous),
         Err(e) => Err(describe(&e)),
     }
 }
@@ -64,7 +64,7 @@ pub async fn pull_credentials(
 ) -> Result<Option<PullCredentials>, String> {
     let server = image.credential_server();
     match registry_auth(server.clone(), config_dir).await? {
-        RegistryAuth::Basic(username, password) => Ok(Some(PullCredentials {
+        Auth::Basic(username, password) => Ok(Some(PullCredentials {
             username,
             password,
             server,
@@ -128,11 +128,11 @@ mod tests {
                 Some(dir.path().into()),
             ))
             .unwrap();
-        assert!(matches!(a, RegistryAuth::Basic(ref u, ref p) if u == "tester" && p == "s3cret"));
+        assert!(matches!(a, Auth::Basic(ref u, ref p) if u == "tester" && p == "s3cret"));
         let a = rt()
             .block_on(registry_auth("other:5000".into(), Some(dir.path().into())))
             .unwrap();
-        assert!(matches!(a, RegistryAuth::Anonymous));
+        assert!(matches!(a, Auth::Anonymous));
     }
 
     #[test]
@@ -170,7 +170,7 @@ mod tests {
                 Some(dir.path().into()),
             ))
             .unwrap();
-        assert!(matches!(a, RegistryAuth::Anonymous));
+        assert!(matches!(a, Auth::Anonymous));
     }
 
     #[test]

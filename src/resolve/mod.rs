@@ -7,13 +7,14 @@
 //! the manifest by digest, and only when the lock does not know that digest yet.
 //!
 //! The registry protocol (HEAD/GET, `Docker-Content-Digest`, Basic and Bearer challenge auth)
-//! is oci-client's; credentials come from Docker's config (`auths`, `credsStore`,
-//! `credHelpers`) through docker_credential. Loopback registries (`localhost`, 127.0.0.0/8)
+//! is in [`registry`] (why not a crate: see there); credentials come from Docker's config
+//! (`auths`, `credsStore`, `credHelpers`) through docker_credential. Loopback registries (`localhost`, 127.0.0.0/8)
 //! are spoken to over plain HTTP, as the Docker engine does; every other one over HTTPS.
 
 pub mod credentials;
 pub mod platform;
 pub mod reference;
+pub(crate) mod registry;
 mod tags;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -25,16 +26,13 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use indexmap::IndexMap;
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
 use tokio::sync::Semaphore;
 
 use crate::model::{Project, Service};
 use crate::track::{HeldBack, Selection, UpdatePolicy};
 pub use platform::Platform;
 pub use reference::ImageRef;
+use registry::{Auth, Repo};
 
 /// How to resolve. `Default` is what `plan` wants: HEAD only, the host's platform, at most 4
 /// requests in flight per registry, 15 s per lookup, Docker's default config directory.
@@ -190,78 +188,13 @@ pub fn registry_image(service: &Service) -> Option<&str> {
     }
 }
 
-/// What a registry client is built from. oci-client's `Client::new` builds a default HTTP
-/// client besides the configured one, and each loads the system's root certificates (several
-/// milliseconds, more than the rest of a no-op plan), so a client is built once per key and
-/// shared by every resolver of the process: the agent keeps its registry connections and
-/// tokens from one reconcile to the next instead of paying that again at every check.
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct ClientKey {
-    /// Loopback registries, spoken to over plain HTTP as the Docker engine does.
-    plain_http: Vec<String>,
-    /// Every registry asked is a loopback one: no TLS connection will be made.
-    loopback_only: bool,
-    timeout: Duration,
-}
-
-impl ClientKey {
-    fn of(to_ask: &[&ImageRef], timeout: Duration) -> ClientKey {
-        ClientKey {
-            plain_http: to_ask
-                .iter()
-                .filter(|r| r.is_loopback_registry())
-                .map(|r| oci_reference(r, None).resolve_registry().to_string())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect(),
-            loopback_only: to_ask.iter().all(|r| r.is_loopback_registry()),
-            timeout,
-        }
-    }
-
-    /// The process-wide slot of this key's client, empty until someone builds it.
-    fn cell(key: &ClientKey) -> Arc<std::sync::OnceLock<Client>> {
-        static CLIENTS: std::sync::OnceLock<
-            std::sync::Mutex<HashMap<ClientKey, Arc<std::sync::OnceLock<Client>>>>,
-        > = std::sync::OnceLock::new();
-        let mut map = CLIENTS
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        map.entry(key.clone()).or_default().clone()
-    }
-
-    /// The client itself (the resolver asking for it has installed the crypto provider).
-    fn build(&self) -> Client {
-        // When every registry is a loopback one spoken to over plain HTTP, trust only a
-        // placeholder root whose private key was discarded (src/resolve/no-tls-root.pem): an
-        // unexpected HTTPS connection fails verification instead of being trusted, and the
-        // configured client loads no system store (the default one oci-client adds still does).
-        let tls_certs_only = if self.loopback_only {
-            vec![oci_client::client::Certificate {
-                encoding: oci_client::client::CertificateEncoding::Pem,
-                data: include_bytes!("no-tls-root.pem").to_vec(),
-            }]
-        } else {
-            Vec::new()
-        };
-        Client::new(ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(self.plain_http.clone()),
-            connect_timeout: Some(self.timeout.min(Duration::from_secs(10))),
-            read_timeout: Some(self.timeout),
-            tls_certs_only,
-            ..Default::default()
-        })
-    }
-}
-
 /// Registry calls made by a [`Resolver`], for logs and for the request-count test.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RegistryStats {
     /// Distinct references looked up in a registry (pinned ones are not).
     pub lookups: usize,
-    /// Manifest HEAD calls (one per lookup; oci-client falls back to a GET by itself only
-    /// when a registry answers a HEAD without `Docker-Content-Digest`).
+    /// Manifest HEAD calls (one per lookup; a GET follows only when a registry answers a HEAD
+    /// without `Docker-Content-Digest`).
     pub manifest_heads: usize,
     /// Manifest GETs by digest (lock mode, digest not already known).
     pub manifest_gets: usize,
@@ -278,9 +211,8 @@ fn is_zero(n: &usize) -> bool {
 }
 
 impl RegistryStats {
-    /// Manifest requests composeops asked for. On the wire oci-client adds, per call, a
-    /// `GET /v2/` auth probe while it holds no token for that repository, and one token request
-    /// per repository on Bearer registries.
+    /// Manifest requests composeops asked for. On the wire, a registry that asks for auth adds
+    /// a `401` and, on Bearer registries, a token request, once per repository and process.
     pub fn manifest_requests(&self) -> usize {
         self.manifest_heads + self.manifest_gets
     }
@@ -549,9 +481,8 @@ impl Resolver {
             .filter(|r| !r.is_pinned())
             .collect();
         let registries: BTreeSet<String> = to_ask.iter().map(|r| r.registry.clone()).collect();
-        let client = self.client_for(&to_ask).await;
         // Credentials once per registry (helpers are processes: run them off the runtime).
-        let mut auths: HashMap<String, Result<RegistryAuth, String>> = HashMap::new();
+        let mut auths: HashMap<String, Result<Auth, String>> = HashMap::new();
         let creds = futures_util::future::join_all(registries.iter().map(|reg| {
             let sample = to_ask
                 .iter()
@@ -573,7 +504,6 @@ impl Resolver {
             })
             .collect();
         let futures = asks.iter().map(|(ask, policy)| {
-            let client = &client;
             let auths = &auths;
             let limits = &limits;
             let r = &ask.image;
@@ -603,7 +533,7 @@ impl Resolver {
                     .acquire()
                     .await
                     .expect("semaphore never closed");
-                self.lookup_timed(client, ask, policy, &auth)
+                self.lookup_timed(ask, policy, &auth)
                     .await
                     .map_err(|(kind, detail)| fail(kind, detail))
             }
@@ -615,22 +545,17 @@ impl Resolver {
     /// tag list and, with a cooldown, a manifest and config per candidate).
     async fn lookup_timed(
         &self,
-        client: &Client,
         ask: &Ask,
         policy: &UpdatePolicy,
-        auth: &RegistryAuth,
+        auth: &Auth,
     ) -> Result<Lookup, (ErrorKind, String)> {
         let (found, limit) = if policy.is_none() {
-            (
-                self.lookup(client, &ask.image, auth).boxed(),
-                self.opts.timeout,
-            )
+            (self.lookup(&ask.image, auth).boxed(), self.opts.timeout)
         } else {
-            let f = self.lookup_policy(client, ask, policy, auth).boxed();
+            let f = self.lookup_policy(ask, policy, auth).boxed();
             (f, self.opts.timeout * 4)
         };
         match tokio::time::timeout(limit, found).await {
-            // reqwest's own read timeout is the same limit: report it the same way.
             Ok(Err((ErrorKind::Timeout, _))) | Err(_) => {
                 Err((ErrorKind::Timeout, timeout_text(limit)))
             }
@@ -638,37 +563,15 @@ impl Resolver {
         }
     }
 
-    /// The registry client for these references: plain HTTP to loopback registries, HTTPS
-    /// elsewhere. Built once per configuration in the process (see [`ClientKey`]); the first
-    /// caller builds it off the async workers, a concurrent one waits for that same client.
-    async fn client_for(&self, to_ask: &[&ImageRef]) -> Client {
-        let key = ClientKey::of(to_ask, self.opts.timeout);
-        let cell = ClientKey::cell(&key);
-        if let Some(c) = cell.get() {
-            return c.clone();
-        }
-        tokio::task::spawn_blocking(move || cell.get_or_init(|| key.build()).clone())
-            .await
-            .expect("building a registry client does not panic")
-    }
-
     /// HEAD the tag; GET the manifest by digest only when the per-platform digest is wanted and
     /// not already known.
-    async fn lookup(
-        &self,
-        client: &Client,
-        r: &ImageRef,
-        auth: &RegistryAuth,
-    ) -> Result<Lookup, (ErrorKind, String)> {
+    async fn lookup(&self, r: &ImageRef, auth: &Auth) -> Result<Lookup, (ErrorKind, String)> {
         self.counters.lookups.fetch_add(1, Ordering::Relaxed);
         self.counters.heads.fetch_add(1, Ordering::Relaxed);
-        let tagged = oci_reference(r, None);
-        let digest = client
-            .fetch_manifest_digest(&tagged, auth)
-            .await
-            .map_err(classify_error)?;
+        let tag = r.tag.as_deref().unwrap_or("latest");
+        let digest = Repo::new(r, auth).manifest_digest(tag).await?;
         tracing::debug!(image = %r, %digest, "resolved");
-        self.finish(client, r, auth, digest).await
+        self.finish(r, auth, digest).await
     }
 
     /// The lookup of a service with an update policy: the candidates (the track's versions
@@ -677,10 +580,9 @@ impl Resolver {
     /// else the tag as written.
     async fn lookup_policy(
         &self,
-        client: &Client,
         ask: &Ask,
         policy: &UpdatePolicy,
-        auth: &RegistryAuth,
+        auth: &Auth,
     ) -> Result<Lookup, (ErrorKind, String)> {
         self.counters.lookups.fetch_add(1, Ordering::Relaxed);
         let r = &ask.image;
@@ -688,7 +590,7 @@ impl Resolver {
         let tags = match &policy.track {
             Some(t) => {
                 self.counters.tag_lists.fetch_add(1, Ordering::Relaxed);
-                let tags = tags::list_tags(client, r, auth).await?;
+                let tags = tags::list_tags(&Repo::new(r, auth)).await?;
                 let order = crate::track::offer_order(policy, &written, &tags);
                 if order.is_empty() {
                     return Err((
@@ -711,9 +613,9 @@ impl Resolver {
         for tag in &tags {
             let probe = if policy.cooldown.is_some() {
                 self.counters.configs.fetch_add(1, Ordering::Relaxed);
-                tags::probe(client, r, tag, auth).await?
+                tags::probe(&Repo::new(r, auth), &self.opts.platform, tag).await?
             } else {
-                let d = self.head(client, r, tag, auth).await?;
+                let d = self.head(r, tag, auth).await?;
                 crate::track::Probe {
                     tag: tag.clone(),
                     digest: d,
@@ -733,7 +635,7 @@ impl Resolver {
                 // Nothing older is known: the tag the compose file names is taken as written.
                 let d = match held_back.iter().find(|h| h.tag == written) {
                     Some(h) => h.digest.clone(),
-                    None => self.head(client, r, &written, auth).await?,
+                    None => self.head(r, &written, auth).await?,
                 };
                 held_back.retain(|h| h.tag != written);
                 (written.clone(), d)
@@ -741,7 +643,7 @@ impl Resolver {
         };
         let mut tagged = r.clone();
         tagged.tag = Some(tag.clone());
-        let mut found = self.finish(client, &tagged, auth, digest).await?;
+        let mut found = self.finish(&tagged, auth, digest).await?;
         found.tag = Some(tag);
         found.held_back = held_back;
         Ok(found)
@@ -750,27 +652,20 @@ impl Resolver {
     /// HEAD of `tag` in `r`'s repository: the digest it points to now.
     async fn head(
         &self,
-        client: &Client,
         r: &ImageRef,
         tag: &str,
-        auth: &RegistryAuth,
+        auth: &Auth,
     ) -> Result<String, (ErrorKind, String)> {
         self.counters.heads.fetch_add(1, Ordering::Relaxed);
-        let mut tagged = r.clone();
-        tagged.tag = Some(tag.to_string());
-        client
-            .fetch_manifest_digest(&oci_reference(&tagged, None), auth)
-            .await
-            .map_err(classify_error)
+        Repo::new(r, auth).manifest_digest(tag).await
     }
 
     /// The lookup of a digest found for `r`: what the lock knows of it, and the per-platform
     /// manifest when that is wanted and not known.
     async fn finish(
         &self,
-        client: &Client,
         r: &ImageRef,
-        auth: &RegistryAuth,
+        auth: &Auth,
         digest: String,
     ) -> Result<Lookup, (ErrorKind, String)> {
         let mut found = Lookup {
@@ -787,11 +682,7 @@ impl Resolver {
         }
         if self.opts.platform_manifests && found.platform_digest.is_none() {
             self.counters.gets.fetch_add(1, Ordering::Relaxed);
-            let by_digest = oci_reference(r, Some(&digest));
-            let (body, _) = client
-                .pull_manifest_raw(&by_digest, auth, &platform::ACCEPTED_MEDIA_TYPES)
-                .await
-                .map_err(classify_error)?;
+            let body = Repo::new(r, auth).manifest(&digest).await?.body;
             match platform::classify(&body, &self.opts.platform)
                 .map_err(|e| (ErrorKind::Malformed, e))?
             {
@@ -843,69 +734,10 @@ fn timeout_text(t: Duration) -> String {
     format!("{} s", t.as_secs_f32())
 }
 
-fn oci_reference(r: &ImageRef, digest: Option<&str>) -> Reference {
-    match digest {
-        Some(d) => Reference::with_digest(r.registry.clone(), r.path.clone(), d.to_string()),
-        None => Reference::with_tag(
-            r.registry.clone(),
-            r.path.clone(),
-            r.tag.clone().unwrap_or_else(|| "latest".into()),
-        ),
-    }
-}
-
 /// rustls needs a process-wide crypto provider; ring builds without cmake. Installing twice is
 /// harmless (the second attempt is refused and ignored).
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// Sorts oci-client's errors into what the user can act on.
-fn classify_error(e: OciDistributionError) -> (ErrorKind, String) {
-    use OciDistributionError as E;
-    let kind = match &e {
-        E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => ErrorKind::Unauthorized,
-        E::RegistryError { envelope, .. } => {
-            let codes: Vec<String> = envelope
-                .errors
-                .iter()
-                .filter_map(|x| serde_json::to_value(&x.code).ok())
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect();
-            if codes
-                .iter()
-                .any(|c| c == "MANIFEST_UNKNOWN" || c == "NAME_UNKNOWN" || c == "TAG_INVALID")
-            {
-                ErrorKind::NotFound
-            } else if codes.iter().any(|c| c == "UNAUTHORIZED" || c == "DENIED") {
-                ErrorKind::Unauthorized
-            } else if codes
-                .iter()
-                .any(|c| c == "MANIFEST_INVALID" || c == "DIGEST_INVALID")
-            {
-                ErrorKind::Malformed
-            } else {
-                ErrorKind::Other
-            }
-        }
-        E::ServerError {
-            code: 401 | 403, ..
-        } => ErrorKind::Unauthorized,
-        E::ServerError { code: 404, .. } => ErrorKind::NotFound,
-        E::RequestError(r) if r.is_timeout() => ErrorKind::Timeout,
-        E::RequestError(r) if r.is_connect() || r.is_request() => ErrorKind::Unreachable,
-        E::RequestError(_) => ErrorKind::Unreachable,
-        E::DigestError(_)
-        | E::ManifestParsingError(_)
-        | E::VersionedParsingError(_)
-        | E::UnsupportedMediaTypeError(_)
-        | E::UnsupportedSchemaVersionError(_)
-        | E::SpecViolationError(_)
-        | E::ManifestEncodingError(_)
-        | E::JsonError(_) => ErrorKind::Malformed,
-        _ => ErrorKind::Other,
-    };
-    (kind, error_chain(&e))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -928,32 +760,6 @@ mod tests {
 
     const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
-
-    #[test]
-    fn one_registry_client_per_configuration() {
-        let t = Duration::from_secs(15);
-        let local = ImageRef::parse("127.0.0.1:5000/app:v1").unwrap();
-        let local2 = ImageRef::parse("127.0.0.1:5000/other:v2").unwrap();
-        let hub = ImageRef::parse("nginx:1.27").unwrap();
-        let a = ClientKey::of(&[&local], t);
-        assert!(a.loopback_only);
-        assert_eq!(a.plain_http, vec!["127.0.0.1:5000".to_string()]);
-        // Another image of the same registry: the same client.
-        assert!(Arc::ptr_eq(
-            &ClientKey::cell(&a),
-            &ClientKey::cell(&ClientKey::of(&[&local2], t))
-        ));
-        // A TLS registry besides it, or another timeout: another client.
-        let mixed = ClientKey::of(&[&local, &hub], t);
-        assert!(!mixed.loopback_only);
-        assert_eq!(mixed.plain_http, a.plain_http);
-        assert!(!Arc::ptr_eq(&ClientKey::cell(&a), &ClientKey::cell(&mixed)));
-        let slower = ClientKey::of(&[&local], t * 2);
-        assert!(!Arc::ptr_eq(
-            &ClientKey::cell(&a),
-            &ClientKey::cell(&slower)
-        ));
-    }
 
     #[test]
     fn repo_digests_are_matched_by_normalised_repository() {

@@ -2,10 +2,10 @@
 //! repository, and a tag's digest with its image config's `created` time.
 
 use chrono::{DateTime, Utc};
-use oci_client::secrets::RegistryAuth;
-use oci_client::Client;
 
-use super::{classify_error, oci_reference, ErrorKind, ImageRef};
+use super::platform::{self, ManifestKind, Platform};
+use super::registry::Repo;
+use super::ErrorKind;
 use crate::track::Probe;
 
 /// Tags asked for per page. The distribution registry caps a page at 100 by default and then
@@ -14,24 +14,16 @@ use crate::track::Probe;
 const PAGE: usize = 100;
 
 /// Every tag of `r`'s repository.
-pub(crate) async fn list_tags(
-    client: &Client,
-    r: &ImageRef,
-    auth: &RegistryAuth,
-) -> Result<Vec<String>, (ErrorKind, String)> {
-    let reference = oci_reference(r, None);
+pub(crate) async fn list_tags(repo: &Repo<'_>) -> Result<Vec<String>, (ErrorKind, String)> {
     let mut all: Vec<String> = Vec::new();
     let mut last: Option<String> = None;
     loop {
-        let page = client
-            .list_tags(&reference, auth, Some(PAGE), last.as_deref())
-            .await
-            .map_err(classify_error)?;
-        let next = page.tags.last().cloned();
-        if page.tags.is_empty() || next == last {
+        let page = repo.tags_page(PAGE, last.as_deref()).await?;
+        let next = page.last().cloned();
+        if page.is_empty() || next == last {
             break;
         }
-        all.extend(page.tags);
+        all.extend(page);
         last = next;
         // A registry that ignores `last` would repeat the first page forever.
         if all.len() > 100_000 {
@@ -47,24 +39,36 @@ pub(crate) async fn list_tags(
 /// index) and its config blob. `digest` is what a HEAD of the tag would give (the index digest
 /// for a multi-platform image).
 pub(crate) async fn probe(
-    client: &Client,
-    r: &ImageRef,
+    repo: &Repo<'_>,
+    platform: &Platform,
     tag: &str,
-    auth: &RegistryAuth,
 ) -> Result<Probe, (ErrorKind, String)> {
-    let mut tagged = r.clone();
-    tagged.tag = Some(tag.to_string());
-    tagged.digest = None;
-    let reference = oci_reference(&tagged, None);
-    let (_, manifest_digest, config, list_digest) = client
-        .pull_manifest_and_config_and_list_digest(&reference, auth)
-        .await
-        .map_err(classify_error)?;
+    let tagged = repo.manifest(tag).await?;
+    let image =
+        match platform::classify(&tagged.body, platform).map_err(|e| (ErrorKind::Malformed, e))? {
+            ManifestKind::Image => tagged.body,
+            ManifestKind::Index { platform_digest } => repo.manifest(&platform_digest).await?.body,
+        };
+    let config = config_digest(&image).ok_or_else(|| {
+        (
+            ErrorKind::Malformed,
+            format!("the manifest of tag {tag} names no config"),
+        )
+    })?;
+    let config = repo.blob(&config).await?;
     Ok(Probe {
         tag: tag.to_string(),
-        digest: list_digest.unwrap_or(manifest_digest),
-        created: created_of(&config),
+        digest: tagged.digest,
+        created: created_of(&String::from_utf8_lossy(&config)),
     })
+}
+
+/// The digest of an image manifest's config blob.
+fn config_digest(manifest: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(manifest).ok()?;
+    let d = v.get("config")?.get("digest")?.as_str()?;
+    super::reference::check_digest(d).ok()?;
+    Some(d.to_string())
 }
 
 /// The `created` field of an image config (OCI and Docker both write RFC 3339).
@@ -95,5 +99,15 @@ mod tests {
         );
         assert_eq!(created_of(r#"{"os":"linux"}"#), None);
         assert_eq!(created_of("not json"), None);
+    }
+
+    #[test]
+    fn the_config_digest_is_read_from_an_image_manifest() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        let m =
+            format!(r#"{{"schemaVersion":2,"config":{{"digest":"{d}","size":1}},"layers":[]}}"#);
+        assert_eq!(config_digest(m.as_bytes()), Some(d));
+        assert_eq!(config_digest(br#"{"config":{"digest":"md5:x"}}"#), None);
+        assert_eq!(config_digest(b"{}"), None);
     }
 }
