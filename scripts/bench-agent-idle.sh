@@ -66,12 +66,15 @@ t1=$(ticks)
 hz=$(getconf CLK_TCK)
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$AGENT/status")
 hwm=$(awk '/VmHWM/ {print $2}' "/proc/$AGENT/status")
-python3 - "$STACKS" "$SECS" "$rss" "$hwm" "$t0" "$t1" "$hz" <<'PY'
+anon=$(awk '/RssAnon/ {print $2}' "/proc/$AGENT/status")
+file=$(awk '/RssFile/ {print $2}' "/proc/$AGENT/status")
+threads=$(awk '/Threads/ {print $2}' "/proc/$AGENT/status")
+python3 - "$STACKS" "$SECS" "$rss" "$hwm" "$t0" "$t1" "$hz" "$anon" "$file" "$threads" <<'PY'
 import sys
-stacks, secs, rss, hwm, t0, t1, hz = sys.argv[1:]
+stacks, secs, rss, hwm, t0, t1, hz, anon, file, threads = sys.argv[1:]
 cpu = (int(t1) - int(t0)) / int(hz)
 print(f"agent idle, {stacks} stacks, {secs} s window (git-pull 30s, check-images 1h):")
-print(f"  RSS now   {int(rss)/1024:6.1f} MiB")
+print(f"  RSS now   {int(rss)/1024:6.1f} MiB ({int(anon)/1024:.1f} heap and stacks, {int(file)/1024:.1f} the binary's pages; {threads} threads)")
 print(f"  RSS peak  {int(hwm)/1024:6.1f} MiB (includes the first reconciles)")
 print(f"  CPU       {cpu:6.2f} s ({cpu/int(secs)*100:.2f} % of one core)")
 PY

@@ -23,9 +23,10 @@ pub(crate) fn run(global: &Global, a: &ApplyArgs) -> Result<i32> {
     if let Some(file) = a.common.path.as_ref().filter(|p| p.is_file()) {
         return run_saved(global, a, file);
     }
+    let early = common::connect_early(global)?;
     let project = common::load(global, a.common.path.as_ref())?;
     let req = super::plan::request(&a.common, PullMode::Policy, true);
-    converge_and_report(global, a, project, req, None)
+    converge_and_report(global, a, early, project, req, None)
 }
 
 /// `apply FILE`: the saved plan's project, loaded again as it was, planned again against the
@@ -52,6 +53,7 @@ fn run_saved(global: &Global, a: &ApplyArgs, file: &Path) -> Result<i32> {
             given.join(", ")
         );
     }
+    let early = common::connect_early(global)?;
     let saved = SavedPlan::read(file)?;
     let loaded = composeops::load::load(&saved.inputs.load_options())?;
     common::warn_all(&loaded.warnings);
@@ -63,21 +65,22 @@ fn run_saved(global: &Global, a: &ApplyArgs, file: &Path) -> Result<i32> {
         lock_held: true,
         digests: Default::default(),
     };
-    converge_and_report(global, a, loaded.project, req, Some(&saved))
+    converge_and_report(global, a, early, loaded.project, req, Some(&saved))
 }
 
 /// Locks, plans, checks a saved plan still holds, applies, and prints the report.
 fn converge_and_report(
     global: &Global,
     a: &ApplyArgs,
+    (rt, connecting): (common::Background, common::Connecting),
     project: Project,
     req: PlanRequest,
     saved: Option<&SavedPlan>,
 ) -> Result<i32> {
     let dir = common::state_dir(a.common.state_dir.as_ref());
-    let (plan, report, cleaned) = common::runtime()?.block_on(async {
+    let (plan, report, cleaned) = rt.block_on(async {
         let resolving = converge::start_resolving(&dir, &project, &req);
-        let engine = converge::connect(&global.engine()).await?;
+        let engine = common::engine(connecting).await?;
         let _lock = converge::lock(&engine, &dir, &project.name, a.lock_timeout).await?;
         let planned = converge::plan_resolving(&engine, &dir, project, &req, resolving).await?;
         if let Some(s) = saved {

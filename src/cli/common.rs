@@ -37,6 +37,50 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// The engine connection, under way (see [`connect_early`]).
+pub(crate) type Connecting =
+    tokio::task::JoinHandle<composeops::error::Result<composeops::engine::Engine>>;
+
+/// The runtime, with the engine connection started on it, so that it runs while the caller
+/// loads the project on this thread: the connection (a version ping) is read-only and costs
+/// about as much as the load, so neither waits for the other. A load error is still what the
+/// user sees: [`engine`] is awaited only once the project loaded.
+pub(crate) fn connect_early(global: &Global) -> Result<(Background, Connecting)> {
+    let rt = runtime()?;
+    let flags = global.engine();
+    let connecting = rt.spawn(async move { composeops::converge::connect(&flags).await });
+    Ok((Background(Some(rt)), connecting))
+}
+
+/// A runtime that, when dropped, does not wait for its threads: after a load error, a ping
+/// to an engine that does not answer must not hold the error back for its timeout.
+pub(crate) struct Background(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for Background {
+    type Target = tokio::runtime::Runtime;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("runtime present until dropped")
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// The engine [`connect_early`] connected to.
+pub(crate) async fn engine(
+    connecting: Connecting,
+) -> composeops::error::Result<composeops::engine::Engine> {
+    use composeops::error::{Error, ErrorKind};
+    connecting
+        .await
+        .map_err(Error::of(ErrorKind::EngineUnavailable))?
+}
+
 /// Who reads stderr.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Logs {

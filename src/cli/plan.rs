@@ -37,7 +37,9 @@ pub(crate) fn run(global: &Global, a: &PlanArgs) -> Result<i32> {
     if let Some(name) = &a.node {
         return fleet_share(a, name);
     }
-    // Load first: bad input is an error before the engine is even contacted.
+    // Bad input is the error the user sees, whatever the engine says: the engine is only
+    // pinged (read-only) while the project loads.
+    let (rt, connecting) = common::connect_early(global)?;
     let project = common::load(global, a.common.path.as_ref())?;
     let inputs = a.out.as_ref().map(|_| {
         let opts = global.load_options(a.common.path.as_ref());
@@ -45,9 +47,9 @@ pub(crate) fn run(global: &Global, a: &PlanArgs) -> Result<i32> {
     });
     let dir = common::state_dir(a.common.state_dir.as_ref());
     let req = request(&a.common, PullMode::Never, false);
-    let planned = common::runtime()?.block_on(async {
+    let planned = rt.block_on(async {
         let resolving = converge::start_resolving(&dir, &project, &req);
-        let engine = converge::connect(&global.engine()).await?;
+        let engine = common::engine(connecting).await?;
         let p = converge::plan_resolving(&engine, &dir, project, &req, resolving).await;
         tracing::debug!(api_calls = engine.calls(), "engine API calls");
         p
