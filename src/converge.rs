@@ -212,24 +212,7 @@ pub async fn plan_resolving(
     // spare desired_images the inspect of a desired image that already runs.
     let mut observed = observe_project(engine, &project.name).await?;
     tracing::debug!(containers = observed.containers.len(), "observed");
-    let pinned = match (&req.source, resolving.0) {
-        (ImageSource::Saved(digests), _) => Some(digests.as_ref().clone()),
-        (ImageSource::Locked, _) => {
-            let lock = crate::lock::read_for_locked(&project)
-                .map_err(Error::of(ErrorKind::InvalidInput))?;
-            Some(
-                crate::lock::locked_images(&project, &lock)
-                    .map_err(Error::of(ErrorKind::InvalidInput))?,
-            )
-        }
-        (ImageSource::Registry, Some(task)) => {
-            let (found, w) = task.await.map_err(Error::of(ErrorKind::Engine))?;
-            warnings.extend(w);
-            crate::apply::pause_at("resolved").await;
-            Some(found)
-        }
-        _ => None,
-    };
+    let pinned = digests_to_deploy(&project, req, resolving, &mut warnings).await?;
     let pull = desired_images(
         engine,
         &project,
@@ -269,6 +252,34 @@ pub async fn plan_resolving(
         observed,
         plan,
         digests: pinned.unwrap_or_default(),
+    })
+}
+
+/// The digests to deploy: the saved plan's, the lock's, or what the registry lookups under
+/// way found (their warnings added to `warnings`); `None` for local images (`--offline`).
+async fn digests_to_deploy(
+    project: &Project,
+    req: &PlanRequest,
+    resolving: Resolving,
+    warnings: &mut Vec<String>,
+) -> Result<Option<IndexMap<String, ResolvedImage>>> {
+    Ok(match (&req.source, resolving.0) {
+        (ImageSource::Saved(digests), _) => Some(digests.as_ref().clone()),
+        (ImageSource::Locked, _) => {
+            let lock = crate::lock::read_for_locked(project)
+                .map_err(Error::of(ErrorKind::InvalidInput))?;
+            Some(
+                crate::lock::locked_images(project, &lock)
+                    .map_err(Error::of(ErrorKind::InvalidInput))?,
+            )
+        }
+        (ImageSource::Registry, Some(task)) => {
+            let (found, w) = task.await.map_err(Error::of(ErrorKind::Engine))?;
+            warnings.extend(w);
+            crate::apply::pause_at("resolved").await;
+            Some(found)
+        }
+        _ => None,
     })
 }
 

@@ -194,6 +194,31 @@ pub async fn observe(engine: &Engine, project: &str) -> Result<Observed> {
     };
     let mut to_inspect = Vec::new();
     for c in list {
+        let oc = ObservedContainer::from_summary(c);
+        if oc.spec.is_none() && !oc.oneoff {
+            to_inspect.push(o.containers.len());
+        }
+        o.containers.push(oc);
+    }
+    inspect_unlabelled(engine, &mut o.containers, &to_inspect).await?;
+    let ids: BTreeSet<String> = o
+        .containers
+        .iter()
+        .map(|c| c.image_id.clone())
+        .filter(|i| !i.is_empty())
+        .collect();
+    for (id, img) in inspect_images(engine, ids.into_iter().collect()).await? {
+        if let Some(img) = img {
+            o.images.insert(id, img);
+        }
+    }
+    Ok(o)
+}
+
+impl ObservedContainer {
+    /// What the container list says of a container (its spec and shares from composeops'
+    /// labels; a container without them is inspected by [`inspect_unlabelled`]).
+    fn from_summary(c: bollard::models::ContainerSummary) -> ObservedContainer {
         let labels: BTreeMap<String, String> =
             c.labels.clone().unwrap_or_default().into_iter().collect();
         let status = c.status.clone().unwrap_or_default();
@@ -254,22 +279,28 @@ pub async fn observe(engine: &Engine, project: &str) -> Result<Observed> {
                 }
             }
         }
-        if oc.spec.is_none() && !oc.oneoff {
-            to_inspect.push(o.containers.len());
-        }
-        o.containers.push(oc);
+        oc
     }
+}
+
+/// Containers without composeops' spec label (created by Compose or by hand): their spec,
+/// shares and health read back from an inspect, all at once.
+async fn inspect_unlabelled(
+    engine: &Engine,
+    containers: &mut [ObservedContainer],
+    which: &[usize],
+) -> Result<()> {
     // Containers without composeops' spec: read their spec back from inspect.
     let inspections = futures_util::future::join_all(
-        to_inspect
+        which
             .iter()
-            .map(|&i| engine.call().inspect_container(&o.containers[i].id, None)),
+            .map(|&i| engine.call().inspect_container(&containers[i].id, None)),
     )
     .await;
-    for (&i, r) in to_inspect.iter().zip(inspections) {
+    for (&i, r) in which.iter().zip(inspections) {
         match r {
             Ok(ins) => {
-                let c = &mut o.containers[i];
+                let c = &mut containers[i];
                 c.spec = Some(Spec::from_container(
                     &ins,
                     ins.config.as_ref().and_then(|c| c.image.as_deref()),
@@ -290,18 +321,7 @@ pub async fn observe(engine: &Engine, project: &str) -> Result<Observed> {
             Err(e) => return Err(e).context("cannot inspect container"),
         }
     }
-    let ids: BTreeSet<String> = o
-        .containers
-        .iter()
-        .map(|c| c.image_id.clone())
-        .filter(|i| !i.is_empty())
-        .collect();
-    for (id, img) in inspect_images(engine, ids.into_iter().collect()).await? {
-        if let Some(img) = img {
-            o.images.insert(id, img);
-        }
-    }
-    Ok(o)
+    Ok(())
 }
 
 /// Inspects each image (id or reference); `None` for images the engine does not have.

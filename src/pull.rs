@@ -51,90 +51,15 @@ pub async fn desired_images(
     observed: &BTreeMap<String, ObservedImage>,
     warnings: &mut Vec<String>,
 ) -> Result<Images> {
-    // The strictest policy per reference wins (always > missing > never/build).
-    let mut refs: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
-    let mut run_from = BTreeMap::new();
-    // Pulled by a digest the tag was just resolved to: tag it locally as the tag, as
-    // `docker pull NAME:TAG` would, so Compose and `--offline` find it under its name.
-    let mut tag_as: BTreeMap<String, String> = BTreeMap::new();
     // Built images first: a failed build stops the run before any pull or container change.
     let built =
         crate::build::build_images(engine, project, mode == PullMode::Policy, warnings).await?;
-    for (name, svc) in &project.services {
-        if built.images.contains_key(name) {
-            continue;
-        }
-        let mut reference = crate::spec::image_reference(project, name);
-        let mut policy = svc.pull_policy.clone().unwrap_or_else(|| "missing".into());
-        if let Some(r) = locked.and_then(|l| l.get(name)) {
-            // Pinned by digest: pulling again cannot change it, so `always` is `missing`.
-            let written = reference.clone();
-            reference = r.pull_reference();
-            run_from.insert(name.clone(), reference.clone());
-            if r.source == crate::resolve::Source::Registry && !written.contains('@') {
-                // A tag moved by `x-composeops.track` is tagged as what it is (`app:1.2.1`),
-                // never as the tag written (`app:1.2.0`).
-                let name = if r.moved_tag().is_some() {
-                    r.local_name()
-                } else {
-                    written
-                };
-                tag_as.insert(reference.clone(), name);
-            }
-            if policy == "always" {
-                policy = "missing".into();
-            }
-        }
-        let e = refs
-            .entry(reference)
-            .or_insert((policy.clone(), Vec::new()));
-        if policy == "always" {
-            e.0 = policy;
-        }
-        e.1.push(name.clone());
-    }
-    let engine_err = Error::of::<anyhow::Error>(ErrorKind::EngineUnavailable);
-    let mut present = Vec::new();
-    let mut to_inspect = Vec::new();
-    for r in refs.keys() {
-        match observed.values().find(|i| i.named_by(r)) {
-            Some(i) => present.push((r.clone(), Some(i.clone()))),
-            None => to_inspect.push(r.clone()),
-        }
-    }
-    if !to_inspect.is_empty() {
-        let inspected = inspect_images(engine, to_inspect)
-            .await
-            .map_err(&engine_err)?;
-        present.extend(inspected);
-    }
+    let wanted = Wanted::of(project, &built.images, locked);
     let mut local: BTreeMap<String, ObservedImage> = built.local;
-    let mut ids: BTreeMap<String, Option<String>> = BTreeMap::new();
-    for (r, i) in present {
-        ids.insert(r, i.as_ref().map(|i| i.id.clone()));
-        if let Some(i) = i {
-            local.insert(i.id.clone(), i);
-        }
-    }
-    for (reference, (policy, services)) in &refs {
+    let mut ids = present(engine, wanted.refs.keys(), observed, &mut local).await?;
+    for (reference, (policy, services)) in &wanted.refs {
         let have = ids.get(reference).cloned().flatten();
-        let want_pull = match (mode, policy.as_str()) {
-            (PullMode::Never, _) => false,
-            (_, "always") => true,
-            (_, "never") | (_, "build") => {
-                if have.is_none() {
-                    return Err(Error::InvalidInput(format!(
-                        "image {reference} (service {}) is not present locally and pull_policy is {policy}: \
-                         {}",
-                        services.join(", "),
-                        if policy == "build" { "add a build: section or build it first" } else { "pull it first" }
-                    )));
-                }
-                false
-            }
-            // missing, if_not_present, daily, weekly, every_*: pull only when absent.
-            _ => have.is_none(),
-        };
+        let want_pull = wants_pull(mode, policy, have.is_some(), reference, services)?;
         if mode == PullMode::Never && have.is_none() {
             warnings.push(format!(
                 "image {reference} is not present locally: apply will pull it"
@@ -145,26 +70,11 @@ pub async fn desired_images(
         }
         match pull(engine, reference).await {
             Ok(()) => {
-                let img = inspect_images(engine, vec![reference.clone()])
-                    .await
-                    .map_err(&engine_err)?
-                    .pop()
-                    .and_then(|x| x.1);
+                let img =
+                    after_pull(engine, reference, wanted.tag_as.get(reference), warnings).await?;
                 ids.insert(reference.clone(), img.as_ref().map(|i| i.id.clone()));
                 if let Some(i) = img {
                     local.insert(i.id.clone(), i);
-                }
-                let written = tag_as
-                    .get(reference)
-                    .and_then(|w| crate::resolve::ImageRef::parse(w).ok().map(|r| (w, r)));
-                if let Some((written, r)) = written {
-                    let opts = bollard::query_parameters::TagImageOptionsBuilder::default()
-                        .repo(&r.familiar_repository())
-                        .tag(r.tag.as_deref().unwrap_or("latest"))
-                        .build();
-                    if let Err(e) = engine.call().tag_image(reference, Some(opts)).await {
-                        warnings.push(format!("cannot tag {reference} as {written}: {e}"));
-                    }
                 }
             }
             Err(e) if have.is_some() => {
@@ -180,6 +90,7 @@ pub async fn desired_images(
             }
         }
     }
+    let run_from = wanted.run_from;
     let images = project
         .services
         .keys()
@@ -207,5 +118,157 @@ pub async fn desired_images(
         images,
         run_from,
         local,
+    })
+}
+
+/// The references to make present, each with the strictest pull_policy of the services that
+/// use it (always > missing > never/build) and those services; the reference each service is
+/// created from when it is not the one written (`repository@digest`); and the local name an
+/// image pulled by digest is tagged as.
+struct Wanted {
+    refs: BTreeMap<String, (String, Vec<String>)>,
+    run_from: BTreeMap<String, String>,
+    /// Pulled by a digest the tag was just resolved to: tagged locally as the tag, as
+    /// `docker pull NAME:TAG` would, so Compose and `--offline` find it under its name.
+    tag_as: BTreeMap<String, String>,
+}
+
+impl Wanted {
+    fn of(
+        project: &Project,
+        built: &BTreeMap<String, DesiredImage>,
+        locked: Option<&IndexMap<String, ResolvedImage>>,
+    ) -> Wanted {
+        let mut w = Wanted {
+            refs: BTreeMap::new(),
+            run_from: BTreeMap::new(),
+            tag_as: BTreeMap::new(),
+        };
+        for (name, svc) in &project.services {
+            if built.contains_key(name) {
+                continue;
+            }
+            let mut reference = crate::spec::image_reference(project, name);
+            let mut policy = svc.pull_policy.clone().unwrap_or_else(|| "missing".into());
+            if let Some(r) = locked.and_then(|l| l.get(name)) {
+                // Pinned by digest: pulling again cannot change it, so `always` is `missing`.
+                let written = reference.clone();
+                reference = r.pull_reference();
+                w.run_from.insert(name.clone(), reference.clone());
+                if r.source == crate::resolve::Source::Registry && !written.contains('@') {
+                    // A tag moved by `x-composeops.track` is tagged as what it is
+                    // (`app:1.2.1`), never as the tag written (`app:1.2.0`).
+                    let name = if r.moved_tag().is_some() {
+                        r.local_name()
+                    } else {
+                        written
+                    };
+                    w.tag_as.insert(reference.clone(), name);
+                }
+                if policy == "always" {
+                    policy = "missing".into();
+                }
+            }
+            let e = w
+                .refs
+                .entry(reference)
+                .or_insert((policy.clone(), Vec::new()));
+            if policy == "always" {
+                e.0 = policy;
+            }
+            e.1.push(name.clone());
+        }
+        w
+    }
+}
+
+/// The local image id of each reference (`None`: not present), taken from the observed images
+/// of running containers when one of them is named by it, else inspected (all at once); the
+/// images found are added to `local`.
+async fn present(
+    engine: &Engine,
+    refs: impl Iterator<Item = &String>,
+    observed: &BTreeMap<String, ObservedImage>,
+    local: &mut BTreeMap<String, ObservedImage>,
+) -> Result<BTreeMap<String, Option<String>>> {
+    let mut found = Vec::new();
+    let mut to_inspect = Vec::new();
+    for r in refs {
+        match observed.values().find(|i| i.named_by(r)) {
+            Some(i) => found.push((r.clone(), Some(i.clone()))),
+            None => to_inspect.push(r.clone()),
+        }
+    }
+    if !to_inspect.is_empty() {
+        let inspected = inspect_images(engine, to_inspect)
+            .await
+            .map_err(Error::of(ErrorKind::EngineUnavailable))?;
+        found.extend(inspected);
+    }
+    let mut ids = BTreeMap::new();
+    for (r, i) in found {
+        ids.insert(r, i.as_ref().map(|i| i.id.clone()));
+        if let Some(i) = i {
+            local.insert(i.id.clone(), i);
+        }
+    }
+    Ok(ids)
+}
+
+/// The image just pulled as `reference`, inspected, and tagged as `tag_as` when it was pulled
+/// by digest (a failed tag is a warning: the image is there).
+async fn after_pull(
+    engine: &Engine,
+    reference: &str,
+    tag_as: Option<&String>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<ObservedImage>> {
+    let img = inspect_images(engine, vec![reference.to_string()])
+        .await
+        .map_err(Error::of(ErrorKind::EngineUnavailable))?
+        .pop()
+        .and_then(|x| x.1);
+    let parsed = tag_as.and_then(|w| crate::resolve::ImageRef::parse(w).ok().map(|r| (w, r)));
+    if let Some((written, r)) = parsed {
+        let opts = bollard::query_parameters::TagImageOptionsBuilder::default()
+            .repo(&r.familiar_repository())
+            .tag(r.tag.as_deref().unwrap_or("latest"))
+            .build();
+        if let Err(e) = engine.call().tag_image(reference, Some(opts)).await {
+            warnings.push(format!("cannot tag {reference} as {written}: {e}"));
+        }
+    }
+    Ok(img)
+}
+
+/// Whether `reference` is pulled, as its pull_policy says, for `mode`; an image that must be
+/// present and may not be pulled (`never`, `build`) is invalid input.
+fn wants_pull(
+    mode: PullMode,
+    policy: &str,
+    have: bool,
+    reference: &str,
+    services: &[String],
+) -> Result<bool> {
+    Ok(match (mode, policy) {
+        (PullMode::Never, _) => false,
+        (_, "always") => true,
+        (_, "never") | (_, "build") => {
+            if !have {
+                let fix = if policy == "build" {
+                    "add a build: section or build it first"
+                } else {
+                    "pull it first"
+                };
+                return Err(Error::InvalidInput(format!(
+                    "image {reference} (service {}) is not present locally and pull_policy is \
+                     {policy}: {fix}",
+                    services.join(", "),
+                )));
+            }
+            false
+        }
+        // missing, if_not_present, daily, weekly, every_*: pull only when absent.
+        _ => !have,
     })
 }
