@@ -25,7 +25,7 @@ use crate::engine::{Engine, EngineFlags};
 use crate::error::{Error, ErrorKind, Result};
 use crate::journal::{Journal, ProjectLock};
 use crate::model::Project;
-use crate::observe::{observe, Observed};
+use crate::observe::{observe_expecting, Observed};
 use crate::plan::{self, Desired, Plan, PlanOptions};
 use crate::pull::{desired_images, PullMode};
 use crate::resolve::{registry_image, ResolveOptions, ResolvedImage, Resolver, Wanted};
@@ -210,7 +210,7 @@ pub async fn plan_resolving(
     .await?;
     // While the registry answers, observe: the running containers' images, inspected here,
     // spare desired_images the inspect of a desired image that already runs.
-    let mut observed = observe_project(engine, &project.name).await?;
+    let mut observed = observe_project(engine, &project).await?;
     tracing::debug!(containers = observed.containers.len(), "observed");
     let pinned = digests_to_deploy(&project, req, resolving, &mut warnings).await?;
     let pull = desired_images(
@@ -310,8 +310,15 @@ fn note_tag_moves(plan: &mut Plan, found: &IndexMap<String, ResolvedImage>, stat
     }
 }
 
-async fn observe_project(engine: &Engine, name: &str) -> Result<Observed> {
-    observe(engine, name)
+/// Observes the project, with the images its services name inspected beside the lists.
+async fn observe_project(engine: &Engine, project: &Project) -> Result<Observed> {
+    let expected: std::collections::BTreeSet<String> = project
+        .services
+        .keys()
+        .map(|name| crate::spec::image_reference(project, name))
+        .collect();
+    let expected: Vec<String> = expected.into_iter().collect();
+    observe_expecting(engine, &project.name, &expected)
         .await
         .map_err(Error::of(ErrorKind::EngineUnavailable))
 }

@@ -158,6 +158,17 @@ fn project_filter(project: &str) -> HashMap<String, Vec<String>> {
 /// (each distinct image once; their tags and repo digests then spare
 /// [`crate::pull::desired_images`] an inspect of a desired image that already runs).
 pub async fn observe(engine: &Engine, project: &str) -> Result<Observed> {
+    observe_expecting(engine, project, &[]).await
+}
+
+/// [`observe`], with the images `expected` (the references the project names) inspected
+/// beside the lists rather than after them: when the containers run them, as on a no-op, no
+/// image request waits for the container list. Only the containers' images are kept.
+pub async fn observe_expecting(
+    engine: &Engine,
+    project: &str,
+    expected: &[String],
+) -> Result<Observed> {
     let filters = project_filter(project);
     let list = engine.call().list_containers(Some(
         ListContainersOptionsBuilder::default()
@@ -175,7 +186,16 @@ pub async fn observe(engine: &Engine, project: &str) -> Result<Observed> {
             .filters(&filters)
             .build(),
     ));
-    let (list, nets, vols) = futures_util::future::join3(list, nets, vols).await;
+    let early = async {
+        match expected {
+            [] => Vec::new(),
+            refs => inspect_images(engine, refs.to_vec())
+                .await
+                // Only a head start: what fails here is asked again below.
+                .unwrap_or_default(),
+        }
+    };
+    let (list, nets, vols, early) = futures_util::future::join4(list, nets, vols, early).await;
     let list = list.context("cannot list containers")?;
     let mut o = Observed {
         networks: nets
@@ -207,7 +227,16 @@ pub async fn observe(engine: &Engine, project: &str) -> Result<Observed> {
         .map(|c| c.image_id.clone())
         .filter(|i| !i.is_empty())
         .collect();
-    for (id, img) in inspect_images(engine, ids.into_iter().collect()).await? {
+    for img in early.into_iter().filter_map(|(_, i)| i) {
+        if ids.contains(&img.id) {
+            o.images.insert(img.id.clone(), img);
+        }
+    }
+    let missing: Vec<String> = ids
+        .into_iter()
+        .filter(|i| !o.images.contains_key(i))
+        .collect();
+    for (id, img) in inspect_images(engine, missing).await? {
         if let Some(img) = img {
             o.images.insert(id, img);
         }
