@@ -266,21 +266,7 @@ pub async fn lock(
     opts: &ResolveOptions,
 ) -> Result<LockOutcome, LockError> {
     let images = service_images(project);
-    if let Update::Services(names) = update {
-        for n in names {
-            if !project.services.contains_key(n) {
-                return Err(LockError::UnknownService {
-                    name: n.clone(),
-                    known: project
-                        .services
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                });
-            }
-        }
-    }
+    check_update_names(project, update)?;
     let platform = opts.platform.to_string();
     let same_platform = previous.is_some_and(|p| p.platform == platform);
     if previous.is_some() && !same_platform {
@@ -292,27 +278,7 @@ pub async fn lock(
     let old = previous.filter(|_| same_platform);
     let wanted_refs: BTreeSet<&String> = images.values().collect();
     check_policies(project, &images)?;
-    let to_resolve: IndexMap<String, Wanted> = images
-        .iter()
-        .filter(|(service, reference)| {
-            let in_lock = old.is_some_and(|l| l.images.contains_key(*reference));
-            !in_lock
-                || match update {
-                    Update::Missing => false,
-                    Update::All => true,
-                    Update::Services(names) => names.contains(service),
-                }
-        })
-        .map(|(s, r)| {
-            let entry = old.and_then(|l| l.images.get(r));
-            let w = Wanted {
-                reference: r.clone(),
-                policy: project.services[s].update.clone(),
-                current: entry.map(|e| (current_tag(e, r), e.digest.clone())),
-            };
-            (s.clone(), w)
-        })
-        .collect();
+    let to_resolve = to_resolve(project, &images, old, update);
     let mut ropts = opts.clone();
     ropts.platform_manifests = true;
     if let Some(l) = old {
@@ -346,22 +312,8 @@ pub async fn lock(
         {
             continue; // same reference used by two services
         }
-        let services = images
-            .iter()
-            .filter(|(_, i)| **i == r.reference)
-            .map(|(s, _)| s.clone())
-            .collect();
         changes.retain(|c| c.reference != r.reference);
-        let old_tag = previous_entry.and_then(|e| e.tag.clone());
-        let moved = old_tag != r.tag && previous_entry.is_some();
-        changes.push(LockChange {
-            reference: r.reference.clone(),
-            services,
-            old: previous_entry.map(|e| e.digest.clone()),
-            new: r.digest.clone(),
-            old_tag: old_tag.filter(|_| moved),
-            new_tag: r.tag.clone().filter(|_| moved),
-        });
+        changes.push(change_of(r, previous_entry, &images));
         lock.images.insert(r.reference.clone(), entry_of(r, &now));
     }
     let removed = previous
@@ -385,6 +337,80 @@ pub async fn lock(
         held_back,
         stats: resolver.stats(),
     })
+}
+
+/// `lock --update NAME…` names services of the project.
+fn check_update_names(project: &Project, update: &Update) -> Result<(), LockError> {
+    if let Update::Services(names) = update {
+        for n in names {
+            if !project.services.contains_key(n) {
+                return Err(LockError::UnknownService {
+                    name: n.clone(),
+                    known: project
+                        .services
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The services whose image is resolved: those not in the lock, and those `update` asks for,
+/// each with its policy and what the lock holds for it.
+fn to_resolve(
+    project: &Project,
+    images: &IndexMap<String, String>,
+    old: Option<&Lockfile>,
+    update: &Update,
+) -> IndexMap<String, Wanted> {
+    images
+        .iter()
+        .filter(|(service, reference)| {
+            let in_lock = old.is_some_and(|l| l.images.contains_key(*reference));
+            !in_lock
+                || match update {
+                    Update::Missing => false,
+                    Update::All => true,
+                    Update::Services(names) => names.contains(service),
+                }
+        })
+        .map(|(s, r)| {
+            let entry = old.and_then(|l| l.images.get(r));
+            let w = Wanted {
+                reference: r.clone(),
+                policy: project.services[s].update.clone(),
+                current: entry.map(|e| (current_tag(e, r), e.digest.clone())),
+            };
+            (s.clone(), w)
+        })
+        .collect()
+}
+
+/// How `r`'s entry changes from `previous_entry`, for the services that use it.
+fn change_of(
+    r: &ResolvedImage,
+    previous_entry: Option<&LockedImage>,
+    images: &IndexMap<String, String>,
+) -> LockChange {
+    let services = images
+        .iter()
+        .filter(|(_, i)| **i == r.reference)
+        .map(|(s, _)| s.clone())
+        .collect();
+    let old_tag = previous_entry.and_then(|e| e.tag.clone());
+    let moved = old_tag != r.tag && previous_entry.is_some();
+    LockChange {
+        reference: r.reference.clone(),
+        services,
+        old: previous_entry.map(|e| e.digest.clone()),
+        new: r.digest.clone(),
+        old_tag: old_tag.filter(|_| moved),
+        new_tag: r.tag.clone().filter(|_| moved),
+    }
 }
 
 /// The lock has one entry per reference: services sharing one must share its policy.

@@ -912,97 +912,26 @@ fn format_ns(ns: i64) -> String {
 
 /// The human plan. `color`: ANSI colours (on a TTY).
 pub fn render_text(plan: &Plan, color: bool) -> String {
-    let st = |s: Style| {
-        if color {
-            s.force_styling(true)
-        } else {
-            s.force_styling(false)
-        }
-    };
-    let green = st(Style::new().green());
-    let red = st(Style::new().red());
-    let yellow = st(Style::new().yellow());
-    let cyan = st(Style::new().cyan());
-    let dim = st(Style::new().dim());
-    let bold = st(Style::new().bold());
+    let p = Palette::new(color);
     let mut out = String::new();
     for w in &plan.warnings {
-        let _ = writeln!(out, "{} {w}", yellow.apply_to("warning:"));
+        let _ = writeln!(out, "{} {w}", p.yellow.apply_to("warning:"));
     }
     for n in &plan.networks {
-        let _ = writeln!(out, "{} network {} (create)", green.apply_to("+"), n.name);
+        let _ = writeln!(out, "{} network {} (create)", p.green.apply_to("+"), n.name);
     }
     for v in &plan.volumes {
-        let _ = writeln!(out, "{} volume {} (create)", green.apply_to("+"), v.name);
+        let _ = writeln!(out, "{} volume {} (create)", p.green.apply_to("+"), v.name);
     }
     for s in &plan.services {
-        let (sym, style) = match s.action {
-            ServiceAction::Create | ServiceAction::ScaleUp => ("+", &green),
-            ServiceAction::Recreate => ("~", &yellow),
-            ServiceAction::Start => (">", &cyan),
-            ServiceAction::ScaleDown => ("-", &red),
-            ServiceAction::Unchanged => ("=", &dim),
-        };
-        let action = serde_json::to_value(s.action)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        let _ = write!(
-            out,
-            "{} {} {}",
-            style.apply_to(sym),
-            bold.apply_to(&s.service),
-            style.apply_to(&action)
-        );
-        if !s.reasons.is_empty() {
-            let _ = write!(out, " ({})", s.reasons.join("; "));
-        }
-        out.push('\n');
-        if s.action != ServiceAction::Unchanged {
-            let recreates = s
-                .replicas
-                .iter()
-                .filter(|r| r.action == ReplicaAction::Recreate);
-            if let (Some(r), true) = (&s.rollout, recreates.count() > 1) {
-                let _ = writeln!(
-                    out,
-                    "    {}",
-                    dim.apply_to(format!("update: {}", r.update.describe()))
-                );
-            }
-            for r in &s.replicas {
-                if r.action != ReplicaAction::Unchanged {
-                    let a = serde_json::to_value(r.action)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default();
-                    let _ = writeln!(out, "    {} {a}", r.name);
-                }
-            }
-        }
-        if let Some(d) = &s.diff {
-            for line in d.lines() {
-                let styled = if line.starts_with("+++") || line.starts_with("---") {
-                    bold.apply_to(line).to_string()
-                } else if line.starts_with('+') {
-                    green.apply_to(line).to_string()
-                } else if line.starts_with('-') {
-                    red.apply_to(line).to_string()
-                } else if line.starts_with("@@") {
-                    cyan.apply_to(line).to_string()
-                } else {
-                    line.to_string()
-                };
-                let _ = writeln!(out, "    {styled}");
-            }
-        }
+        render_service(&mut out, s, &p);
     }
     for o in &plan.orphans {
         if o.remove {
             let _ = writeln!(
                 out,
                 "{} {} remove orphan (service {})",
-                red.apply_to("-"),
+                p.red.apply_to("-"),
                 o.name,
                 o.service
             );
@@ -1030,6 +959,100 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
         );
     }
     out
+}
+
+/// The plan's colours (plain text when `color` is false).
+struct Palette {
+    green: Style,
+    red: Style,
+    yellow: Style,
+    cyan: Style,
+    dim: Style,
+    bold: Style,
+}
+
+impl Palette {
+    fn new(color: bool) -> Palette {
+        let st = |s: Style| s.force_styling(color);
+        Palette {
+            green: st(Style::new().green()),
+            red: st(Style::new().red()),
+            yellow: st(Style::new().yellow()),
+            cyan: st(Style::new().cyan()),
+            dim: st(Style::new().dim()),
+            bold: st(Style::new().bold()),
+        }
+    }
+}
+
+/// One service of the human plan: its action and reasons, the rollout and replicas that
+/// change, and the diff.
+fn render_service(out: &mut String, s: &ServicePlan, p: &Palette) {
+    let (sym, style) = match s.action {
+        ServiceAction::Create | ServiceAction::ScaleUp => ("+", &p.green),
+        ServiceAction::Recreate => ("~", &p.yellow),
+        ServiceAction::Start => (">", &p.cyan),
+        ServiceAction::ScaleDown => ("-", &p.red),
+        ServiceAction::Unchanged => ("=", &p.dim),
+    };
+    let action = serde_json::to_value(s.action)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let _ = write!(
+        out,
+        "{} {} {}",
+        style.apply_to(sym),
+        p.bold.apply_to(&s.service),
+        style.apply_to(&action)
+    );
+    if !s.reasons.is_empty() {
+        let _ = write!(out, " ({})", s.reasons.join("; "));
+    }
+    out.push('\n');
+    if s.action != ServiceAction::Unchanged {
+        let recreates = s
+            .replicas
+            .iter()
+            .filter(|r| r.action == ReplicaAction::Recreate);
+        if let (Some(r), true) = (&s.rollout, recreates.count() > 1) {
+            let _ = writeln!(
+                out,
+                "    {}",
+                p.dim.apply_to(format!("update: {}", r.update.describe()))
+            );
+        }
+        for r in &s.replicas {
+            if r.action != ReplicaAction::Unchanged {
+                let a = serde_json::to_value(r.action)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                let _ = writeln!(out, "    {} {a}", r.name);
+            }
+        }
+    }
+    if let Some(d) = &s.diff {
+        render_diff(out, d, p);
+    }
+}
+
+/// A unified diff, indented, its headers, hunks, additions and removals coloured.
+fn render_diff(out: &mut String, d: &str, p: &Palette) {
+    for line in d.lines() {
+        let styled = if line.starts_with("+++") || line.starts_with("---") {
+            p.bold.apply_to(line).to_string()
+        } else if line.starts_with('+') {
+            p.green.apply_to(line).to_string()
+        } else if line.starts_with('-') {
+            p.red.apply_to(line).to_string()
+        } else if line.starts_with("@@") {
+            p.cyan.apply_to(line).to_string()
+        } else {
+            line.to_string()
+        };
+        let _ = writeln!(out, "    {styled}");
+    }
 }
 
 /// JSON Schema of the plan JSON (`schemas/plan.schema.json`).

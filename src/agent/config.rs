@@ -191,6 +191,7 @@ impl AgentConfig {
     }
 
     /// Checks and converts every field; errors name the setting and say what is expected.
+    // Long by design: one check and conversion per setting, in the order of `Settings`.
     pub fn resolve(&self) -> Result<Settings> {
         let path = match &self.path {
             Some(p) => p.clone(),

@@ -301,6 +301,9 @@ fn sd(state: &[sd_notify::NotifyState]) {
 }
 
 /// Runs the agent until SIGTERM or SIGINT; returns after the current reconcile steps finished.
+// Long by design: the agent's parts (listener, file watcher, git poll, schedules, workers,
+// signals) start in dependency order and stop in the reverse order at the end; one function
+// keeps the two orders side by side.
 pub async fn run<R: Reconciler>(settings: Settings, reconciler: Arc<R>) -> Result<()> {
     let _lock = InstanceLock::acquire(&settings.state_dir)?;
     let memory = Memory::new(&settings.state_dir)?;

@@ -141,6 +141,8 @@ fn window_timer(opens: DateTime<Utc>, now: DateTime<Utc>) -> tokio::time::Instan
     tokio::time::Instant::now() + left.min(WINDOW_RECHECK)
 }
 
+// Long by design: one select loop whose arms (shutdown, wake, retry, window) share the retry
+// and window timers it keeps from one run to the next.
 pub async fn run_worker<R: Reconciler>(
     src: ProjectSource,
     rec: Arc<R>,
@@ -309,6 +311,13 @@ async fn run_once<R: Reconciler>(
             }
         }
     };
+    record_end(&run, memory, started, result, &end);
+    end
+}
+
+/// Saves the project's memory and records how the run ended in the metrics and /status.
+fn record_end(run: &Run<'_>, memory: &ProjectMemory, started: Instant, result: &str, end: &RunEnd) {
+    let (src, shared) = (run.src, run.shared);
     if !matches!(end, RunEnd::Waiting { .. }) {
         run.not_waiting();
     }
@@ -329,7 +338,6 @@ async fn run_once<R: Reconciler>(
         s.rolled_back_state = memory.failed.clone();
     });
     tracing::info!(project = %src.id, result, seconds = secs, "reconcile end");
-    end
 }
 
 /// What one run records, wherever it ends.

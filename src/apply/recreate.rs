@@ -283,6 +283,8 @@ pub(crate) fn rollback(e: &Entry, v: &View, cleanup_failed: bool) -> Vec<(Step, 
 
 impl<E: ContainerOps> Applier<'_, E> {
     /// Recreates replica `r` of `service` in `order` (see the module documentation).
+    // Long by design: the destructive steps of one replica in the order they run, each with
+    // what a failure at it does (roll back, or the step's own undo), then the commit.
     pub(crate) async fn recreate_replica(
         &self,
         service: &str,

@@ -124,6 +124,9 @@ fn coerce(o: &mut Obj, key: &str, path: &str, kind: &str) -> Result<()> {
     }
 }
 
+// Long by design: the services first, collecting the networks and volumes they use; then
+// those checked against the top level (default network added, unused ones dropped); then
+// secrets and configs. The later steps need what the first one collected.
 pub fn canonicalise_project(project: &mut Obj, cx: &Context) -> Result<()> {
     let mut used_networks: Vec<String> = Vec::new();
     let mut network_users: Vec<(String, String)> = Vec::new();
@@ -270,6 +273,7 @@ fn canonicalise_resources(items: &mut Obj, kind: &str, cx: &Context) -> Result<(
     Ok(())
 }
 
+// Long by design: a list of one canonical form per service field, a few lines each.
 fn canonicalise_service(svc: &mut Obj, path: &str, cx: &Context) -> Result<()> {
     svc.remove("extends");
     for field in ["command", "entrypoint"] {

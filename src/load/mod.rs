@@ -88,27 +88,8 @@ pub struct Loaded {
 
 pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     let cwd = absolute_dir(&opts.cwd);
-    // COMPOSE_FILE may come from the shell or from a .env beside the project; read the shell's
-    // first, then the working directory's .env for discovery-related variables.
-    let mut discovery_env = opts.environ.clone();
     let mut files_read = BTreeSet::new();
-    if opts.env_files.is_empty() {
-        let dot = opts
-            .project_directory
-            .as_ref()
-            .map(|d| cwd.join(d))
-            .unwrap_or(cwd.clone());
-        files_read.insert(absolute_dir(&dot.join(".env")));
-        if let Ok(c) = input::read_limited(&dot.join(".env")) {
-            if let Ok(vars) = dotenv::parse(&c, &opts.environ) {
-                for (k, v) in vars {
-                    if let Some(v) = v {
-                        discovery_env.entry(k).or_insert(v);
-                    }
-                }
-            }
-        }
-    }
+    let discovery_env = discovery_env(opts, &cwd, &mut files_read);
     let files = config_files(opts, &cwd, &discovery_env, &mut files_read)?;
     let working_dir = match &opts.project_directory {
         Some(d) => absolute_dir(&cwd.join(d)),
@@ -174,17 +155,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     project.config_files = files;
     project.environment = environment;
     project.disabled_services = disabled;
-    // Container references between services, checked here so that a bad one stops the run
-    // before the engine is asked anything.
-    let problems = crate::namespaces::validate(&project)
-        .into_iter()
-        .map(|p| LoadError::new(p.message).at_path(p.path))
-        .chain(
-            crate::update::problems(&project)
-                .into_iter()
-                .map(|(path, msg)| LoadError::new(msg).at_path(path)),
-        );
-    LoadError::all(problems.collect()).map_err(|e| locate(e, &sources))?;
+    check_references(&project).map_err(|e| locate(e, &sources))?;
     if opts.files.is_empty() && sources.is_empty() {
         warnings.push("no compose file found".into());
     }
@@ -193,6 +164,49 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
         warnings,
         files_read,
     })
+}
+
+/// The environment compose file discovery reads: COMPOSE_FILE and friends may come from the
+/// shell or from a .env beside the project; the shell's win, then the working directory's
+/// .env (unless --env-file names others).
+fn discovery_env(
+    opts: &LoadOptions,
+    cwd: &Path,
+    files_read: &mut BTreeSet<PathBuf>,
+) -> IndexMap<String, String> {
+    let mut discovery_env = opts.environ.clone();
+    if opts.env_files.is_empty() {
+        let dot = opts
+            .project_directory
+            .as_ref()
+            .map(|d| cwd.join(d))
+            .unwrap_or(cwd.to_path_buf());
+        files_read.insert(absolute_dir(&dot.join(".env")));
+        if let Ok(c) = input::read_limited(&dot.join(".env")) {
+            if let Ok(vars) = dotenv::parse(&c, &opts.environ) {
+                for (k, v) in vars {
+                    if let Some(v) = v {
+                        discovery_env.entry(k).or_insert(v);
+                    }
+                }
+            }
+        }
+    }
+    discovery_env
+}
+
+/// Container references between services and rollout values, checked at load so that a bad
+/// one stops the run before the engine is asked anything.
+fn check_references(project: &Project) -> Result<(), LoadError> {
+    let problems = crate::namespaces::validate(project)
+        .into_iter()
+        .map(|p| LoadError::new(p.message).at_path(p.path))
+        .chain(
+            crate::update::problems(project)
+                .into_iter()
+                .map(|(path, msg)| LoadError::new(msg).at_path(path)),
+        );
+    LoadError::all(problems.collect())
 }
 
 /// Reads, interpolates and merges the compose files in order; with the warnings (unset
@@ -513,41 +527,7 @@ impl FileLoader<'_> {
                     .map(Path::to_path_buf)
                     .unwrap_or(base_dir.clone()),
             };
-            // The included project's environment: its env files (default: its .env), with the
-            // outer environment on top.
-            let mut env: IndexMap<String, String> = IndexMap::new();
-            let env_paths: Vec<(PathBuf, bool)> = if env_files.is_empty() {
-                vec![(dir.join(".env"), false)]
-            } else {
-                env_files
-                    .iter()
-                    .map(|f| (PathBuf::from(canonical::absolute(&base_dir, f)), true))
-                    .collect()
-            };
-            for (f, required) in env_paths {
-                self.env_files.insert(f.clone());
-                match input::read_limited(&f) {
-                    Ok(c) => {
-                        let vars = dotenv::parse(&c, self.env).map_err(|e| {
-                            LoadError::new(format!("invalid env file: {}", e.message))
-                                .in_file(&f)
-                                .at_line(Some(e.line))
-                        })?;
-                        for (k, v) in vars {
-                            if let Some(v) = v {
-                                env.insert(k, v);
-                            }
-                        }
-                    }
-                    Err(_) if !required => {}
-                    Err(e) => {
-                        return Err(src.error_at(&p, format!("env file {}: {e}", f.display())))
-                    }
-                }
-            }
-            for (k, v) in self.env {
-                env.insert(k.clone(), v.clone());
-            }
+            let env = self.include_env(&dir, &base_dir, &env_files, src, &p)?;
             let mut merged: Option<Value> = None;
             for f in &files {
                 chain.push(f.clone());
@@ -578,6 +558,50 @@ impl FileLoader<'_> {
             }
         }
         Ok(out)
+    }
+
+    /// An included project's environment: its env files (default: its .env in `dir`; paths
+    /// relative to `base_dir`), with the outer environment on top.
+    fn include_env(
+        &mut self,
+        dir: &Path,
+        base_dir: &Path,
+        env_files: &[String],
+        src: &SourceFile,
+        p: &str,
+    ) -> Result<IndexMap<String, String>> {
+        let mut env: IndexMap<String, String> = IndexMap::new();
+        let env_paths: Vec<(PathBuf, bool)> = if env_files.is_empty() {
+            vec![(dir.join(".env"), false)]
+        } else {
+            env_files
+                .iter()
+                .map(|f| (PathBuf::from(canonical::absolute(base_dir, f)), true))
+                .collect()
+        };
+        for (f, required) in env_paths {
+            self.env_files.insert(f.clone());
+            match input::read_limited(&f) {
+                Ok(c) => {
+                    let vars = dotenv::parse(&c, self.env).map_err(|e| {
+                        LoadError::new(format!("invalid env file: {}", e.message))
+                            .in_file(&f)
+                            .at_line(Some(e.line))
+                    })?;
+                    for (k, v) in vars {
+                        if let Some(v) = v {
+                            env.insert(k, v);
+                        }
+                    }
+                }
+                Err(_) if !required => {}
+                Err(e) => return Err(src.error_at(p, format!("env file {}: {e}", f.display()))),
+            }
+        }
+        for (k, v) in self.env {
+            env.insert(k.clone(), v.clone());
+        }
+        Ok(env)
     }
 
     /// Resolves `extends` in every service of this file, recursively, refusing cycles.
