@@ -595,6 +595,34 @@ const IMAGE_MANIFEST: &[u8] =
     br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}"#;
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_registry_error_500_is_asked_again_then_reported() {
+    // Two 500s (a tag read while it is written): the third answer is taken.
+    let fake = FakeRegistry::start_failing(IMAGE_MANIFEST, 2);
+    let wanted: indexmap::IndexMap<String, String> =
+        [("s".to_string(), format!("{}/app:v1", fake.addr))].into();
+    let got = Resolver::new(ResolveOptions::default())
+        .resolve_named(&wanted)
+        .await
+        .unwrap();
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(IMAGE_MANIFEST)));
+    assert_eq!(got["s"].digest, digest);
+    // Three: the registry's error is reported (a HEAD's answer has no body, so no code).
+    let fake = FakeRegistry::start_failing(IMAGE_MANIFEST, 3);
+    let wanted: indexmap::IndexMap<String, String> =
+        [("s".to_string(), format!("{}/app:v1", fake.addr))].into();
+    let err = Resolver::new(ResolveOptions::default())
+        .resolve_named(&wanted)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("registry {}", fake.addr))
+            && err.contains("500 Internal Server Error"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn lookups_are_limited_per_registry_and_time_out() {
     // 10 distinct tags on a registry that takes 200 ms per request: at most 4 at once.
     let fake = FakeRegistry::start_slow(IMAGE_MANIFEST, Duration::from_millis(200));
@@ -760,6 +788,17 @@ impl FakeRegistry {
 
     /// Answers each request after `delay` (`Duration::MAX`: never).
     fn start_slow(manifest: &'static [u8], delay: Duration) -> FakeRegistry {
+        FakeRegistry::start_with(manifest, delay, 0)
+    }
+
+    /// Answers the first `failures` requests with a 500, as a registry reading a tag being
+    /// written does.
+    fn start_failing(manifest: &'static [u8], failures: usize) -> FakeRegistry {
+        FakeRegistry::start_with(manifest, Duration::ZERO, failures)
+    }
+
+    fn start_with(manifest: &'static [u8], delay: Duration, failures: usize) -> FakeRegistry {
+        let failures = Arc::new(std::sync::atomic::AtomicUsize::new(failures));
         use std::sync::atomic::{AtomicUsize, Ordering};
         let in_flight = Arc::new(AtomicUsize::new(0));
         let max_in_flight = Arc::new(AtomicUsize::new(0));
@@ -771,6 +810,7 @@ impl FakeRegistry {
             for mut conn in listener.incoming().flatten() {
                 let digest = digest.clone();
                 let (inf, max) = (inf.clone(), max.clone());
+                let failures = failures.clone();
                 std::thread::spawn(move || {
                     let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
                     loop {
@@ -793,6 +833,19 @@ impl FakeRegistry {
                         }
                         std::thread::sleep(delay);
                         inf.fetch_sub(1, Ordering::SeqCst);
+                        let fail = failures
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                            .is_ok();
+                        if fail {
+                            let body =
+                                r#"{"errors":[{"code":"UNKNOWN","message":"unknown error"}]}"#;
+                            let _ = write!(
+                                conn,
+                                "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                                body.len()
+                            );
+                            continue;
+                        }
                         let is_head = head.starts_with("HEAD ");
                         let is_manifest = head.contains("/manifests/");
                         let body: &[u8] = if is_manifest { manifest } else { b"{}" };

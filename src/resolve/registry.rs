@@ -86,6 +86,8 @@ fn plain_client() -> Result<&'static reqwest::Client, Failure> {
     if let Some(c) = s.plain.get() {
         return Ok(c);
     }
+    // reqwest builds its rustls configuration even for a client that speaks plain HTTP.
+    super::install_crypto_provider();
     let root = reqwest::Certificate::from_pem(include_bytes!("no-tls-root.pem"))
         .map_err(|e| (ErrorKind::Other, format!("placeholder TLS root: {e}")))?;
     let c = reqwest::Client::builder()
@@ -233,14 +235,7 @@ impl<'a> Repo<'a> {
         let key = self.grant_key();
         let mut header = granted(&key);
         for attempt in 0..2 {
-            let mut req = client.request(method.clone(), &url);
-            if manifest {
-                req = req.header(ACCEPT, super::platform::ACCEPTED_MEDIA_TYPES.join(", "));
-            }
-            if let Some(h) = &header {
-                req = req.header(AUTHORIZATION, h);
-            }
-            let resp = req.send().await.map_err(request_failure)?;
+            let resp = request(client, &method, &url, manifest, header.as_deref()).await?;
             if resp.status() != StatusCode::UNAUTHORIZED || attempt == 1 {
                 return check(resp).await;
             }
@@ -377,6 +372,43 @@ impl<'a> Repo<'a> {
             header: format!("Bearer {token}"),
             until: Some(until),
         })
+    }
+}
+
+/// Pauses before asking again when a registry answers with a transient status: a registry
+/// reading a tag that is being written answers 500, a busy one or its proxy 502–504 or 429.
+/// Lookups are reads: asking again changes nothing.
+const RETRY_PAUSES: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(400)];
+
+fn is_transient(s: StatusCode) -> bool {
+    s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS
+}
+
+/// One request, asked again after [`RETRY_PAUSES`] while the answer is transient.
+async fn request(
+    client: &reqwest::Client,
+    method: &Method,
+    url: &str,
+    manifest: bool,
+    authorization: Option<&str>,
+) -> Result<Response, Failure> {
+    let mut pauses = RETRY_PAUSES.iter();
+    loop {
+        let mut req = client.request(method.clone(), url);
+        if manifest {
+            req = req.header(ACCEPT, super::platform::ACCEPTED_MEDIA_TYPES.join(", "));
+        }
+        if let Some(h) = authorization {
+            req = req.header(AUTHORIZATION, h);
+        }
+        let resp = req.send().await.map_err(request_failure)?;
+        match pauses.next() {
+            Some(pause) if is_transient(resp.status()) => {
+                tracing::debug!(%url, status = %resp.status(), "registry busy, asking again");
+                tokio::time::sleep(*pause).await;
+            }
+            _ => return Ok(resp),
+        }
     }
 }
 
