@@ -121,10 +121,12 @@ impl ContainerOps for Engine {
     }
 
     fn events(&self, id: &str, since: std::time::SystemTime) -> BoxStream<'static, ContainerEvent> {
-        let since = since
+        // To the nanosecond: whole seconds replayed the `die` of a stop up to a second before
+        // `since`, and a container started again just after that stop was judged dead.
+        let d = since
             .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+            .unwrap_or_default();
+        let since = format!("{}.{:09}", d.as_secs(), d.subsec_nanos());
         let filters = HashMap::from([
             ("container".to_string(), vec![id.to_string()]),
             (

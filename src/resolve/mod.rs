@@ -8,8 +8,9 @@
 //!
 //! The registry protocol (HEAD/GET, `Docker-Content-Digest`, Basic and Bearer challenge auth)
 //! is in [`registry`] (why not a crate: see there); credentials come from Docker's config
-//! (`auths`, `credsStore`, `credHelpers`) through docker_credential. Loopback registries (`localhost`, 127.0.0.0/8)
-//! are spoken to over plain HTTP, as the Docker engine does; every other one over HTTPS.
+//! (`auths`, `credsStore`, `credHelpers`) through docker_credential. Loopback registries
+//! (`localhost`, 127.0.0.0/8) are spoken to over plain HTTP, as the Docker engine does; every
+//! other one over HTTPS.
 
 pub mod credentials;
 pub mod platform;

@@ -56,13 +56,16 @@ struct Granted {
     until: Option<Instant>,
 }
 
+/// Registry host, repository, and the credentials presented (empty: anonymous).
+type GrantKey = (String, String, String);
+
 /// The process's registry connections and grants: reqwest clients keep their connections per
-/// host, and grants are kept per (registry, repository), so an agent's next check of the same
-/// image goes straight to the HEAD.
+/// host, and grants are kept per registry, repository and credentials, so an agent's next
+/// check of the same image goes straight to the HEAD.
 struct Shared {
     plain: OnceLock<reqwest::Client>,
     tls: OnceLock<reqwest::Client>,
-    grants: Mutex<HashMap<(String, String), Granted>>,
+    grants: Mutex<HashMap<GrantKey, Granted>>,
 }
 
 fn shared() -> &'static Shared {
@@ -161,8 +164,18 @@ impl<'a> Repo<'a> {
         }
     }
 
-    fn grant_key(&self) -> (String, String) {
-        (api_host(self.image).to_string(), self.image.path.clone())
+    /// Grants are kept per registry, repository and credentials: a token got with other
+    /// credentials (a Docker config that changed) is not sent for these.
+    fn grant_key(&self) -> GrantKey {
+        let who = match self.auth {
+            Auth::Anonymous => String::new(),
+            Auth::Basic(u, p) => basic_header(u, p),
+        };
+        (
+            api_host(self.image).to_string(),
+            self.image.path.clone(),
+            who,
+        )
     }
 
     /// The digest `reference` (a tag or a digest) points to: a HEAD, or a GET when the
@@ -413,7 +426,7 @@ async fn request(
 }
 
 /// The Authorization the repository accepted before, while it is still valid.
-fn granted(key: &(String, String)) -> Option<String> {
+fn granted(key: &GrantKey) -> Option<String> {
     let grants = shared().grants.lock().unwrap_or_else(|e| e.into_inner());
     let g = grants.get(key)?;
     match g.until {
