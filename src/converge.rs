@@ -154,10 +154,10 @@ type Found = (IndexMap<String, ResolvedImage>, Vec<String>);
 pub struct Resolving(Option<tokio::task::JoinHandle<Found>>);
 
 /// Starts the registry lookups `req` asks for (none unless [`ImageSource::Registry`]) on the
-/// runtime, to run beside whatever the caller does next: building the registry client (its
-/// TLS root store) and the round trips cost more than the rest of a no-op reconcile, so a
-/// caller starts them before it reaches the engine and takes the lock. Read-only: it changes
-/// nothing, on the engine or in the state directory.
+/// runtime, to run beside whatever the caller does next: the round trips (and, the first time
+/// an HTTPS registry is asked, loading the system's root certificates) cost as much as the
+/// rest of a no-op reconcile, so a caller starts them before it reaches the engine and takes
+/// the lock. Read-only: it changes nothing, on the engine or in the state directory.
 pub fn start_resolving(state_dir: &Path, project: &Project, req: &PlanRequest) -> Resolving {
     Resolving((req.source == ImageSource::Registry).then(|| {
         let (p, digests) = (project.clone(), req.digests.clone());

@@ -2,7 +2,8 @@
 //! uses: a manifest's digest (HEAD) or body (GET) by tag or digest, a page of tags, a blob; with
 //! Docker's registry auth: anonymous first, then on a `401` what its `WWW-Authenticate` asks for
 //! (Basic with the configured credentials, or a Bearer token from the realm it names, with or
-//! without them), remembered per repository for the rest of the process.
+//! without them), remembered per registry, repository and credentials for the rest of the
+//! process.
 //!
 //! Why not a registry crate: oci-client (used before) builds, besides the HTTP client it is
 //! configured with, a default one that loads the system's root certificates, even when every
@@ -23,7 +24,7 @@ use sha2::{Digest, Sha256};
 use super::{ErrorKind, ImageRef};
 
 /// What is presented to a registry that asks for credentials.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub enum Auth {
     Anonymous,
     Basic(String, String),
@@ -56,8 +57,8 @@ struct Granted {
     until: Option<Instant>,
 }
 
-/// Registry host, repository, and the credentials presented (empty: anonymous).
-type GrantKey = (String, String, String);
+/// Registry host, repository, and the credentials presented.
+type GrantKey = (String, String, Auth);
 
 /// The process's registry connections and grants: reqwest clients keep their connections per
 /// host, and grants are kept per registry, repository and credentials, so an agent's next
@@ -167,14 +168,10 @@ impl<'a> Repo<'a> {
     /// Grants are kept per registry, repository and credentials: a token got with other
     /// credentials (a Docker config that changed) is not sent for these.
     fn grant_key(&self) -> GrantKey {
-        let who = match self.auth {
-            Auth::Anonymous => String::new(),
-            Auth::Basic(u, p) => basic_header(u, p),
-        };
         (
             api_host(self.image).to_string(),
             self.image.path.clone(),
-            who,
+            self.auth.clone(),
         )
     }
 
@@ -182,7 +179,7 @@ impl<'a> Repo<'a> {
     /// registry's HEAD does not say (`Docker-Content-Digest` is optional in the spec).
     pub async fn manifest_digest(&self, reference: &str) -> Result<String, Failure> {
         let resp = self
-            .send(Method::HEAD, &format!("manifests/{reference}"), true)
+            .send(Method::HEAD, &format!("manifests/{reference}"), &[], true)
             .await?;
         match content_digest(resp.headers()) {
             Some(d) => Ok(d),
@@ -193,7 +190,7 @@ impl<'a> Repo<'a> {
     /// The manifest `reference` names, as served (any of the accepted media types).
     pub async fn manifest(&self, reference: &str) -> Result<Manifest, Failure> {
         let resp = self
-            .send(Method::GET, &format!("manifests/{reference}"), true)
+            .send(Method::GET, &format!("manifests/{reference}"), &[], true)
             .await?;
         let header = content_digest(resp.headers());
         let body = read_body(resp).await?;
@@ -219,12 +216,10 @@ impl<'a> Repo<'a> {
         struct Page {
             tags: Option<Vec<String>>,
         }
-        let mut tail = format!("tags/list?n={n}");
-        if let Some(l) = last {
-            tail.push_str("&last=");
-            tail.push_str(&url_escape(l));
-        }
-        let body = read_body(self.send(Method::GET, &tail, false).await?).await?;
+        let n = n.to_string();
+        let mut query = vec![("n", n.as_str())];
+        query.extend(last.map(|l| ("last", l)));
+        let body = read_body(self.send(Method::GET, "tags/list", &query, false).await?).await?;
         let page: Page = serde_json::from_slice(&body)
             .map_err(|e| (ErrorKind::Malformed, format!("tag list: {e}")))?;
         Ok(page.tags.unwrap_or_default())
@@ -233,7 +228,7 @@ impl<'a> Repo<'a> {
     /// A blob's content (an image config, small).
     pub async fn blob(&self, digest: &str) -> Result<Vec<u8>, Failure> {
         read_body(
-            self.send(Method::GET, &format!("blobs/{digest}"), false)
+            self.send(Method::GET, &format!("blobs/{digest}"), &[], false)
                 .await?,
         )
         .await
@@ -242,13 +237,29 @@ impl<'a> Repo<'a> {
     /// Sends a request for `tail` under the repository, with the grant the repository accepted
     /// before; on a `401`, answers its challenge once and sends again. A response that is not a
     /// success is the error it means.
-    async fn send(&self, method: Method, tail: &str, manifest: bool) -> Result<Response, Failure> {
+    async fn send(
+        &self,
+        method: Method,
+        tail: &str,
+        query: &[(&str, &str)],
+        manifest: bool,
+    ) -> Result<Response, Failure> {
         let client = self.client().await?;
         let url = self.url(tail);
         let key = self.grant_key();
         let mut header = granted(&key);
         for attempt in 0..2 {
-            let resp = request(client, &method, &url, manifest, header.as_deref()).await?;
+            let resp = with_retries(|| {
+                let mut req = client.request(method.clone(), &url).query(query);
+                if manifest {
+                    req = req.header(ACCEPT, super::platform::ACCEPTED_MEDIA_TYPES.join(", "));
+                }
+                if let Some(h) = &header {
+                    req = req.header(AUTHORIZATION, h);
+                }
+                req
+            })
+            .await?;
             if resp.status() != StatusCode::UNAUTHORIZED || attempt == 1 {
                 return check(resp).await;
             }
@@ -337,16 +348,7 @@ impl<'a> Repo<'a> {
             access_token: Option<String>,
             expires_in: Option<u64>,
         }
-        let mut url = realm.to_string();
-        for (i, (k, v)) in query.iter().enumerate() {
-            let sep = if i == 0 && !realm.contains('?') {
-                '?'
-            } else {
-                '&'
-            };
-            url.push_str(&format!("{sep}{k}={}", url_escape(v)));
-        }
-        let mut req = client.get(&url);
+        let mut req = client.get(realm).query(query);
         if let Auth::Basic(u, p) = self.auth {
             req = req.header(AUTHORIZATION, basic_header(u, p));
         }
@@ -397,27 +399,15 @@ fn is_transient(s: StatusCode) -> bool {
     s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS
 }
 
-/// One request, asked again after [`RETRY_PAUSES`] while the answer is transient.
-async fn request(
-    client: &reqwest::Client,
-    method: &Method,
-    url: &str,
-    manifest: bool,
-    authorization: Option<&str>,
-) -> Result<Response, Failure> {
+/// Sends the request `build` makes, and makes and sends it again after [`RETRY_PAUSES`]
+/// while the answer is transient.
+async fn with_retries(build: impl Fn() -> reqwest::RequestBuilder) -> Result<Response, Failure> {
     let mut pauses = RETRY_PAUSES.iter();
     loop {
-        let mut req = client.request(method.clone(), url);
-        if manifest {
-            req = req.header(ACCEPT, super::platform::ACCEPTED_MEDIA_TYPES.join(", "));
-        }
-        if let Some(h) = authorization {
-            req = req.header(AUTHORIZATION, h);
-        }
-        let resp = req.send().await.map_err(request_failure)?;
+        let resp = build().send().await.map_err(request_failure)?;
         match pauses.next() {
             Some(pause) if is_transient(resp.status()) => {
-                tracing::debug!(%url, status = %resp.status(), "registry busy, asking again");
+                tracing::debug!(url = %resp.url(), status = %resp.status(), "registry busy, asking again");
                 tokio::time::sleep(*pause).await;
             }
             _ => return Ok(resp),
@@ -449,18 +439,6 @@ fn content_digest(h: &HeaderMap) -> Option<String> {
         .and_then(|v| v.to_str().ok())
         .filter(|d| super::reference::check_digest(d).is_ok())
         .map(str::to_string)
-}
-
-/// Percent-encodes a query value (a tag, a scope, a service name).
-fn url_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Bodies read from a registry are manifests, tag pages and configs: refuse anything huge.
@@ -611,7 +589,5 @@ mod tests {
         );
         let a = Auth::Basic("tester".into(), "s3cret".into());
         assert!(!format!("{a:?}").contains("s3cret"));
-        assert_eq!(url_escape("v1.2_3-a"), "v1.2_3-a");
-        assert_eq!(url_escape("a b"), "a%20b");
     }
 }
