@@ -163,7 +163,8 @@ pub async fn observe(engine: &Engine, project: &str) -> Result<Observed> {
 
 /// [`observe`], with the images `expected` (the references the project names) inspected
 /// beside the lists rather than after them: when the containers run them, as on a no-op, no
-/// image request waits for the container list. Only the containers' images are kept.
+/// image request waits for the container list. The expected images found are kept too, so
+/// that [`crate::pull::desired_images`] need not inspect them again when they changed.
 pub async fn observe_expecting(
     engine: &Engine,
     project: &str,
@@ -228,9 +229,7 @@ pub async fn observe_expecting(
         .filter(|i| !i.is_empty())
         .collect();
     for img in early.into_iter().filter_map(|(_, i)| i) {
-        if ids.contains(&img.id) {
-            o.images.insert(img.id.clone(), img);
-        }
+        o.images.insert(img.id.clone(), img);
     }
     let missing: Vec<String> = ids
         .into_iter()
