@@ -598,28 +598,26 @@ const IMAGE_MANIFEST: &[u8] =
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_registry_error_500_is_asked_again_then_reported() {
+    // `app:v1` from a registry whose first `failures` answers are 500s.
+    async fn resolve_after(failures: usize) -> (String, Result<String, String>) {
+        let fake = FakeRegistry::start_failing(IMAGE_MANIFEST, failures);
+        let wanted: indexmap::IndexMap<String, String> =
+            [("s".to_string(), format!("{}/app:v1", fake.addr))].into();
+        let got = Resolver::new(ResolveOptions::default())
+            .resolve_named(&wanted)
+            .await
+            .map(|r| r["s"].digest.clone())
+            .map_err(|e| e.to_string());
+        (fake.addr, got)
+    }
     // Two 500s (a tag read while it is written): the third answer is taken.
-    let fake = FakeRegistry::start_failing(IMAGE_MANIFEST, 2);
-    let wanted: indexmap::IndexMap<String, String> =
-        [("s".to_string(), format!("{}/app:v1", fake.addr))].into();
-    let got = Resolver::new(ResolveOptions::default())
-        .resolve_named(&wanted)
-        .await
-        .unwrap();
     let digest = format!("sha256:{}", hex::encode(Sha256::digest(IMAGE_MANIFEST)));
-    assert_eq!(got["s"].digest, digest);
+    assert_eq!(resolve_after(2).await.1, Ok(digest));
     // Three: the registry's error is reported (a HEAD's answer has no body, so no code).
-    let fake = FakeRegistry::start_failing(IMAGE_MANIFEST, 3);
-    let wanted: indexmap::IndexMap<String, String> =
-        [("s".to_string(), format!("{}/app:v1", fake.addr))].into();
-    let err = Resolver::new(ResolveOptions::default())
-        .resolve_named(&wanted)
-        .await
-        .unwrap_err()
-        .to_string();
+    let (addr, got) = resolve_after(3).await;
+    let err = got.unwrap_err();
     assert!(
-        err.contains(&format!("registry {}", fake.addr))
-            && err.contains("500 Internal Server Error"),
+        err.contains(&format!("registry {addr}")) && err.contains("500 Internal Server Error"),
         "{err}"
     );
 }

@@ -311,33 +311,8 @@ async fn run_once<R: Reconciler>(
             }
         }
     };
-    record_end(&run, memory, started, result, &end);
+    run.record_end(memory, started, result, &end);
     end
-}
-
-/// Saves the project's memory and records how the run ended in the metrics and /status.
-fn record_end(run: &Run<'_>, memory: &ProjectMemory, started: Instant, result: &str, end: &RunEnd) {
-    let (src, shared) = (run.src, run.shared);
-    if !matches!(end, RunEnd::Waiting { .. }) {
-        run.not_waiting();
-    }
-    if let Err(e) = shared.memory.save(&src.id, memory) {
-        tracing::error!(project = %src.id, error = %e, "cannot save project state");
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let m = &shared.metrics;
-    m.reconciles
-        .get_or_create(&Metrics::result(&src.id, result))
-        .inc();
-    m.duration.get_or_create(&run.label).observe(secs);
-    shared.update(src, |s| {
-        s.running = false;
-        s.runs += 1;
-        s.last_result = Some(result.to_string());
-        s.last_run = Some(now_rfc3339());
-        s.rolled_back_state = memory.failed.clone();
-    });
-    tracing::info!(project = %src.id, result, seconds = secs, "reconcile end");
 }
 
 /// What one run records, wherever it ends.
@@ -348,6 +323,31 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// Saves the project's memory and records how the run ended in the metrics and /status.
+    fn record_end(&self, memory: &ProjectMemory, started: Instant, result: &str, end: &RunEnd) {
+        let (src, shared) = (self.src, self.shared);
+        if !matches!(end, RunEnd::Waiting { .. }) {
+            self.not_waiting();
+        }
+        if let Err(e) = shared.memory.save(&src.id, memory) {
+            tracing::error!(project = %src.id, error = %e, "cannot save project state");
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let m = &shared.metrics;
+        m.reconciles
+            .get_or_create(&Metrics::result(&src.id, result))
+            .inc();
+        m.duration.get_or_create(&self.label).observe(secs);
+        shared.update(src, |s| {
+            s.running = false;
+            s.runs += 1;
+            s.last_result = Some(result.to_string());
+            s.last_run = Some(now_rfc3339());
+            s.rolled_back_state = memory.failed.clone();
+        });
+        tracing::info!(project = %src.id, result, seconds = secs, "reconcile end");
+    }
+
     /// A failed step: counted (registry errors), logged and shown in /status.
     fn failed(&self, e: &ReconcileError, what: &str) -> (RunEnd, &'static str) {
         if e.kind == ErrorKind::RegistryUnavailable {
