@@ -147,6 +147,36 @@ pub async fn lock(
     Ok(lock)
 }
 
+/// A plan, ready to apply, with the engine it was made against and the project lock held
+/// until it is dropped.
+pub struct Prepared {
+    pub engine: Engine,
+    pub planned: Planned,
+    pub lock: ProjectLock,
+}
+
+/// What `composeops apply` and the agent do before they apply: start the registry lookups,
+/// then (while they run) wait for the engine connection, take the project lock and plan.
+/// `connecting` is the connection under way: the CLI starts it before it loads the project,
+/// the agent passes [`connect`] itself.
+pub async fn prepare(
+    connecting: impl std::future::Future<Output = Result<Engine>>,
+    state_dir: &Path,
+    project: Project,
+    req: &PlanRequest,
+    lock_timeout: Duration,
+) -> Result<Prepared> {
+    let resolving = start_resolving(state_dir, &project, req);
+    let engine = connecting.await?;
+    let lock = self::lock(&engine, state_dir, &project.name, lock_timeout).await?;
+    let planned = plan_resolving(&engine, state_dir, project, req, resolving).await?;
+    Ok(Prepared {
+        engine,
+        planned,
+        lock,
+    })
+}
+
 /// What the registry lookups found, and their warnings.
 type Found = (IndexMap<String, ResolvedImage>, Vec<String>);
 
@@ -432,22 +462,15 @@ fn deployed_with_policy(state_dir: &Path, project: &Project) -> HashMap<String, 
     crate::cleanup::History::read(&path).deployed()
 }
 
-/// Resolves every registry image of the project to its digest. An image that cannot be
-/// resolved (registry down, unknown tag, no credentials) is a warning, not an error: the
-/// service keeps the digest an earlier run found (agent), else uses the local image as Compose
-/// would, and a missing image still fails in [`desired_images`] before anything changes.
-///
-/// `deployed` is what each service runs now (tag, digest), for update policies: a cooldown
-/// keeps it while every newer candidate is too young; the digest memory, when it has the
-/// image, is newer and wins.
-pub async fn registry_digests(
+/// The services whose registry image must be asked for: the others take the digest the
+/// memory holds (into `out`).
+fn to_look_up(
     project: &Project,
     digests: &DigestUse,
     deployed: &HashMap<String, (String, String)>,
-    warnings: &mut Vec<String>,
-) -> IndexMap<String, ResolvedImage> {
-    let mut out = IndexMap::new();
-    let mut wanted: IndexMap<String, Wanted> = IndexMap::new();
+    out: &mut IndexMap<String, ResolvedImage>,
+) -> IndexMap<String, Wanted> {
+    let mut wanted = IndexMap::new();
     for (name, svc) in &project.services {
         let Some(image) = registry_image(svc) else {
             continue;
@@ -470,6 +493,25 @@ pub async fn registry_digests(
             }
         }
     }
+    wanted
+}
+
+/// Resolves every registry image of the project to its digest. An image that cannot be
+/// resolved (registry down, unknown tag, no credentials) is a warning, not an error: the
+/// service keeps the digest an earlier run found (agent), else uses the local image as Compose
+/// would, and a missing image still fails in [`desired_images`] before anything changes.
+///
+/// `deployed` is what each service runs now (tag, digest), for update policies: a cooldown
+/// keeps it while every newer candidate is too young; the digest memory, when it has the
+/// image, is newer and wins.
+pub async fn registry_digests(
+    project: &Project,
+    digests: &DigestUse,
+    deployed: &HashMap<String, (String, String)>,
+    warnings: &mut Vec<String>,
+) -> IndexMap<String, ResolvedImage> {
+    let mut out = IndexMap::new();
+    let mut wanted = to_look_up(project, digests, deployed, &mut out);
     let resolver = Resolver::new(ResolveOptions::default());
     // The resolver remembers each lookup of this run, so retrying without the failed images
     // sends no request twice.

@@ -375,14 +375,6 @@ impl Context<'_> {
                 unsupported.join(", ")
             ));
         }
-        let mut containers: Vec<&ObservedContainer> = self
-            .observed
-            .containers
-            .iter()
-            .filter(|c| c.service == name && !c.oneoff && !c.transitional())
-            .collect();
-        // Running ones first so a duplicate number keeps the running container.
-        containers.sort_by_key(|c| (c.number, c.state != "running", c.name.clone()));
         let replicas = if w.svc.container_name.is_some() {
             1
         } else {
@@ -403,7 +395,7 @@ impl Context<'_> {
             rollout: None,
         };
         let mut seen = BTreeSet::new();
-        for c in &containers {
+        for c in self.containers_of(name) {
             let wanted = c.number >= 1 && c.number <= replicas;
             if !wanted || !seen.insert(c.number) {
                 let why = if wanted {
@@ -443,6 +435,16 @@ impl Context<'_> {
             warnings.push(why);
         }
         sp
+    }
+
+    /// The service's observed containers (one-offs and an interrupted recreate's left out),
+    /// by number, the running one first where two share a number, so a duplicate keeps it.
+    fn containers_of(&self, name: &str) -> Vec<&ObservedContainer> {
+        let mut containers: Vec<&ObservedContainer> = (self.observed.containers.iter())
+            .filter(|c| c.service == name && !c.oneoff && !c.transitional())
+            .collect();
+        containers.sort_by_key(|c| (c.number, c.state != "running", c.name.clone()));
+        containers
     }
 
     fn wanted<'s>(&'s self, name: &'s str) -> Wanted<'s> {
@@ -695,9 +697,14 @@ fn compare_spec(
     {
         return (Vec::new(), Some(have.clone()));
     }
-    // Not made by composeops: compare what is comparable, without what the image supplies.
     let empty = ImageDefaults::default();
-    let d = defaults.unwrap_or(&empty);
+    let (h, w) = comparable(have, want, defaults.unwrap_or(&empty));
+    (h.changed_fields(&w), Some(have.clone()))
+}
+
+/// A container not made by composeops, read back from inspect, and the wanted spec, each cut
+/// to what inspect can tell and without what the image supplies.
+fn comparable(have: &Spec, want: &Spec, d: &ImageDefaults) -> (Spec, Spec) {
     let mut h = have.without_image_defaults(d);
     let w = want.without_image_defaults(d);
     h.image = w.image.clone(); // compared by digest, not by how it was written
@@ -747,7 +754,7 @@ fn compare_spec(
     };
     h.security_opt
         .retain(|o| o != "label=disable" || w.security_opt.contains(o));
-    (h.changed_fields(&w), Some(have.clone()))
+    (h, w)
 }
 
 /// The digest a container runs: recorded at creation by composeops, else the repo digest of

@@ -20,10 +20,9 @@ use super::reconciler::{
     Result, RunOptions, ServiceOutcome, ServiceResult,
 };
 use crate::apply::{ApplyOptions, Outcome};
-use crate::converge::{self, DigestCache, DigestUse, ImageSource, PlanRequest, Planned};
+use crate::converge::{self, DigestCache, DigestUse, ImageSource, PlanRequest, Planned, Prepared};
 use crate::down::{self, Residue};
-use crate::engine::{Engine, EngineFlags};
-use crate::journal::ProjectLock;
+use crate::engine::EngineFlags;
 use crate::plan::ServiceAction;
 use crate::pull::PullMode;
 
@@ -50,13 +49,6 @@ pub struct Pipeline {
     opts: PipelineOptions,
     /// Registry digests found so far, per project.
     digests: DigestCache,
-}
-
-/// A plan, ready to apply, with the project lock held until it is applied or dropped.
-pub struct Prepared {
-    engine: Engine,
-    planned: Planned,
-    _lock: ProjectLock,
 }
 
 impl Pipeline {
@@ -110,21 +102,14 @@ impl Reconciler for Pipeline {
                 },
             };
             let state_dir = &self.opts.state_dir;
-            let resolving = converge::start_resolving(state_dir, &project, &req);
-            let engine = converge::connect(&self.opts.engine).await?;
-            let lock =
-                converge::lock(&engine, state_dir, &project.name, self.opts.lock_timeout).await?;
-            let planned =
-                converge::plan_resolving(&engine, state_dir, project, &req, resolving).await?;
-            for w in &planned.plan.warnings {
+            let connecting = converge::connect(&self.opts.engine);
+            let prepared =
+                converge::prepare(connecting, state_dir, project, &req, self.opts.lock_timeout)
+                    .await?;
+            for w in &prepared.planned.plan.warnings {
                 tracing::warn!(project = %src.id, "{w}");
             }
-            let state = desired_state(&planned, opts);
-            let prepared = Prepared {
-                engine,
-                planned,
-                _lock: lock,
-            };
+            let state = desired_state(&prepared.planned, opts);
             Ok((state, prepared))
         }
         .boxed()

@@ -79,10 +79,12 @@ fn converge_and_report(
 ) -> Result<i32> {
     let dir = common::state_dir(a.common.state_dir.as_ref());
     let (plan, report, cleaned) = rt.block_on(async {
-        let resolving = converge::start_resolving(&dir, &project, &req);
-        let engine = common::engine(connecting).await?;
-        let _lock = converge::lock(&engine, &dir, &project.name, a.lock_timeout).await?;
-        let planned = converge::plan_resolving(&engine, &dir, project, &req, resolving).await?;
+        let connecting = common::engine(connecting);
+        let converge::Prepared {
+            engine,
+            planned,
+            lock: _lock,
+        } = converge::prepare(connecting, &dir, project, &req, a.lock_timeout).await?;
         if let Some(s) = saved {
             s.check_current(&planned)?;
         }

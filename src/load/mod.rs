@@ -273,53 +273,54 @@ fn config_files(
     env: &IndexMap<String, String>,
     looked_for: &mut BTreeSet<PathBuf>,
 ) -> Result<Vec<PathBuf>> {
-    let mut explicit: Vec<PathBuf> = opts.files.clone();
-    if explicit.is_empty() {
-        if let Some(cf) = env.get("COMPOSE_FILE").filter(|s| !s.is_empty()) {
-            let sep = env
-                .get("COMPOSE_PATH_SEPARATOR")
-                .map(String::as_str)
-                .unwrap_or(":");
-            explicit = cf
-                .split(sep)
-                .filter(|s| !s.is_empty())
-                .map(PathBuf::from)
-                .collect();
-        }
-    }
+    let explicit = explicit_files(opts, env);
     if !explicit.is_empty() {
-        let base = opts
-            .project_directory
-            .as_ref()
-            .map(|d| cwd.join(d))
-            .unwrap_or(cwd.into());
-        let mut out = Vec::new();
-        for f in explicit {
-            let abs = if f.is_absolute() {
-                f.clone()
-            } else {
-                cwd.join(&f)
-            };
-            let abs = PathBuf::from(canonical::clean(&abs));
-            if !abs.exists() {
-                // Compose resolves -f against the working directory; say which path was tried.
-                let _ = &base;
-                return Err(LoadError::new(format!(
-                    "compose file not found: {} (resolved to {})",
-                    f.display(),
-                    abs.display()
-                )));
-            }
-            out.push(abs);
-        }
-        return Ok(out);
+        // Compose resolves -f against the working directory: say which path was tried.
+        return explicit
+            .into_iter()
+            .map(|f| {
+                let abs = PathBuf::from(canonical::clean(&cwd.join(&f)));
+                match abs.exists() {
+                    true => Ok(abs),
+                    false => Err(LoadError::new(format!(
+                        "compose file not found: {} (resolved to {})",
+                        f.display(),
+                        abs.display()
+                    ))),
+                }
+            })
+            .collect();
     }
     let start = opts
         .project_directory
         .as_ref()
         .map(|d| cwd.join(d))
         .unwrap_or(cwd.into());
-    let mut dir = Some(absolute_dir(&start));
+    discover(&start, looked_for)
+}
+
+/// `-f`, else the files COMPOSE_FILE lists (split on COMPOSE_PATH_SEPARATOR, `:` by default).
+fn explicit_files(opts: &LoadOptions, env: &IndexMap<String, String>) -> Vec<PathBuf> {
+    if !opts.files.is_empty() {
+        return opts.files.clone();
+    }
+    let Some(cf) = env.get("COMPOSE_FILE").filter(|s| !s.is_empty()) else {
+        return Vec::new();
+    };
+    let sep = env
+        .get("COMPOSE_PATH_SEPARATOR")
+        .map(String::as_str)
+        .unwrap_or(":");
+    cf.split(sep)
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// The first directory from `start` upwards that holds a compose file: that file, and the
+/// override file beside it if there is one.
+fn discover(start: &Path, looked_for: &mut BTreeSet<PathBuf>) -> Result<Vec<PathBuf>> {
+    let mut dir = Some(absolute_dir(start));
     while let Some(d) = dir {
         looked_for.extend(
             COMPOSE_FILE_NAMES
@@ -327,20 +328,12 @@ fn config_files(
                 .chain(&OVERRIDE_FILE_NAMES)
                 .map(|n| d.join(n)),
         );
-        if let Some(found) = COMPOSE_FILE_NAMES
-            .iter()
-            .map(|n| d.join(n))
-            .find(|p| p.is_file())
-        {
-            let mut out = vec![found];
-            if let Some(o) = OVERRIDE_FILE_NAMES
-                .iter()
-                .map(|n| d.join(n))
-                .find(|p| p.is_file())
-            {
-                out.push(o);
-            }
-            return Ok(out);
+        let first = |names: &[&str]| names.iter().map(|n| d.join(n)).find(|p| p.is_file());
+        if let Some(found) = first(&COMPOSE_FILE_NAMES) {
+            return Ok([Some(found), first(&OVERRIDE_FILE_NAMES)]
+                .into_iter()
+                .flatten()
+                .collect());
         }
         dir = d.parent().map(Path::to_path_buf);
     }
@@ -427,6 +420,44 @@ struct FileLoader<'a> {
     env_files: &'a mut BTreeSet<PathBuf>,
 }
 
+/// One entry of `include:`: a path, or a mapping with `path` (one or a list),
+/// `project_directory` and `env_file` (one or a list).
+struct IncludeEntry {
+    paths: Vec<String>,
+    project_dir: Option<String>,
+    env_files: Vec<String>,
+}
+
+impl IncludeEntry {
+    fn parse(e: &Value) -> std::result::Result<IncludeEntry, &'static str> {
+        let list = |v: Option<&Value>| -> Vec<String> {
+            match v {
+                Some(Value::String(s)) => vec![s.clone()],
+                Some(Value::Sequence(s)) => s.iter().map(merge::scalar_str).collect(),
+                _ => vec![],
+            }
+        };
+        match e {
+            Value::String(s) => Ok(IncludeEntry {
+                paths: vec![s.clone()],
+                project_dir: None,
+                env_files: vec![],
+            }),
+            Value::Mapping(m) => {
+                let paths = list(m.get("path"));
+                if paths.is_empty() {
+                    return Err("include entries need a `path`");
+                }
+                Ok(IncludeEntry {
+                    paths,
+                    project_dir: m.get("project_directory").map(merge::scalar_str),
+                    env_files: list(m.get("env_file")),
+                })
+            }
+            _ => Err("must be a path or a mapping"),
+        }
+    }
+}
 impl FileLoader<'_> {
     fn load_file(
         &mut self,
@@ -484,28 +515,11 @@ impl FileLoader<'_> {
         let mut out: Vec<(String, Mapping)> = Vec::new();
         for (i, e) in entries.into_iter().enumerate() {
             let p = format!("include[{i}]");
-            let (paths, project_dir, env_files) = match &e {
-                Value::String(s) => (vec![s.clone()], None, vec![]),
-                Value::Mapping(m) => {
-                    let list = |v: Option<&Value>| -> Vec<String> {
-                        match v {
-                            Some(Value::String(s)) => vec![s.clone()],
-                            Some(Value::Sequence(s)) => s.iter().map(merge::scalar_str).collect(),
-                            _ => vec![],
-                        }
-                    };
-                    let paths = list(m.get("path"));
-                    if paths.is_empty() {
-                        return Err(src.error_at(&p, "include entries need a `path`"));
-                    }
-                    (
-                        paths,
-                        m.get("project_directory").map(merge::scalar_str),
-                        list(m.get("env_file")),
-                    )
-                }
-                _ => return Err(src.error_at(&p, "must be a path or a mapping")),
-            };
+            let IncludeEntry {
+                paths,
+                project_dir,
+                env_files,
+            } = IncludeEntry::parse(&e).map_err(|m| src.error_at(&p, m))?;
             let files: Vec<PathBuf> = paths
                 .iter()
                 .map(|f| PathBuf::from(canonical::absolute(&base_dir, f)))
