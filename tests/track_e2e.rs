@@ -173,6 +173,56 @@ fn lock_fresh(s: &Stack, args: &[&str]) -> String {
     run_ok(s, &[&["lock"], args].concat())
 }
 
+/// The config digest of the manifest `repo@digest`.
+async fn config_of(repo: &str, digest: &str) -> String {
+    let r: Reference = format!("{repo}@{digest}").parse().unwrap();
+    let (raw, _) = registry_client()
+        .pull_manifest_raw(&r, &RegistryAuth::Anonymous, &[DOCKER_V2])
+        .await
+        .unwrap();
+    let m: Value = serde_json::from_slice(&raw).unwrap();
+    m["config"]["digest"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_config_blob_altered_on_the_registry_is_refused() {
+    // Its own repository, whose 1.2.1 config (3 h old) is rewritten on the registry's disk to
+    // say it is two years older, at the same length: the registry serves it as it is, and an
+    // unchecked read would let it through a 24 h cooldown.
+    let p = push_repository("app-tampered");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let config = rt.block_on(config_of(&p.repo, p.digest("1.2.1")));
+    let hex = config.strip_prefix("sha256:").unwrap();
+    let data =
+        std::path::PathBuf::from(std::env::var("COMPOSEOPS_TEST_REGISTRY_DATA").unwrap()).join(
+            format!("docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]),
+        );
+    let text = std::fs::read_to_string(&data).unwrap();
+    let year = (chrono::Utc::now() - chrono::Duration::hours(3))
+        .format("%Y")
+        .to_string();
+    let older = (year.parse::<i32>().unwrap() - 2).to_string();
+    let forged = text.replacen(
+        &format!("\"created\":\"{year}-"),
+        &format!("\"created\":\"{older}-"),
+        1,
+    );
+    assert!(forged != text && forged.len() == text.len(), "{text}");
+    std::fs::write(&data, forged).unwrap();
+
+    let s = Stack::new("track-tampered");
+    let image = format!("{}:1.2.0", p.repo);
+    s.write(&compose(&image, Some("~1.2"), Some("24h")));
+    let out = s.run(&["lock"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        err.contains(&format!("the blob served for {config} hashes to sha256:")),
+        "{err}"
+    );
+    assert!(!s.dir.path().join("composeops.lock").exists());
+}
+
 #[test]
 fn lock_update_picks_the_highest_version_in_range_after_the_cooldown() {
     let p = pushed();

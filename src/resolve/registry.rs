@@ -194,7 +194,7 @@ impl<'a> Repo<'a> {
             .await?;
         let header = content_digest(resp.headers());
         let body = read_body(resp).await?;
-        let computed = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
+        let computed = sha256_digest(&body);
         let digest = match header {
             Some(d) => d,
             None if reference.starts_with("sha256:") => reference.to_string(),
@@ -225,13 +225,22 @@ impl<'a> Repo<'a> {
         Ok(page.tags.unwrap_or_default())
     }
 
-    /// A blob's content (an image config, small).
+    /// A blob's content (an image config, small), checked against its digest: what a
+    /// cooldown reads from it (the image's creation date) decides whether an image deploys.
     pub async fn blob(&self, digest: &str) -> Result<Vec<u8>, Failure> {
-        read_body(
+        let body = read_body(
             self.send(Method::GET, &format!("blobs/{digest}"), &[], false)
                 .await?,
         )
-        .await
+        .await?;
+        let computed = sha256_digest(&body);
+        if digest.starts_with("sha256:") && computed != digest {
+            return Err((
+                ErrorKind::Malformed,
+                format!("the blob served for {digest} hashes to {computed}"),
+            ));
+        }
+        Ok(body)
     }
 
     /// Sends a request for `tail` under the repository, with the grant the repository accepted
@@ -443,6 +452,11 @@ fn content_digest(h: &HeaderMap) -> Option<String> {
 
 /// Bodies read from a registry are manifests, tag pages and configs: refuse anything huge.
 const MAX_BODY: usize = 16 << 20;
+
+/// `sha256:<hex>` of `bytes`: the digest a registry names content by.
+fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
 
 async fn read_body(mut resp: Response) -> Result<Vec<u8>, Failure> {
     let mut body = Vec::new();
