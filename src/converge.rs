@@ -139,12 +139,18 @@ pub async fn lock(
         .map_err(Error::of(ErrorKind::Conflict))?
         .map_err(Error::of(ErrorKind::Conflict))?,
     };
+    recover_previous(engine, &lock).await?;
+    Ok(lock)
+}
+
+/// Recovers what the lock's previous holder, under another state directory, left mid-update.
+async fn recover_previous(engine: &Engine, lock: &ProjectLock) -> Result<()> {
     if let Some(j) = &lock.other_journal {
         recover(engine, j)
             .await
             .map_err(Error::of(ErrorKind::Engine))?;
     }
-    Ok(lock)
+    Ok(())
 }
 
 /// A plan, ready to apply, with the engine it was made against and the project lock held
@@ -155,21 +161,67 @@ pub struct Prepared {
     pub lock: ProjectLock,
 }
 
+/// A project's lock, taken, and its engine side observed, before its files were loaded (see
+/// [`observe_ahead`]).
+pub struct Ahead {
+    project: String,
+    /// Not yet [claimed](ProjectLock::claim): dropped unused when the guess was wrong, it
+    /// leaves the engine lock's record of the previous holder as it was.
+    lock: ProjectLock,
+    /// `None` when a journal says a run was interrupted: recovery comes first.
+    observed: Option<Observed>,
+}
+
+/// Takes the lock of the project the files will most likely name (`-p`, COMPOSE_PROJECT_NAME
+/// or the directory's name) and observes it, so that the engine's lists, the slowest part of
+/// a no-op, run while the caller loads the files. Only when the lock is free and no journal
+/// says a run was interrupted: anything else (a run to wait for, a recovery) is left to
+/// [`prepare`], in its usual order. Observing under the lock is what makes the observation as
+/// good as one made after the load: no other run can change the project in between.
+pub async fn observe_ahead(engine: &Engine, state_dir: &Path, project: &str) -> Option<Ahead> {
+    let lock = ProjectLock::try_acquire_unclaimed(state_dir, engine.endpoint(), project).ok()??;
+    let clean = lock.other_journal.is_none() && !Journal::new(state_dir, project).path().exists();
+    let observed = match clean {
+        true => crate::observe::observe(engine, project).await.ok(),
+        false => None,
+    };
+    Some(Ahead {
+        project: project.to_string(),
+        lock,
+        observed,
+    })
+}
+
 /// What `composeops apply` and the agent do before they apply: start the registry lookups,
 /// then (while they run) wait for the engine connection, take the project lock and plan.
 /// `connecting` is the connection under way: the CLI starts it before it loads the project,
-/// the agent passes [`connect`] itself.
+/// with the project observed [ahead](observe_ahead) when it could; the agent passes
+/// [`connect`] itself.
 pub async fn prepare(
-    connecting: impl std::future::Future<Output = Result<Engine>>,
+    connecting: impl std::future::Future<Output = Result<(Engine, Option<Ahead>)>>,
     state_dir: &Path,
     project: Project,
     req: &PlanRequest,
     lock_timeout: Duration,
 ) -> Result<Prepared> {
     let resolving = start_resolving(state_dir, &project, req);
-    let engine = connecting.await?;
-    let lock = self::lock(&engine, state_dir, &project.name, lock_timeout).await?;
-    let planned = plan_resolving(&engine, state_dir, project, req, resolving).await?;
+    let (engine, ahead) = connecting.await?;
+    // Observed ahead under another name (the files name the project otherwise): its lock is
+    // released here, before the right one is taken.
+    let (lock, observed) = match ahead.filter(|a| a.project == project.name) {
+        Some(Ahead {
+            mut lock, observed, ..
+        }) => {
+            lock.claim().map_err(Error::of(ErrorKind::Conflict))?;
+            recover_previous(&engine, &lock).await?;
+            (lock, observed)
+        }
+        None => {
+            let lock = self::lock(&engine, state_dir, &project.name, lock_timeout).await?;
+            (lock, None)
+        }
+    };
+    let planned = plan_observed(&engine, state_dir, project, req, resolving, observed).await?;
     Ok(Prepared {
         engine,
         planned,
@@ -222,6 +274,18 @@ pub async fn plan_resolving(
     req: &PlanRequest,
     resolving: Resolving,
 ) -> Result<Planned> {
+    plan_observed(engine, state_dir, project, req, resolving, None).await
+}
+
+/// [`plan_resolving`], with the project already observed when `ahead` holds it.
+async fn plan_observed(
+    engine: &Engine,
+    state_dir: &Path,
+    project: Project,
+    req: &PlanRequest,
+    resolving: Resolving,
+    ahead: Option<Observed>,
+) -> Result<Planned> {
     let mut warnings = Vec::new();
     // What Compose would refuse only once a container exists (a missing file, an unset
     // variable) is refused here, before any engine request.
@@ -230,17 +294,22 @@ pub async fn plan_resolving(
         Error::InvalidInput(e.to_string())
     })?;
     warnings.extend(crate::configs::warnings(&project));
-    recover_interrupted(
-        engine,
-        state_dir,
-        &project.name,
-        req.lock_held,
-        &mut warnings,
-    )
-    .await?;
-    // While the registry answers, observe: the running containers' images, inspected here,
-    // spare desired_images the inspect of a desired image that already runs.
-    let mut observed = observe_project(engine, &project).await?;
+    let mut observed = match ahead {
+        Some(o) => o,
+        None => {
+            recover_interrupted(
+                engine,
+                state_dir,
+                &project.name,
+                req.lock_held,
+                &mut warnings,
+            )
+            .await?;
+            // While the registry answers, observe: the running containers' images, inspected
+            // here, spare desired_images the inspect of a desired image that already runs.
+            observe_project(engine, &project).await?
+        }
+    };
     tracing::debug!(containers = observed.containers.len(), "observed");
     let pinned = digests_to_deploy(&project, req, resolving, &mut warnings).await?;
     let pull = desired_images(

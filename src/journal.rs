@@ -47,11 +47,15 @@ pub fn default_state_dir() -> PathBuf {
 /// transitional containers.
 #[derive(Debug)]
 pub struct ProjectLock {
-    _engine: File,
+    engine: File,
     _state: File,
     /// The journal of the previous holder, when it is in another state directory and still
     /// holds an entry.
     pub other_journal: Option<Journal>,
+    /// This run's state directory, and whether the engine lock already names it (see
+    /// [`ProjectLock::claim`]).
+    here: PathBuf,
+    claimed: bool,
 }
 
 /// Where the per-engine locks live: `/run/lock/composeops` (Debian's world-writable lock
@@ -140,7 +144,37 @@ impl ProjectLock {
 
     /// The locks if both are free now, `None` if another process holds either.
     pub fn try_acquire(dir: &Path, engine: &str, project: &str) -> Result<Option<ProjectLock>> {
-        use std::io::{Read, Seek};
+        let Some(mut lock) = Self::try_acquire_unclaimed(dir, engine, project)? else {
+            return Ok(None);
+        };
+        lock.claim()?;
+        Ok(Some(lock))
+    }
+
+    /// Records this run's state directory in the engine lock, where the next holder looks for
+    /// a journal to recover: once claimed, an interrupted run of this process is found from
+    /// any state directory. Until then the record still names the previous holder's.
+    pub fn claim(&mut self) -> Result<()> {
+        use std::io::Seek;
+        if self.claimed {
+            return Ok(());
+        }
+        self.engine.set_len(0)?;
+        self.engine.rewind()?;
+        self.engine
+            .write_all(self.here.as_os_str().as_encoded_bytes())?;
+        self.claimed = true;
+        Ok(())
+    }
+
+    /// [`ProjectLock::try_acquire`] without the [claim](ProjectLock::claim): for a lock taken on
+    /// a guess of the project's name, which may be dropped unused.
+    pub fn try_acquire_unclaimed(
+        dir: &Path,
+        engine: &str,
+        project: &str,
+    ) -> Result<Option<ProjectLock>> {
+        use std::io::Read;
         use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(dir).with_context(|| {
             format!(
@@ -176,13 +210,12 @@ impl ProjectLock {
         let other_journal = (!previous.as_os_str().is_empty() && previous != here)
             .then(|| Journal::new(&previous, project))
             .filter(|j| j.path().exists());
-        engine_file.set_len(0)?;
-        engine_file.rewind()?;
-        engine_file.write_all(here.as_os_str().as_encoded_bytes())?;
         Ok(Some(ProjectLock {
-            _engine: engine_file,
+            engine: engine_file,
             _state: state_file,
             other_journal,
+            claimed: previous == here,
+            here,
         }))
     }
 }

@@ -86,3 +86,72 @@ fn runs_with_different_state_directories_never_both_change_a_project() {
     ]);
     assert!(env.contains("GREETING=two"), "{env}");
 }
+
+#[test]
+fn a_lock_taken_on_a_wrong_guess_of_the_name_leaves_the_other_project_recoverable() {
+    // Project A, killed mid-update under its state directory: the engine lock's record
+    // names that directory, where the journal is.
+    let mut a = Stack::new("guess-a");
+    let image = format!("{}/app-{}:1", testbed().registry, a.name);
+    build_app_image(&image, "v1");
+    a.guard.image(image.clone());
+    a.write(&compose(&image, "one"));
+    a.apply_ok();
+    a.write(&compose(&image, "two"));
+    let (mut first, seen) = a.apply_paused_at(&["--wait-timeout", "30s"], "health-wait", 1);
+    assert!(seen.contains("test pause at health-wait"), "{seen}");
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    // Project B lives in a directory named like A, and names itself in its file: apply,
+    // without -p, first guesses A from the directory (and takes A's free lock while B's files
+    // load), then drops that guess for B. It must apply B and leave A's record alone.
+    let b_name = unique_project("guess-b");
+    let _b_guard = ProjectGuard::new(b_name.clone());
+    let parent = tempfile::tempdir().unwrap();
+    let b_dir = parent.path().join(&a.name);
+    std::fs::create_dir(&b_dir).unwrap();
+    std::fs::write(
+        b_dir.join("compose.yaml"),
+        format!("name: {b_name}\nservices:\n  solo:\n    image: {image}\n"),
+    )
+    .unwrap();
+    let b_state = tempfile::tempdir().unwrap();
+    let b_apply = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_composeops"))
+            .current_dir(&b_dir)
+            .env("COMPOSEOPS_STATE_DIR", b_state.path())
+            .env_remove("COMPOSE_PROJECT_NAME")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = b_apply(&["apply", "--wait-timeout", "30s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(
+        container_ids(&b_name).into_keys().collect::<Vec<_>>(),
+        [format!("{b_name}-solo-1")]
+    );
+    let again = b_apply(&["apply"]);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains(&format!("No changes: {b_name}")),
+        "{}",
+        show(&again)
+    );
+
+    // A's next apply, under a third state directory, still finds A's journal and recovers.
+    let third_state = tempfile::tempdir().unwrap();
+    let third_dir = third_state.path().to_str().unwrap();
+    let third = a.run(&["apply", "--state-dir", third_dir, "--wait-timeout", "30s"]);
+    assert_eq!(third.status.code(), Some(0), "{}", show(&third));
+    assert!(
+        String::from_utf8_lossy(&third.stderr).contains("recovering an interrupted apply"),
+        "{}",
+        show(&third)
+    );
+    let names: Vec<String> = container_ids(&a.name).into_keys().collect();
+    assert_eq!(
+        names,
+        [format!("{}-web-1", a.name), format!("{}-worker-1", a.name)]
+    );
+}

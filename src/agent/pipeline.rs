@@ -102,7 +102,7 @@ impl Reconciler for Pipeline {
                 },
             };
             let state_dir = &self.opts.state_dir;
-            let connecting = converge::connect(&self.opts.engine);
+            let connecting = async { Ok((converge::connect(&self.opts.engine).await?, None)) };
             let prepared =
                 converge::prepare(connecting, state_dir, project, &req, self.opts.lock_timeout)
                     .await?;

@@ -23,7 +23,10 @@ pub(crate) fn run(global: &Global, a: &ApplyArgs) -> Result<i32> {
     if let Some(file) = a.common.path.as_ref().filter(|p| p.is_file()) {
         return run_saved(global, a, file);
     }
-    let early = common::connect_early(global)?;
+    let dir = common::state_dir(a.common.state_dir.as_ref());
+    let opts = global.load_options(a.common.path.as_ref());
+    let ahead = composeops::load::likely_project_name(&opts).map(|name| (dir, name));
+    let early = common::connect_early(global, ahead)?;
     let project = common::load(global, a.common.path.as_ref())?;
     let req = super::plan::request(&a.common, PullMode::Policy, true);
     converge_and_report(global, a, early, project, req, None)
@@ -53,7 +56,7 @@ fn run_saved(global: &Global, a: &ApplyArgs, file: &Path) -> Result<i32> {
             given.join(", ")
         );
     }
-    let early = common::connect_early(global)?;
+    let early = common::connect_early(global, None)?;
     let saved = SavedPlan::read(file)?;
     let loaded = composeops::load::load(&saved.inputs.load_options())?;
     common::warn_all(&loaded.warnings);
@@ -79,7 +82,7 @@ fn converge_and_report(
 ) -> Result<i32> {
     let dir = common::state_dir(a.common.state_dir.as_ref());
     let (plan, report, cleaned) = rt.block_on(async {
-        let connecting = common::engine(connecting);
+        let connecting = common::connected(connecting);
         let converge::Prepared {
             engine,
             planned,

@@ -9,6 +9,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use composeops::agent::LogFormat;
+use composeops::converge;
 use composeops::progress;
 
 use super::args::{Ansi, Global};
@@ -37,18 +38,32 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// The engine connection, under way (see [`connect_early`]).
-pub(crate) type Connecting =
-    tokio::task::JoinHandle<composeops::error::Result<composeops::engine::Engine>>;
+/// The engine connection, under way (see [`connect_early`]), and the project observed ahead
+/// when it was asked for.
+pub(crate) type Connecting = tokio::task::JoinHandle<
+    composeops::error::Result<(composeops::engine::Engine, Option<converge::Ahead>)>,
+>;
 
 /// The runtime, with the engine connection started on it, so that it runs while the caller
 /// loads the project on this thread: the connection (a version ping) is read-only and costs
-/// about as much as the load, so neither waits for the other. A load error is still what the
-/// user sees: [`engine`] is awaited only once the project loaded.
-pub(crate) fn connect_early(global: &Global) -> Result<(Background, Connecting)> {
+/// about as much as the load, so neither waits for the other. With `ahead` (the state
+/// directory and the project name the files most likely give), the project's lock is taken
+/// and its engine side observed too, see [`converge::observe_ahead`]. A load error is still
+/// what the user sees: [`engine`] is awaited only once the project loaded.
+pub(crate) fn connect_early(
+    global: &Global,
+    ahead: Option<(PathBuf, String)>,
+) -> Result<(Background, Connecting)> {
     let rt = runtime()?;
     let flags = global.engine();
-    let connecting = rt.spawn(async move { composeops::converge::connect(&flags).await });
+    let connecting = rt.spawn(async move {
+        let engine = converge::connect(&flags).await?;
+        let observed = match &ahead {
+            Some((dir, name)) => converge::observe_ahead(&engine, dir, name).await,
+            None => None,
+        };
+        Ok((engine, observed))
+    });
     Ok((Background(Some(rt)), connecting))
 }
 
@@ -71,14 +86,21 @@ impl Drop for Background {
     }
 }
 
-/// The engine [`connect_early`] connected to.
-pub(crate) async fn engine(
+/// The engine [`connect_early`] connected to, and what it observed ahead.
+pub(crate) async fn connected(
     connecting: Connecting,
-) -> composeops::error::Result<composeops::engine::Engine> {
+) -> composeops::error::Result<(composeops::engine::Engine, Option<converge::Ahead>)> {
     use composeops::error::{Error, ErrorKind};
     connecting
         .await
         .map_err(Error::of(ErrorKind::EngineUnavailable))?
+}
+
+/// The engine [`connect_early`] connected to.
+pub(crate) async fn engine(
+    connecting: Connecting,
+) -> composeops::error::Result<composeops::engine::Engine> {
+    Ok(connected(connecting).await?.0)
 }
 
 /// Who reads stderr.

@@ -39,7 +39,7 @@ pub(crate) fn run(global: &Global, a: &PlanArgs) -> Result<i32> {
     }
     // Bad input is the error the user sees, whatever the engine says: the engine is only
     // pinged (read-only) while the project loads.
-    let (rt, connecting) = common::connect_early(global)?;
+    let (rt, connecting) = common::connect_early(global, None)?;
     let project = common::load(global, a.common.path.as_ref())?;
     let inputs = a.out.as_ref().map(|_| {
         let opts = global.load_options(a.common.path.as_ref());

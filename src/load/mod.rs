@@ -846,6 +846,30 @@ pub fn to_json(v: &Value) -> serde_json::Value {
     }
 }
 
+/// The project name a load with `opts` most likely gives, known before reading any file:
+/// `-p`, COMPOSE_PROJECT_NAME from the environment, else the name of the project directory
+/// (`--project-directory`, the first `-f` file's directory, or the working directory). A
+/// `name:` in the files, COMPOSE_PROJECT_NAME in `.env` or a compose file found in a parent
+/// directory give another: callers use it only as a guess, and check it against the load.
+pub fn likely_project_name(opts: &LoadOptions) -> Option<String> {
+    let explicit = opts.project_name.clone().or_else(|| {
+        (opts.environ.get("COMPOSE_PROJECT_NAME"))
+            .filter(|s| !s.is_empty())
+            .cloned()
+    });
+    if explicit.is_some() {
+        return explicit;
+    }
+    let cwd = absolute_dir(&opts.cwd);
+    let dir = match (&opts.project_directory, opts.files.first()) {
+        (Some(d), _) => cwd.join(d),
+        (None, Some(f)) => cwd.join(f).parent()?.to_path_buf(),
+        (None, None) => cwd,
+    };
+    let name = normalise_project_name(&dir.file_name()?.to_string_lossy());
+    (!name.is_empty()).then_some(name)
+}
+
 /// Project name: `-p` > COMPOSE_PROJECT_NAME > `name:` > directory basename. An explicit name
 /// must already be in normal form; the basename is normalised.
 fn project_name(
