@@ -178,11 +178,21 @@ pub struct Ahead {
 /// says a run was interrupted: anything else (a run to wait for, a recovery) is left to
 /// [`prepare`], in its usual order. Observing under the lock is what makes the observation as
 /// good as one made after the load: no other run can change the project in between.
-pub async fn observe_ahead(engine: &Engine, state_dir: &Path, project: &str) -> Option<Ahead> {
+///
+/// `expected` yields the images the project names, once it is loaded ([`expected_images`];
+/// nothing if the load fails): they are inspected beside the lists.
+pub async fn observe_ahead(
+    engine: &Engine,
+    state_dir: &Path,
+    project: &str,
+    expected: impl std::future::Future<Output = Vec<String>>,
+) -> Option<Ahead> {
     let lock = ProjectLock::try_acquire_unclaimed(state_dir, engine.endpoint(), project).ok()??;
     let clean = lock.other_journal.is_none() && !Journal::new(state_dir, project).path().exists();
     let observed = match clean {
-        true => crate::observe::observe(engine, project).await.ok(),
+        true => crate::observe::observe_awaiting(engine, project, expected)
+            .await
+            .ok(),
         false => None,
     };
     Some(Ahead {
@@ -409,15 +419,19 @@ fn note_tag_moves(plan: &mut Plan, found: &IndexMap<String, ResolvedImage>, stat
     }
 }
 
-/// Observes the project, with the images its services name inspected beside the lists.
-async fn observe_project(engine: &Engine, project: &Project) -> Result<Observed> {
+/// The images the project's services name, each once.
+pub fn expected_images(project: &Project) -> Vec<String> {
     let expected: std::collections::BTreeSet<String> = project
         .services
         .keys()
         .map(|name| crate::spec::image_reference(project, name))
         .collect();
-    let expected: Vec<String> = expected.into_iter().collect();
-    observe_expecting(engine, &project.name, &expected)
+    expected.into_iter().collect()
+}
+
+/// Observes the project, with the images its services name inspected beside the lists.
+async fn observe_project(engine: &Engine, project: &Project) -> Result<Observed> {
+    observe_expecting(engine, &project.name, &expected_images(project))
         .await
         .map_err(Error::of(ErrorKind::EngineUnavailable))
 }

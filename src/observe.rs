@@ -170,6 +170,17 @@ pub async fn observe_expecting(
     project: &str,
     expected: &[String],
 ) -> Result<Observed> {
+    observe_awaiting(engine, project, std::future::ready(expected.to_vec())).await
+}
+
+/// [`observe_expecting`], with the expected images still to come: the lists go out at once,
+/// the images are inspected as soon as `expected` yields them (for a caller that starts
+/// observing before it has loaded the project).
+pub async fn observe_awaiting(
+    engine: &Engine,
+    project: &str,
+    expected: impl std::future::Future<Output = Vec<String>>,
+) -> Result<Observed> {
     let filters = project_filter(project);
     let list = engine.call().list_containers(Some(
         ListContainersOptionsBuilder::default()
@@ -188,9 +199,9 @@ pub async fn observe_expecting(
             .build(),
     ));
     let early = async {
-        match expected {
-            [] => Vec::new(),
-            refs => inspect_images(engine, refs.to_vec())
+        match expected.await {
+            refs if refs.is_empty() => Vec::new(),
+            refs => inspect_images(engine, refs)
                 .await
                 // Only a head start: what fails here is asked again below.
                 .unwrap_or_default(),

@@ -48,23 +48,51 @@ pub(crate) type Connecting = tokio::task::JoinHandle<
 /// loads the project on this thread: the connection (a version ping) is read-only and costs
 /// about as much as the load, so neither waits for the other. With `ahead` (the state
 /// directory and the project name the files most likely give), the project's lock is taken
-/// and its engine side observed too, see [`converge::observe_ahead`]. A load error is still
-/// what the user sees: [`engine`] is awaited only once the project loaded.
+/// and its engine side observed too, see [`converge::observe_ahead`]; the images the loaded
+/// project names are then sent on [`Ahead::expected`]. A load error is still what the user
+/// sees: [`engine`] is awaited only once the project loaded.
 pub(crate) fn connect_early(
     global: &Global,
-    ahead: Option<(PathBuf, String)>,
+    ahead: Option<Ahead>,
 ) -> Result<(Background, Connecting)> {
     let rt = runtime()?;
     let flags = global.engine();
     let connecting = rt.spawn(async move {
         let engine = converge::connect(&flags).await?;
-        let observed = match &ahead {
-            Some((dir, name)) => converge::observe_ahead(&engine, dir, name).await,
+        let observed = match ahead {
+            Some(a) => {
+                let expected = async { a.images.await.unwrap_or_default() };
+                converge::observe_ahead(&engine, &a.state_dir, &a.project, expected).await
+            }
             None => None,
         };
         Ok((engine, observed))
     });
     Ok((Background(Some(rt)), connecting))
+}
+
+/// What [`connect_early`] observes ahead of the load.
+pub(crate) struct Ahead {
+    state_dir: PathBuf,
+    project: String,
+    images: tokio::sync::oneshot::Receiver<Vec<String>>,
+}
+
+impl Ahead {
+    /// The project `project` (a guess) in `state_dir`, and where to send the images the
+    /// project names once it is loaded.
+    pub(crate) fn new(
+        state_dir: PathBuf,
+        project: String,
+    ) -> (Ahead, tokio::sync::oneshot::Sender<Vec<String>>) {
+        let (tx, images) = tokio::sync::oneshot::channel();
+        let a = Ahead {
+            state_dir,
+            project,
+            images,
+        };
+        (a, tx)
+    }
 }
 
 /// A runtime that, when dropped, does not wait for its threads: after a load error, a ping
