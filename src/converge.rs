@@ -166,8 +166,9 @@ pub struct Prepared {
 pub struct Ahead {
     project: String,
     /// Not yet [claimed](ProjectLock::claim): dropped unused when the guess was wrong, it
-    /// leaves the engine lock's record of the previous holder as it was.
-    lock: ProjectLock,
+    /// leaves the engine lock's record of the previous holder as it was. `None` for `plan`,
+    /// which observes without the lock.
+    lock: Option<ProjectLock>,
     /// `None` when a journal says a run was interrupted: recovery comes first.
     observed: Option<Observed>,
 }
@@ -177,7 +178,9 @@ pub struct Ahead {
 /// a no-op, run while the caller loads the files. Only when the lock is free and no journal
 /// says a run was interrupted: anything else (a run to wait for, a recovery) is left to
 /// [`prepare`], in its usual order. Observing under the lock is what makes the observation as
-/// good as one made after the load: no other run can change the project in between.
+/// good as one made after the load: no other run can change the project in between. Without
+/// `lock` (`plan`, which never waits for a run) the project is observed as [`plan`] would,
+/// unless a journal asks for recovery first.
 ///
 /// `expected` yields the images the project names, once it is loaded ([`expected_images`];
 /// nothing if the load fails): they are inspected beside the lists.
@@ -185,10 +188,17 @@ pub async fn observe_ahead(
     engine: &Engine,
     state_dir: &Path,
     project: &str,
+    lock: bool,
     expected: impl std::future::Future<Output = Vec<String>>,
 ) -> Option<Ahead> {
-    let lock = ProjectLock::try_acquire_unclaimed(state_dir, engine.endpoint(), project).ok()??;
-    let clean = lock.other_journal.is_none() && !Journal::new(state_dir, project).path().exists();
+    let lock = match lock {
+        true => Some(
+            ProjectLock::try_acquire_unclaimed(state_dir, engine.endpoint(), project).ok()??,
+        ),
+        false => None,
+    };
+    let clean = lock.as_ref().is_none_or(|l| l.other_journal.is_none())
+        && !Journal::new(state_dir, project).path().exists();
     let observed = match clean {
         true => crate::observe::observe_awaiting(engine, project, expected)
             .await
@@ -217,16 +227,19 @@ pub async fn prepare(
     let resolving = start_resolving(state_dir, &project, req);
     let (engine, ahead) = connecting.await?;
     // Observed ahead under another name (the files name the project otherwise): its lock is
-    // released here, before the right one is taken.
+    // released here, unclaimed, before the right one is taken.
     let (lock, observed) = match ahead.filter(|a| a.project == project.name) {
         Some(Ahead {
-            mut lock, observed, ..
+            lock: Some(mut lock),
+            observed,
+            ..
         }) => {
             lock.claim().map_err(Error::of(ErrorKind::Conflict))?;
             recover_previous(&engine, &lock).await?;
             (lock, observed)
         }
-        None => {
+        // A wrong guess, or observed without the lock: taken now, as without a guess.
+        _ => {
             let lock = self::lock(&engine, state_dir, &project.name, lock_timeout).await?;
             (lock, None)
         }
@@ -285,6 +298,22 @@ pub async fn plan_resolving(
     resolving: Resolving,
 ) -> Result<Planned> {
     plan_observed(engine, state_dir, project, req, resolving, None).await
+}
+
+/// [`plan_resolving`] for `plan`, with the project observed [ahead](observe_ahead) of the
+/// load when the guess of its name was right.
+pub async fn plan_ahead(
+    engine: &Engine,
+    state_dir: &Path,
+    project: Project,
+    req: &PlanRequest,
+    resolving: Resolving,
+    ahead: Option<Ahead>,
+) -> Result<Planned> {
+    let observed = ahead
+        .filter(|a| a.project == project.name)
+        .and_then(|a| a.observed);
+    plan_observed(engine, state_dir, project, req, resolving, observed).await
 }
 
 /// [`plan_resolving`], with the project already observed when `ahead` holds it.

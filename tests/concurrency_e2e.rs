@@ -138,6 +138,21 @@ fn a_lock_taken_on_a_wrong_guess_of_the_name_leaves_the_other_project_recoverabl
         "{}",
         show(&again)
     );
+    // `plan` guesses the same way (without a lock): B's plan, not A's.
+    let plan = b_apply(&["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", show(&plan));
+    std::fs::write(
+        b_dir.join("compose.yaml"),
+        format!("name: {b_name}\nservices:\n  solo:\n    image: {image}\n    environment:\n      X: \"1\"\n"),
+    )
+    .unwrap();
+    let plan = b_apply(&["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(2), "{}", show(&plan));
+    assert!(
+        String::from_utf8_lossy(&plan.stdout).contains("solo"),
+        "{}",
+        show(&plan)
+    );
 
     // A's next apply, under a third state directory, still finds A's journal and recovers.
     let third_state = tempfile::tempdir().unwrap();

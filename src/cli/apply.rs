@@ -24,19 +24,10 @@ pub(crate) fn run(global: &Global, a: &ApplyArgs) -> Result<i32> {
         return run_saved(global, a, file);
     }
     let dir = common::state_dir(a.common.state_dir.as_ref());
-    let opts = global.load_options(a.common.path.as_ref());
-    let (ahead, images) = match composeops::load::likely_project_name(&opts) {
-        Some(name) => {
-            let (ahead, tx) = common::Ahead::new(dir, name);
-            (Some(ahead), Some(tx))
-        }
-        None => (None, None),
-    };
+    let (ahead, images) = common::Ahead::guess(global, a.common.path.as_ref(), dir, true);
     let early = common::connect_early(global, ahead)?;
     let project = common::load(global, a.common.path.as_ref())?;
-    if let Some(tx) = images {
-        let _ = tx.send(converge::expected_images(&project));
-    }
+    images.send(&project);
     let req = super::plan::request(&a.common, PullMode::Policy, true);
     converge_and_report(global, a, early, project, req, None)
 }

@@ -50,7 +50,7 @@ pub(crate) type Connecting = tokio::task::JoinHandle<
 /// directory and the project name the files most likely give), the project's lock is taken
 /// and its engine side observed too, see [`converge::observe_ahead`]; the images the loaded
 /// project names are then sent on [`Ahead::expected`]. A load error is still what the user
-/// sees: [`engine`] is awaited only once the project loaded.
+/// sees: [`connected`] is awaited only once the project loaded.
 pub(crate) fn connect_early(
     global: &Global,
     ahead: Option<Ahead>,
@@ -62,7 +62,8 @@ pub(crate) fn connect_early(
         let observed = match ahead {
             Some(a) => {
                 let expected = async { a.images.await.unwrap_or_default() };
-                converge::observe_ahead(&engine, &a.state_dir, &a.project, expected).await
+                let (dir, name) = (&a.state_dir, &a.project);
+                converge::observe_ahead(&engine, dir, name, a.lock, expected).await
             }
             None => None,
         };
@@ -75,23 +76,44 @@ pub(crate) fn connect_early(
 pub(crate) struct Ahead {
     state_dir: PathBuf,
     project: String,
+    /// Under the project's lock (apply), or not (plan).
+    lock: bool,
     images: tokio::sync::oneshot::Receiver<Vec<String>>,
 }
 
+/// Where the loaded project's images go (see [`Ahead`]).
+pub(crate) struct AheadImages(Option<tokio::sync::oneshot::Sender<Vec<String>>>);
+
+impl AheadImages {
+    /// Sends the images `project` names to the observation under way.
+    pub(crate) fn send(self, project: &composeops::model::Project) {
+        if let Some(tx) = self.0 {
+            let _ = tx.send(converge::expected_images(project));
+        }
+    }
+}
+
 impl Ahead {
-    /// The project `project` (a guess) in `state_dir`, and where to send the images the
-    /// project names once it is loaded.
-    pub(crate) fn new(
-        state_dir: PathBuf,
-        project: String,
-    ) -> (Ahead, tokio::sync::oneshot::Sender<Vec<String>>) {
+    /// The project the options most likely load (see `load::likely_project_name`), in the
+    /// state directory `dir`, and where to send the images it names once it is loaded.
+    pub(crate) fn guess(
+        global: &Global,
+        path: Option<&PathBuf>,
+        dir: PathBuf,
+        lock: bool,
+    ) -> (Option<Ahead>, AheadImages) {
+        let opts = global.load_options(path);
+        let Some(project) = composeops::load::likely_project_name(&opts) else {
+            return (None, AheadImages(None));
+        };
         let (tx, images) = tokio::sync::oneshot::channel();
         let a = Ahead {
-            state_dir,
+            state_dir: dir,
             project,
+            lock,
             images,
         };
-        (a, tx)
+        (Some(a), AheadImages(Some(tx)))
     }
 }
 
@@ -122,13 +144,6 @@ pub(crate) async fn connected(
     connecting
         .await
         .map_err(Error::of(ErrorKind::EngineUnavailable))?
-}
-
-/// The engine [`connect_early`] connected to.
-pub(crate) async fn engine(
-    connecting: Connecting,
-) -> composeops::error::Result<composeops::engine::Engine> {
-    Ok(connected(connecting).await?.0)
 }
 
 /// Who reads stderr.

@@ -39,8 +39,11 @@ pub(crate) fn run(global: &Global, a: &PlanArgs) -> Result<i32> {
     }
     // Bad input is the error the user sees, whatever the engine says: the engine is only
     // pinged (read-only) while the project loads.
-    let (rt, connecting) = common::connect_early(global, None)?;
+    let dir = common::state_dir(a.common.state_dir.as_ref());
+    let (ahead, images) = common::Ahead::guess(global, a.common.path.as_ref(), dir, false);
+    let (rt, connecting) = common::connect_early(global, ahead)?;
     let project = common::load(global, a.common.path.as_ref())?;
+    images.send(&project);
     let inputs = a.out.as_ref().map(|_| {
         let opts = global.load_options(a.common.path.as_ref());
         Inputs::new(&project, &opts, a.common.prune)
@@ -49,8 +52,8 @@ pub(crate) fn run(global: &Global, a: &PlanArgs) -> Result<i32> {
     let req = request(&a.common, PullMode::Never, false);
     let planned = rt.block_on(async {
         let resolving = converge::start_resolving(&dir, &project, &req);
-        let engine = common::engine(connecting).await?;
-        let p = converge::plan_resolving(&engine, &dir, project, &req, resolving).await;
+        let (engine, ahead) = common::connected(connecting).await?;
+        let p = converge::plan_ahead(&engine, &dir, project, &req, resolving, ahead).await;
         tracing::debug!(api_calls = engine.calls(), "engine API calls");
         p
     })?;
