@@ -94,6 +94,9 @@ async fn push_versions(repo: &str) -> Vec<(String, String)> {
         let created = chrono::Utc::now() - chrono::Duration::hours(*hours);
         c["created"] = Value::String(created.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
         c["config"]["Labels"]["io.composeops.test.version"] = Value::String(tag.to_string());
+        // Blobs are shared by content across repositories: each repository's configs are its
+        // own, so that altering one (see the tampering test) touches no other test's image.
+        c["config"]["Labels"]["io.composeops.test.repository"] = Value::String(repo.to_string());
         let bytes = serde_json::to_vec(&c).unwrap();
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
         let target: Reference = format!("{repo}:{tag}").parse().unwrap();
@@ -209,6 +212,14 @@ fn a_config_blob_altered_on_the_registry_is_refused() {
     );
     assert!(forged != text && forged.len() == text.len(), "{text}");
     std::fs::write(&data, forged).unwrap();
+    // Put back on the way out, whatever happens: the registry outlives the test.
+    struct Restore(std::path::PathBuf, String);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = std::fs::write(&self.0, &self.1);
+        }
+    }
+    let _restore = Restore(data.clone(), text.clone());
 
     let s = Stack::new("track-tampered");
     let image = format!("{}:1.2.0", p.repo);
