@@ -24,8 +24,8 @@ pub(crate) fn run(global: &Global, a: &ApplyArgs) -> Result<i32> {
         return run_saved(global, a, file);
     }
     let dir = common::state_dir(a.common.state_dir.as_ref());
-    let (ahead, images) = common::Ahead::guess(global, a.common.path.as_ref(), dir, true);
-    let early = common::connect_early(global, ahead)?;
+    let (guess, images) = common::Guess::of(global, a.common.path.as_ref(), dir, true);
+    let early = common::connect_early(global, guess)?;
     let project = common::load(global, a.common.path.as_ref())?;
     images.send(&project);
     let req = super::plan::request(&a.common, PullMode::Policy, true);

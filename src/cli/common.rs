@@ -46,20 +46,20 @@ pub(crate) type Connecting = tokio::task::JoinHandle<
 
 /// The runtime, with the engine connection started on it, so that it runs while the caller
 /// loads the project on this thread: the connection (a version ping) is read-only and costs
-/// about as much as the load, so neither waits for the other. With `ahead` (the state
-/// directory and the project name the files most likely give), the project's lock is taken
-/// and its engine side observed too, see [`converge::observe_ahead`]; the images the loaded
-/// project names are then sent on [`Ahead::expected`]. A load error is still what the user
-/// sees: [`connected`] is awaited only once the project loaded.
+/// about as much as the load, so neither waits for the other. With a [`Guess`] of the
+/// project's name, the project's lock is taken and its engine side observed too (see
+/// [`converge::observe_ahead`]); the caller sends the images the loaded project names through
+/// the [`GuessImages`] that came with the guess. A load error is still what the user sees:
+/// [`connected`] is awaited only once the project loaded.
 pub(crate) fn connect_early(
     global: &Global,
-    ahead: Option<Ahead>,
+    guess: Option<Guess>,
 ) -> Result<(Background, Connecting)> {
     let rt = runtime()?;
     let flags = global.engine();
     let connecting = rt.spawn(async move {
         let engine = converge::connect(&flags).await?;
-        let observed = match ahead {
+        let observed = match guess {
             Some(a) => {
                 let expected = async { a.images.await.unwrap_or_default() };
                 let (dir, name) = (&a.state_dir, &a.project);
@@ -72,8 +72,8 @@ pub(crate) fn connect_early(
     Ok((Background(Some(rt)), connecting))
 }
 
-/// What [`connect_early`] observes ahead of the load.
-pub(crate) struct Ahead {
+/// The project [`connect_early`] observes ahead of the load: a guess of its name.
+pub(crate) struct Guess {
     state_dir: PathBuf,
     project: String,
     /// Under the project's lock (apply), or not (plan).
@@ -81,10 +81,10 @@ pub(crate) struct Ahead {
     images: tokio::sync::oneshot::Receiver<Vec<String>>,
 }
 
-/// Where the loaded project's images go (see [`Ahead`]).
-pub(crate) struct AheadImages(Option<tokio::sync::oneshot::Sender<Vec<String>>>);
+/// Where the loaded project's images go (see [`Guess`]).
+pub(crate) struct GuessImages(Option<tokio::sync::oneshot::Sender<Vec<String>>>);
 
-impl AheadImages {
+impl GuessImages {
     /// Sends the images `project` names to the observation under way.
     pub(crate) fn send(self, project: &composeops::model::Project) {
         if let Some(tx) = self.0 {
@@ -93,27 +93,27 @@ impl AheadImages {
     }
 }
 
-impl Ahead {
+impl Guess {
     /// The project the options most likely load (see `load::likely_project_name`), in the
     /// state directory `dir`, and where to send the images it names once it is loaded.
-    pub(crate) fn guess(
+    pub(crate) fn of(
         global: &Global,
         path: Option<&PathBuf>,
         dir: PathBuf,
         lock: bool,
-    ) -> (Option<Ahead>, AheadImages) {
+    ) -> (Option<Guess>, GuessImages) {
         let opts = global.load_options(path);
         let Some(project) = composeops::load::likely_project_name(&opts) else {
-            return (None, AheadImages(None));
+            return (None, GuessImages(None));
         };
         let (tx, images) = tokio::sync::oneshot::channel();
-        let a = Ahead {
+        let a = Guess {
             state_dir: dir,
             project,
             lock,
             images,
         };
-        (Some(a), AheadImages(Some(tx)))
+        (Some(a), GuessImages(Some(tx)))
     }
 }
 

@@ -40,8 +40,8 @@ pub(crate) fn run(global: &Global, a: &PlanArgs) -> Result<i32> {
     // Bad input is the error the user sees, whatever the engine says: the engine is only
     // pinged (read-only) while the project loads.
     let dir = common::state_dir(a.common.state_dir.as_ref());
-    let (ahead, images) = common::Ahead::guess(global, a.common.path.as_ref(), dir, false);
-    let (rt, connecting) = common::connect_early(global, ahead)?;
+    let (guess, images) = common::Guess::of(global, a.common.path.as_ref(), dir, false);
+    let (rt, connecting) = common::connect_early(global, guess)?;
     let project = common::load(global, a.common.path.as_ref())?;
     images.send(&project);
     let inputs = a.out.as_ref().map(|_| {
