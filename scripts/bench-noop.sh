@@ -12,7 +12,9 @@
 #                  better with the number of services.
 #
 # For each command: median wall time, median CPU time (user + sys of the child and of what it
-# waited for, from wait4's rusage) and median peak RSS; the ratio Compose / composeops of the
+# waited for, from wait4's rusage) and median peak RSS (of 3 more runs under GNU time: the
+# rusage of a child this script spawns counts the spawning Python's pages too, a 13 MiB
+# floor); the ratio Compose / composeops of the
 # wall medians; and the engine API requests of a no-op apply (its `api_calls` debug record).
 # The image lives in the test bed's registry, so `apply` and `plan` make their real registry
 # lookup (one manifest HEAD for the one distinct image); `--offline` skips it, as Compose does.
@@ -32,6 +34,7 @@ bash scripts/testbed.sh >/dev/null 2>&1
 # shellcheck source=/dev/null
 source .testbed/env
 command -v python3 >/dev/null || { echo "bench-noop: python3 is needed (wait4 rusage)" >&2; exit 1; }
+[ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
 cargo build --release --quiet
 BIN=$PWD/target/release/composeops
 IMAGE=$COMPOSEOPS_TEST_REGISTRY/composeops-test/busybox:latest
@@ -90,6 +93,8 @@ cmds = [
     ("compose-up", dir_b, [compose, "-p", b, "up", "-d"]),
 ]
 null = os.open(os.devnull, os.O_WRONLY)
+TIME = "/usr/bin/time"
+rss, times = {}, []
 for _ in range(int(runs)):
     for name, cwd, argv in cmds:
         os.chdir(cwd)
@@ -103,7 +108,21 @@ for _ in range(int(runs)):
             sys.exit(f"bench-noop: {name} exited {os.waitstatus_to_exitcode(status)}: "
                      "not a no-op (plan not empty after apply?)")
         cpu = (ru.ru_utime + ru.ru_stime) * 1000
-        print(n, name, f"{wall:.2f}", f"{cpu:.2f}", ru.ru_maxrss)
+        rss[name] = rss.get(name, [])
+        times.append((name, wall, cpu))
+# Peak RSS: GNU time, a small process, spawns each command so that its own pages are all
+# that count.
+out = os.path.join(os.path.dirname(dir_a), f"rss-{n}")
+for _ in range(3):
+    for name, cwd, argv in cmds:
+        os.chdir(cwd)
+        pid = os.posix_spawn(TIME, [TIME, "-f", "%M", "-o", out] + argv, os.environ,
+                             file_actions=[(os.POSIX_SPAWN_DUP2, null, 1),
+                                           (os.POSIX_SPAWN_DUP2, null, 2)])
+        os.wait4(pid, 0)
+        rss[name].append(int(open(out).read().split()[-1]))
+for name, wall, cpu in times:
+    print(n, name, f"{wall:.2f}", f"{cpu:.2f}", sorted(rss[name])[1])
 PY
 }
 
