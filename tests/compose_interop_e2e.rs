@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::stack::show;
-use common::{copy_dir, docker, testbed, unique_project, ProjectGuard};
+use common::{copy_dir, docker, docker_output, testbed, unique_project, ProjectGuard};
 use serde_json::{json, Value};
 
 const HASH: &str = "com.docker.compose.config-hash";
@@ -347,11 +347,15 @@ fn hand_over(case: &Case, yaml: &str, run: &Run) -> Result<usize, String> {
             case.name
         ));
     }
-    // The engine sometimes still counts a just-removed container on a network: retry.
+    // The engine sometimes still counts a just-removed container on a network: retry, then
+    // drop endpoints whose container is gone (Docker's own workaround for a stale one).
     let mut down = run.compose(&["down"]);
-    for _ in 0..3 {
+    for attempt in 0..4 {
         if down.status.success() {
             break;
+        }
+        if attempt == 2 {
+            drop_stale_endpoints(&String::from_utf8_lossy(&down.stderr));
         }
         std::thread::sleep(std::time::Duration::from_secs(2));
         down = run.compose(&["down"]);
@@ -536,4 +540,33 @@ fn registry_image_stack_passes_to_compose_without_recreate() {
         by_compose,
         "composeops recreated Compose's container"
     );
+}
+
+/// For each network a failed `down` names as having active endpoints, disconnects (forced)
+/// the endpoints whose container no longer exists; a live container is left connected, so
+/// the retried `down` still fails and says so.
+fn drop_stale_endpoints(stderr: &str) {
+    let networks: std::collections::BTreeSet<&str> = stderr
+        .split("removing network: network ")
+        .skip(1)
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    for net in networks {
+        let names = docker_output(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{range $id, $c := .Containers}}{{$c.Name}} {{end}}",
+            net,
+        ]);
+        for name in String::from_utf8_lossy(&names.stdout).split_whitespace() {
+            if !docker_output(&["container", "inspect", name])
+                .status
+                .success()
+            {
+                eprintln!("interop: dropping the stale endpoint {name} on {net}");
+                let _ = docker_output(&["network", "disconnect", "-f", net, name]);
+            }
+        }
+    }
 }
