@@ -749,3 +749,29 @@ fn random_sigkill_during_apply_is_recovered() {
         last_lines.join("\n")
     );
 }
+
+/// A run killed while its create of `web-1-composeops-new` was in flight: the engine may
+/// finish that create after the next run's recovery looked for it. That next run's recreate
+/// then finds the name taken by a container that never started, and replaces it (it used to
+/// fail the update, whose rollback then removed it: one failed run per such kill).
+#[test]
+fn a_temporary_container_created_after_recovery_is_replaced_when_it_never_ran() {
+    let mut s = Stack::new("late-create");
+    let image = s.app_image("v1");
+    s.write(&three_services(&image, "even"));
+    s.apply_ok();
+    let temp = format!("{}-web-1-composeops-new", s.name);
+    let label = format!("com.docker.compose.project={}", s.name);
+    docker(&["create", "--name", &temp, "--label", &label, &image]);
+    s.write(&three_services(&image, "odd"));
+    let out = s.run(&["apply", "--wait-timeout", "30s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let env = docker(&[
+        "inspect",
+        "-f",
+        "{{range .Config.Env}}{{println .}}{{end}}",
+        &format!("{}-web-1", s.name),
+    ]);
+    assert!(env.contains("odd"), "{env}");
+    assert!(docker_output(&["inspect", &temp]).status.code() != Some(0));
+}

@@ -25,21 +25,44 @@ fn compose(image: &str, greeting: &str) -> String {
     )
 }
 
-#[test]
-fn runs_with_different_state_directories_never_both_change_a_project() {
-    let mut s = Stack::new("two-states");
+/// A stack applied with greeting `one`, then an apply of `two` under the stack's own state
+/// directory, paused while its new container starts: the stack, its image and that run.
+fn paused_mid_update(prefix: &str) -> (Stack, String, std::process::Child) {
+    let mut s = Stack::new(prefix);
     let image = format!("{}/app-{}:1", testbed().registry, s.name);
     build_app_image(&image, "v1");
     s.guard.image(image.clone());
-    let other_state = tempfile::tempdir().unwrap();
-    let other = other_state.path().to_str().unwrap().to_string();
     s.write(&compose(&image, "one"));
     s.apply_ok();
-
-    // An apply under the stack's own state directory, paused while its new container starts.
     s.write(&compose(&image, "two"));
-    let (mut first, seen) = s.apply_paused_at(&["--wait-timeout", "30s"], "health-wait", 1);
+    let (first, seen) = s.apply_paused_at(&["--wait-timeout", "30s"], "health-wait", 1);
     assert!(seen.contains("test pause at health-wait"), "{seen}");
+    (s, image, first)
+}
+
+/// An apply of `s` under the state directory `state` recovers the interrupted run it finds
+/// and leaves one container per service, no transitional leftovers.
+fn recovers_under(s: &Stack, state: &str) {
+    let out = s.run(&["apply", "--state-dir", state, "--wait-timeout", "30s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("recovering an interrupted apply"),
+        "{}",
+        show(&out)
+    );
+    let names: Vec<String> = container_ids(&s.name).into_keys().collect();
+    assert_eq!(
+        names,
+        [format!("{}-web-1", s.name), format!("{}-worker-1", s.name)],
+        "one container per service, no transitional leftovers"
+    );
+}
+
+#[test]
+fn runs_with_different_state_directories_never_both_change_a_project() {
+    let (s, _image, mut first) = paused_mid_update("two-states");
+    let other_state = tempfile::tempdir().unwrap();
+    let other = other_state.path().to_str().unwrap().to_string();
     let mid_update = container_ids(&s.name);
 
     // A second apply under another state directory must not touch it.
@@ -60,19 +83,7 @@ fn runs_with_different_state_directories_never_both_change_a_project() {
     // first one left and finishes its work instead of fighting its containers.
     first.kill().unwrap();
     first.wait().unwrap();
-    let third = s.run(&["apply", "--state-dir", &other, "--wait-timeout", "30s"]);
-    assert_eq!(third.status.code(), Some(0), "{}", show(&third));
-    assert!(
-        String::from_utf8_lossy(&third.stderr).contains("recovering an interrupted apply"),
-        "{}",
-        show(&third)
-    );
-    let names: Vec<String> = container_ids(&s.name).into_keys().collect();
-    assert_eq!(
-        names,
-        [format!("{}-web-1", s.name), format!("{}-worker-1", s.name)],
-        "one container per service, no transitional leftovers"
-    );
+    recovers_under(&s, &other);
     assert!(!s.state.path().join(format!("{}.journal", s.name)).exists());
     for state in [s.state.path().to_str().unwrap(), other.as_str()] {
         let plan = s.run(&["plan", "--detailed-exitcode", "--state-dir", state]);
@@ -91,15 +102,7 @@ fn runs_with_different_state_directories_never_both_change_a_project() {
 fn a_lock_taken_on_a_wrong_guess_of_the_name_leaves_the_other_project_recoverable() {
     // Project A, killed mid-update under its state directory: the engine lock's record
     // names that directory, where the journal is.
-    let mut a = Stack::new("guess-a");
-    let image = format!("{}/app-{}:1", testbed().registry, a.name);
-    build_app_image(&image, "v1");
-    a.guard.image(image.clone());
-    a.write(&compose(&image, "one"));
-    a.apply_ok();
-    a.write(&compose(&image, "two"));
-    let (mut first, seen) = a.apply_paused_at(&["--wait-timeout", "30s"], "health-wait", 1);
-    assert!(seen.contains("test pause at health-wait"), "{seen}");
+    let (a, image, mut first) = paused_mid_update("guess-a");
     first.kill().unwrap();
     first.wait().unwrap();
 
@@ -156,17 +159,5 @@ fn a_lock_taken_on_a_wrong_guess_of_the_name_leaves_the_other_project_recoverabl
 
     // A's next apply, under a third state directory, still finds A's journal and recovers.
     let third_state = tempfile::tempdir().unwrap();
-    let third_dir = third_state.path().to_str().unwrap();
-    let third = a.run(&["apply", "--state-dir", third_dir, "--wait-timeout", "30s"]);
-    assert_eq!(third.status.code(), Some(0), "{}", show(&third));
-    assert!(
-        String::from_utf8_lossy(&third.stderr).contains("recovering an interrupted apply"),
-        "{}",
-        show(&third)
-    );
-    let names: Vec<String> = container_ids(&a.name).into_keys().collect();
-    assert_eq!(
-        names,
-        [format!("{}-web-1", a.name), format!("{}-worker-1", a.name)]
-    );
+    recovers_under(&a, third_state.path().to_str().unwrap());
 }

@@ -76,11 +76,14 @@ impl<E: ContainerOps> Applier<'_, E> {
             }
             extra.iter_mut().for_each(|(_, ep)| ep.aliases = None);
         }
-        let id = self
-            .engine
-            .create(name, body)
-            .await
-            .with_context(|| format!("cannot create container {name}"))?;
+        let id = match self.engine.create(name, body.clone()).await {
+            Err(e) if name.ends_with(crate::observe::SUFFIX_NEW) && is_conflict(&e) => {
+                self.remove_late_temp(name).await.map_err(|_| e)?;
+                self.engine.create(name, body).await
+            }
+            r => r,
+        }
+        .with_context(|| format!("cannot create container {name}"))?;
         for (net, ep) in extra {
             self.engine
                 .connect(&net, &id, ep)
@@ -95,6 +98,21 @@ impl<E: ContainerOps> Applier<'_, E> {
             }
         }
         Ok(id)
+    }
+
+    /// Removes the container that holds the transitional name `name` when it never started:
+    /// a create sent by a run killed mid-recreate, which the engine finished after the next
+    /// run's recovery looked for it (an engine finishes a create its client stopped waiting
+    /// for). Under the project lock no other run can be creating it; a container that runs is
+    /// left alone (an error).
+    async fn remove_late_temp(&self, name: &str) -> Result<()> {
+        match self.engine.inspect(name).await? {
+            Some(c) if !c.running && c.status == "created" => {
+                tracing::warn!("removing {name}, left by an interrupted apply");
+                self.engine.remove(&c.id).await
+            }
+            _ => anyhow::bail!("{name} is in use"),
+        }
     }
 
     /// Writes the `content:` and `environment:` configs and secrets into the new container
@@ -203,4 +221,10 @@ impl<E: ContainerOps> Applier<'_, E> {
             .await
             .with_context(|| format!("cannot remove {id}"))
     }
+}
+
+/// The engine refused a name already in use (409).
+fn is_conflict(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<bollard::errors::Error>()
+        .is_some_and(crate::engine::is_conflict)
 }
