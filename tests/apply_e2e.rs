@@ -766,12 +766,7 @@ fn a_temporary_container_created_after_recovery_is_replaced_when_it_never_ran() 
     s.write(&three_services(&image, "odd"));
     let out = s.run(&["apply", "--wait-timeout", "30s"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-    let env = docker(&[
-        "inspect",
-        "-f",
-        "{{range .Config.Env}}{{println .}}{{end}}",
-        &format!("{}-web-1", s.name),
-    ]);
+    let env = s.inspect_service("web", "{{range .Config.Env}}{{println .}}{{end}}");
     assert!(env.contains("odd"), "{env}");
     assert!(docker_output(&["inspect", &temp]).status.code() != Some(0));
 }

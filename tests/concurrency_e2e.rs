@@ -89,12 +89,7 @@ fn runs_with_different_state_directories_never_both_change_a_project() {
         let plan = s.run(&["plan", "--detailed-exitcode", "--state-dir", state]);
         assert_eq!(plan.status.code(), Some(0), "{}", show(&plan));
     }
-    let env = docker(&[
-        "inspect",
-        "-f",
-        "{{range .Config.Env}}{{println .}}{{end}}",
-        &format!("{}-web-1", s.name),
-    ]);
+    let env = s.inspect_service("web", "{{range .Config.Env}}{{println .}}{{end}}");
     assert!(env.contains("GREETING=two"), "{env}");
 }
 
