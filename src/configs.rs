@@ -360,7 +360,9 @@ pub(crate) fn resolve(project: &Project) -> Result<BTreeMap<String, ServiceFiles
         for r in refs(project, name) {
             match contents(project, &r) {
                 Ok(Contents::Bytes(data)) => {
-                    files.digests.insert(r.key(), digest(&data));
+                    files
+                        .digests
+                        .insert(r.key(), crate::resolve::reference::sha256_digest(&data));
                     if r.inline() && !data.is_empty() {
                         if read_only {
                             errors.push(read_only_error(name, &r));
@@ -469,10 +471,6 @@ fn file_digest(path: &Path) -> Result<Contents, String> {
         "sha256:{}",
         hex::encode(h.finalize())
     )))
-}
-
-fn digest(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
 fn upload(r: &FileRef, data: Vec<u8>) -> Result<Upload, LoadError> {

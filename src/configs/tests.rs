@@ -1,6 +1,7 @@
 use super::*;
 
 use crate::load::{load, LoadOptions};
+use crate::resolve::reference::sha256_digest;
 
 const SECRET: &str = "s3cr3t-VALUE-never-shown";
 
@@ -137,8 +138,8 @@ fn resolve_digests_contents_and_prepares_uploads() {
         keys,
         ["config app", "config inline", "secret pw", "secret token"]
     );
-    assert_eq!(f.digests["secret token"], digest(SECRET.as_bytes()));
-    assert_eq!(f.digests["config app"], digest(b"listen 80\n"));
+    assert_eq!(f.digests["secret token"], sha256_digest(SECRET.as_bytes()));
+    assert_eq!(f.digests["config app"], sha256_digest(b"listen 80\n"));
     let ups: Vec<(&str, u32, u32, u32, bool)> = f
         .uploads
         .iter()

@@ -162,6 +162,13 @@ impl fmt::Display for ImageRef {
     }
 }
 
+/// `sha256:<hex>` of `bytes`: the digest content is named by (by a registry, in a lock, in a
+/// config's label).
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
 /// `sha256:` + 64 lower-case hex digits (or another algorithm with its own hex length).
 pub fn check_digest(d: &str) -> Result<(), String> {
     let Some((algo, hex)) = d.split_once(':') else {

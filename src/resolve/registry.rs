@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{Method, Response, StatusCode};
-use sha2::{Digest, Sha256};
 
 use super::{ErrorKind, ImageRef};
 
@@ -194,19 +193,12 @@ impl<'a> Repo<'a> {
             .await?;
         let header = content_digest(resp.headers());
         let body = read_body(resp).await?;
-        let computed = sha256_digest(&body);
+        let computed = served_as(&body, reference, "manifest")?;
         let digest = match header {
             Some(d) => d,
             None if reference.starts_with("sha256:") => reference.to_string(),
-            None => computed.clone(),
+            None => computed,
         };
-        // A body that does not hash to the digest asked for is not the manifest asked for.
-        if reference.starts_with("sha256:") && computed != reference {
-            return Err((
-                ErrorKind::Malformed,
-                format!("the manifest served for {reference} hashes to {computed}"),
-            ));
-        }
         Ok(Manifest { body, digest })
     }
 
@@ -233,13 +225,7 @@ impl<'a> Repo<'a> {
                 .await?,
         )
         .await?;
-        let computed = sha256_digest(&body);
-        if digest.starts_with("sha256:") && computed != digest {
-            return Err((
-                ErrorKind::Malformed,
-                format!("the blob served for {digest} hashes to {computed}"),
-            ));
-        }
+        served_as(&body, digest, "blob")?;
         Ok(body)
     }
 
@@ -453,9 +439,17 @@ fn content_digest(h: &HeaderMap) -> Option<String> {
 /// Bodies read from a registry are manifests, tag pages and configs: refuse anything huge.
 const MAX_BODY: usize = 16 << 20;
 
-/// `sha256:<hex>` of `bytes`: the digest a registry names content by.
-fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+/// The digest of `body`, served for `reference` (a tag or a sha256 digest): a body that does
+/// not hash to the digest asked for is not the `what` (manifest, blob) asked for.
+fn served_as(body: &[u8], reference: &str, what: &str) -> Result<String, Failure> {
+    let computed = super::reference::sha256_digest(body);
+    if reference.starts_with("sha256:") && computed != reference {
+        return Err((
+            ErrorKind::Malformed,
+            format!("the {what} served for {reference} hashes to {computed}"),
+        ));
+    }
+    Ok(computed)
 }
 
 async fn read_body(mut resp: Response) -> Result<Vec<u8>, Failure> {
