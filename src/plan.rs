@@ -1002,10 +1002,7 @@ fn render_service(out: &mut String, s: &ServicePlan, p: &Palette) {
         ServiceAction::ScaleDown => ("-", &p.red),
         ServiceAction::Unchanged => ("=", &p.dim),
     };
-    let action = serde_json::to_value(s.action)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
+    let action = wire_name(s.action);
     let _ = write!(
         out,
         "{} {} {}",
@@ -1031,17 +1028,21 @@ fn render_service(out: &mut String, s: &ServicePlan, p: &Palette) {
         }
         for r in &s.replicas {
             if r.action != ReplicaAction::Unchanged {
-                let a = serde_json::to_value(r.action)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
-                let _ = writeln!(out, "    {} {a}", r.name);
+                let _ = writeln!(out, "    {} {}", r.name, wire_name(r.action));
             }
         }
     }
     if let Some(d) = &s.diff {
         render_diff(out, d, p);
     }
+}
+
+/// An action as the plan JSON names it (`recreate`, `scale-up`, …).
+fn wire_name(action: impl Serialize) -> String {
+    serde_json::to_value(action)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// A unified diff, indented, its headers, hunks, additions and removals coloured.

@@ -852,13 +852,8 @@ pub fn to_json(v: &Value) -> serde_json::Value {
 /// `name:` in the files, COMPOSE_PROJECT_NAME in `.env` or a compose file found in a parent
 /// directory give another: callers use it only as a guess, and check it against the load.
 pub fn likely_project_name(opts: &LoadOptions) -> Option<String> {
-    let explicit = opts.project_name.clone().or_else(|| {
-        (opts.environ.get("COMPOSE_PROJECT_NAME"))
-            .filter(|s| !s.is_empty())
-            .cloned()
-    });
-    if explicit.is_some() {
-        return explicit;
+    if let Some(name) = explicit_project_name(opts, &opts.environ) {
+        return Some(name);
     }
     let cwd = absolute_dir(&opts.cwd);
     let dir = match (&opts.project_directory, opts.files.first()) {
@@ -870,6 +865,15 @@ pub fn likely_project_name(opts: &LoadOptions) -> Option<String> {
     (!name.is_empty()).then_some(name)
 }
 
+/// `-p`, else COMPOSE_PROJECT_NAME from `env` when it is set and not empty.
+fn explicit_project_name(opts: &LoadOptions, env: &IndexMap<String, String>) -> Option<String> {
+    opts.project_name.clone().or_else(|| {
+        env.get("COMPOSE_PROJECT_NAME")
+            .filter(|s| !s.is_empty())
+            .cloned()
+    })
+}
+
 /// Project name: `-p` > COMPOSE_PROJECT_NAME > `name:` > directory basename. An explicit name
 /// must already be in normal form; the basename is normalised.
 fn project_name(
@@ -878,11 +882,7 @@ fn project_name(
     model: &serde_json::Value,
     working_dir: &Path,
 ) -> Result<String> {
-    let explicit = opts.project_name.clone().or_else(|| {
-        env.get("COMPOSE_PROJECT_NAME")
-            .filter(|s| !s.is_empty())
-            .cloned()
-    });
+    let explicit = explicit_project_name(opts, env);
     // The file's `name:` is normalised silently (Compose does); an explicit one must be valid.
     let from_file = model
         .get("name")
