@@ -28,7 +28,10 @@ use crate::model::Project;
 use crate::observe::{observe_expecting, Observed};
 use crate::plan::{self, Desired, Plan, PlanOptions};
 use crate::pull::{desired_images, PullMode};
-use crate::resolve::{registry_image, ResolveOptions, ResolvedImage, Resolver, Wanted};
+use crate::resolve::ahead::{FoundAhead, LookupsAhead};
+use crate::resolve::{
+    registry_image, RegistryError, ResolveOptions, ResolvedImage, Resolver, Wanted,
+};
 
 /// Where each service's image digest comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +87,9 @@ pub struct DigestUse {
     /// A cached digest younger than this is reused even when `refresh` is set, so wake-ups
     /// that arrive together cost one lookup per reference.
     pub fresh_for: Duration,
+    /// Lookups the CLI started before the load, on the references the last run remembered
+    /// (see [`crate::resolve::ahead`]).
+    pub ahead: LookupsAhead,
 }
 
 /// What a caller asks of [`plan`].
@@ -216,7 +222,8 @@ pub async fn observe_ahead(
 /// then (while they run) wait for the engine connection, take the project lock and plan.
 /// `connecting` is the connection under way: the CLI starts it before it loads the project,
 /// with the project observed [ahead](observe_ahead) when it could; the agent passes
-/// [`connect`] itself.
+/// [`connect`] itself. The registry images planned are remembered in `state_dir` for the next
+/// run's [lookups ahead](crate::resolve::ahead).
 pub async fn prepare(
     connecting: impl std::future::Future<Output = Result<(Engine, Option<Ahead>)>>,
     state_dir: &Path,
@@ -245,6 +252,11 @@ pub async fn prepare(
         }
     };
     let planned = plan_observed(&engine, state_dir, project, req, resolving, observed).await?;
+    if req.source == ImageSource::Registry {
+        let project = &planned.desired.project;
+        let refs = crate::resolve::ahead::plain_references(project);
+        crate::resolve::ahead::remember(state_dir, &project.name, &refs);
+    }
     Ok(Prepared {
         engine,
         planned,
@@ -624,48 +636,37 @@ pub async fn registry_digests(
 ) -> IndexMap<String, ResolvedImage> {
     let mut out = IndexMap::new();
     let mut wanted = to_look_up(project, digests, deployed, &mut out);
-    let resolver = Resolver::new(ResolveOptions::default());
-    // The resolver remembers each lookup of this run, so retrying without the failed images
-    // sends no request twice.
-    while !wanted.is_empty() {
-        match resolver.resolve_wanted(&wanted).await {
-            Ok(found) => {
-                for (svc, r) in found {
-                    for h in &r.held_back {
-                        warnings.push(format!("service {svc}: image {}: {h}", r.reference));
-                    }
-                    digests.cache.put(&digests.scope, &r);
-                    out.insert(svc, r);
-                }
-                break;
-            }
-            Err(e) => {
-                let before = wanted.len();
-                for err in e.errors {
-                    let failed: Vec<String> = if err.services.is_empty() {
-                        let f = wanted.iter().filter(|(_, w)| w.reference == err.image);
-                        f.map(|(s, _)| s.clone()).collect()
-                    } else {
-                        err.services.clone()
-                    };
-                    let earlier = digests.cache.get(&digests.scope, &err.image);
-                    match earlier {
-                        Some((r, _)) => {
-                            warnings.push(format!("{err}; keeping the digest found earlier"));
-                            for s in &failed {
-                                out.insert(s.clone(), r.clone());
-                            }
-                        }
-                        None => warnings.push(format!("{err}; using the local image")),
-                    }
-                    for s in &failed {
-                        wanted.shift_remove(s);
-                    }
-                }
-                if wanted.len() == before {
-                    break;
+    let (mut found, mut errors) = match digests.ahead.found().await {
+        Some(ahead) => take_found_ahead(&ahead, &mut wanted),
+        None => Default::default(),
+    };
+    tracing::debug!(
+        answered_ahead = found.len() + errors.iter().map(|e| e.services.len()).sum::<usize>(),
+        looked_up_after = wanted.len(),
+        "registry lookups of the services"
+    );
+    if !wanted.is_empty() {
+        let resolver = Resolver::new(ResolveOptions::default());
+        let (more, failed) = resolver.resolve_each(&wanted).await;
+        found.extend(more);
+        errors.extend(failed);
+    }
+    for (svc, r) in found {
+        for h in &r.held_back {
+            warnings.push(format!("service {svc}: image {}: {h}", r.reference));
+        }
+        digests.cache.put(&digests.scope, &r);
+        out.insert(svc, r);
+    }
+    for err in errors {
+        match digests.cache.get(&digests.scope, &err.image) {
+            Some((r, _)) => {
+                warnings.push(format!("{err}; keeping the digest found earlier"));
+                for s in &err.services {
+                    out.insert(s.clone(), r.clone());
                 }
             }
+            None => warnings.push(format!("{err}; using the local image")),
         }
     }
     // In the project's service order.
@@ -674,6 +675,37 @@ pub async fn registry_digests(
         .keys()
         .filter_map(|s| out.shift_remove(s).map(|r| (s.clone(), r)))
         .collect()
+}
+
+/// Takes out of `wanted` the services a lookup ahead answered for: those without an update
+/// policy whose image is written as it was looked up. What was found, and one error per image
+/// that was not, naming the services that use it.
+fn take_found_ahead(
+    ahead: &FoundAhead,
+    wanted: &mut IndexMap<String, Wanted>,
+) -> (IndexMap<String, ResolvedImage>, Vec<RegistryError>) {
+    let mut found = IndexMap::new();
+    let mut failed: IndexMap<String, RegistryError> = IndexMap::new();
+    wanted.retain(|svc, w| {
+        let answer = ahead.get(&w.reference).filter(|_| w.policy.is_none());
+        match answer {
+            Some(Ok(r)) => {
+                found.insert(svc.clone(), r.clone());
+            }
+            Some(Err(e)) => {
+                let e = failed
+                    .entry(w.reference.clone())
+                    .or_insert_with(|| RegistryError {
+                        services: Vec::new(),
+                        ..e.clone()
+                    });
+                e.services.push(svc.clone());
+            }
+            None => return true,
+        }
+        false
+    });
+    (found, failed.into_values().collect())
 }
 
 #[cfg(test)]
@@ -719,6 +751,70 @@ mod tests {
             &mut w,
         ));
         (found.get("web").map(|r| r.digest.clone()), w)
+    }
+
+    /// `web` and `api` name IMAGE, `job` IMAGE with a policy, `db` an image not looked up
+    /// ahead.
+    fn wanted_for_ahead() -> IndexMap<String, Wanted> {
+        let tracked = Wanted {
+            policy: crate::track::UpdatePolicy {
+                cooldown: Some(Duration::from_secs(60)),
+                ..Default::default()
+            },
+            ..Wanted::plain(IMAGE)
+        };
+        [
+            ("web", Wanted::plain(IMAGE)),
+            ("job", tracked),
+            ("api", Wanted::plain(IMAGE)),
+            ("db", Wanted::plain("127.0.0.1:9/db:1")),
+        ]
+        .into_iter()
+        .map(|(s, w)| (s.to_string(), w))
+        .collect()
+    }
+
+    #[test]
+    fn lookups_ahead_answer_only_plain_services_whose_image_they_looked_up() {
+        let image = ResolvedImage {
+            reference: IMAGE.into(),
+            repository: "127.0.0.1:9/app".into(),
+            tag: Some("1".into()),
+            digest: D.into(),
+            index_digest: None,
+            platform_digest: None,
+            source: Source::Registry,
+            held_back: Vec::new(),
+        };
+        let ahead: FoundAhead = [(IMAGE.to_string(), Ok(image))].into_iter().collect();
+        let mut wanted = wanted_for_ahead();
+        let (found, errors) = take_found_ahead(&ahead, &mut wanted);
+        assert_eq!(found.keys().collect::<Vec<_>>(), ["web", "api"]);
+        assert!(found.values().all(|r| r.digest == D));
+        assert!(errors.is_empty());
+        // A policy's lookup depends on what runs; an image not remembered was not looked up.
+        assert_eq!(wanted.keys().collect::<Vec<_>>(), ["job", "db"]);
+    }
+
+    #[test]
+    fn a_lookup_ahead_that_failed_is_one_error_naming_every_plain_service_of_the_image() {
+        let e = RegistryError {
+            image: IMAGE.into(),
+            registry: "127.0.0.1:9".into(),
+            services: vec![IMAGE.into()],
+            kind: crate::resolve::ErrorKind::Unreachable,
+            detail: "connection refused".into(),
+        };
+        let ahead: FoundAhead = [(IMAGE.to_string(), Err(e))].into_iter().collect();
+        let mut wanted = wanted_for_ahead();
+        let (found, errors) = take_found_ahead(&ahead, &mut wanted);
+        assert!(found.is_empty());
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].services, ["web", "api"]);
+        assert!(errors[0]
+            .to_string()
+            .starts_with("service web, api: cannot reach registry"));
+        assert_eq!(wanted.keys().collect::<Vec<_>>(), ["job", "db"]);
     }
 
     #[test]

@@ -118,6 +118,78 @@ fn moved_tag_is_a_digest_change_for_that_service_only_and_deployed_by_digest() {
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
 }
 
+/// `composeops ARGS` in `s` with debug records on stderr.
+fn debug(s: &Stack, args: &[&str]) -> std::process::Output {
+    let mut c = s.cmd();
+    c.env("COMPOSEOPS_LOG", "composeops=debug").args(args);
+    c.output().unwrap()
+}
+
+/// The debug record of how a run's registry lookups went: (answered ahead, looked up after).
+fn lookups(out: &std::process::Output) -> (usize, usize) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("registry lookups of the services"))
+        .unwrap_or_else(|| panic!("no lookup record: {}", show(out)));
+    let field = |k: &str| -> usize {
+        let v = line.split(&format!("{k}=")).nth(1).unwrap();
+        v.split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    (field("answered_ahead"), field("looked_up_after"))
+}
+
+#[test]
+fn images_looked_up_ahead_of_the_load_are_taken_only_while_the_files_name_them() {
+    let mut s = Stack::new("digest-ahead");
+    let (a, a1) = s.push("a", "v1");
+    s.write(&format!("services:\n  a:\n    image: {a}\n"));
+    s.apply_ok();
+    assert!(s.running_digests("a").contains(&a1));
+    let remembered = s.state.path().join(format!("{}.references", s.name));
+    assert_eq!(
+        std::fs::read_to_string(&remembered).unwrap(),
+        format!("{a}\n")
+    );
+
+    // A new release under the same tag: the lookup made as the run starts finds it, and
+    // nothing is asked again once the file is loaded.
+    build_app_image(&a, "v2");
+    let a2 = push_image(&a);
+    let out = debug(&s, &["plan", "--json"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(lookups(&out), (1, 0));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        service(&plan, "a")["image_change"]["to"],
+        a2.as_str(),
+        "{plan:#}"
+    );
+
+    // The file now names another image: what was found ahead for the old one is not used.
+    let (b, b1) = s.push("b", "v1");
+    s.write(&format!("services:\n  a:\n    image: {b}\n"));
+    let out = debug(&s, &["apply"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(lookups(&out), (0, 1));
+    assert!(s.running_digests("a").contains(&b1));
+    assert_eq!(
+        std::fs::read_to_string(&remembered).unwrap(),
+        format!("{b}\n")
+    );
+    let out = debug(&s, &["apply"]);
+    assert_eq!(lookups(&out), (1, 0));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("up to date"),
+        "{}",
+        show(&out)
+    );
+}
+
 #[test]
 fn tag_moved_between_plan_and_pull_does_not_change_what_runs() {
     let mut s = Stack::new("digest-race");

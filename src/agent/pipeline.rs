@@ -99,6 +99,8 @@ impl Reconciler for Pipeline {
                     scope: src.id.clone(),
                     refresh: opts.refresh_images,
                     fresh_for: self.opts.registry_ttl,
+                    // The agent's own digest memory answers first.
+                    ahead: Default::default(),
                 },
             };
             let state_dir = &self.opts.state_dir;

@@ -13,7 +13,6 @@ use super::args::{AgentArgs, Global};
 use super::common::{self, Logs};
 
 pub(crate) fn run(global: &Global, a: &AgentArgs) -> Result<i32> {
-    one_malloc_arena();
     if a.print_config_schema {
         print!("{}", agent::config::json_schema());
         return Ok(0);
@@ -51,18 +50,5 @@ pub(crate) fn run(global: &Global, a: &AgentArgs) -> Result<i32> {
             tracing::error!(error = %format!("{e:#}"), "agent stopped");
             Ok(1)
         }
-    }
-}
-
-/// A long-running agent that is idle most of the time: glibc's malloc gives each thread that
-/// allocates an arena of its own, and each keeps what it once held. One arena for the process
-/// (set before the runtime's threads start), with the trim after each reconcile
-/// (`worker::release_free_heap`), took the agent's heap at idle from 7.1 to 4.4–5.5 MiB
-/// watching 10 stacks (scripts/bench-agent-idle.sh); the threads rarely allocate at once.
-fn one_malloc_arena() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; called before any other thread runs.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }

@@ -24,12 +24,14 @@ pub(crate) fn run(global: &Global, a: &ApplyArgs) -> Result<i32> {
         return run_saved(global, a, file);
     }
     let dir = common::state_dir(a.common.state_dir.as_ref());
-    let (guess, images) = common::Guess::of(global, a.common.path.as_ref(), dir, true);
-    let early = common::connect_early(global, guess)?;
+    let look_up = !(a.common.offline || a.common.locked);
+    let (guess, images) = common::Guess::of(global, a.common.path.as_ref(), dir, true, look_up);
+    let (rt, connecting, lookups) = common::connect_early(global, guess)?;
     let project = common::load(global, a.common.path.as_ref())?;
     images.send(&project);
-    let req = super::plan::request(&a.common, PullMode::Policy, true);
-    converge_and_report(global, a, early, project, req, None)
+    let mut req = super::plan::request(&a.common, PullMode::Policy, true);
+    req.digests.ahead = lookups;
+    converge_and_report(global, a, (rt, connecting), project, req, None)
 }
 
 /// `apply FILE`: the saved plan's project, loaded again as it was, planned again against the
@@ -56,7 +58,7 @@ fn run_saved(global: &Global, a: &ApplyArgs, file: &Path) -> Result<i32> {
             given.join(", ")
         );
     }
-    let early = common::connect_early(global, None)?;
+    let (rt, connecting, _) = common::connect_early(global, None)?;
     let saved = SavedPlan::read(file)?;
     let loaded = composeops::load::load(&saved.inputs.load_options())?;
     common::warn_all(&loaded.warnings);
@@ -68,7 +70,14 @@ fn run_saved(global: &Global, a: &ApplyArgs, file: &Path) -> Result<i32> {
         lock_held: true,
         digests: Default::default(),
     };
-    converge_and_report(global, a, early, loaded.project, req, Some(&saved))
+    converge_and_report(
+        global,
+        a,
+        (rt, connecting),
+        loaded.project,
+        req,
+        Some(&saved),
+    )
 }
 
 /// Locks, plans, checks a saved plan still holds, applies, and prints the report.

@@ -11,6 +11,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 use composeops::agent::LogFormat;
 use composeops::converge;
 use composeops::progress;
+use composeops::resolve::ahead::LookupsAhead;
 
 use super::args::{Ansi, Global};
 
@@ -49,13 +50,23 @@ pub(crate) type Connecting = tokio::task::JoinHandle<
 /// about as much as the load, so neither waits for the other. With a [`Guess`] of the
 /// project's name, the project's lock is taken and its engine side observed too (see
 /// [`converge::observe_ahead`]); the caller sends the images the loaded project names through
-/// the [`GuessImages`] that came with the guess. A load error is still what the user sees:
+/// the [`GuessImages`] that came with the guess, and the registry lookups the project's last
+/// run remembered are started (see `resolve::ahead`), for the caller to put in its
+/// [`PlanRequest`](converge::PlanRequest). A load error is still what the user sees:
 /// [`connected`] is awaited only once the project loaded.
 pub(crate) fn connect_early(
     global: &Global,
     guess: Option<Guess>,
-) -> Result<(Background, Connecting)> {
+) -> Result<(Background, Connecting, LookupsAhead)> {
     let rt = runtime()?;
+    // First: a registry answers more slowly than the engine's lists.
+    let lookups = match &guess {
+        Some(g) if g.look_up => {
+            let _in_runtime = rt.enter();
+            composeops::resolve::ahead::look_up_ahead(&g.state_dir, &g.project)
+        }
+        _ => LookupsAhead::default(),
+    };
     let flags = global.engine();
     let connecting = rt.spawn(async move {
         let engine = converge::connect(&flags).await?;
@@ -69,7 +80,7 @@ pub(crate) fn connect_early(
         };
         Ok((engine, observed))
     });
-    Ok((Background(Some(rt)), connecting))
+    Ok((Background(Some(rt)), connecting, lookups))
 }
 
 /// The project [`connect_early`] observes ahead of the load: a guess of its name.
@@ -78,6 +89,9 @@ pub(crate) struct Guess {
     project: String,
     /// Under the project's lock (apply), or not (plan).
     lock: bool,
+    /// The registry lookups the last run remembered are started too (the run asks the
+    /// registry: neither `--offline` nor `--locked`).
+    look_up: bool,
     images: tokio::sync::oneshot::Receiver<Vec<String>>,
 }
 
@@ -101,6 +115,7 @@ impl Guess {
         path: Option<&PathBuf>,
         dir: PathBuf,
         lock: bool,
+        look_up: bool,
     ) -> (Option<Guess>, GuessImages) {
         let opts = global.load_options(path);
         let Some(project) = composeops::load::likely_project_name(&opts) else {
@@ -111,6 +126,7 @@ impl Guess {
             state_dir: dir,
             project,
             lock,
+            look_up,
             images,
         };
         (Some(a), GuessImages(Some(tx)))

@@ -40,8 +40,9 @@ pub(crate) fn run(global: &Global, a: &PlanArgs) -> Result<i32> {
     // Bad input is the error the user sees, whatever the engine says: the engine is only
     // pinged (read-only) while the project loads.
     let dir = common::state_dir(a.common.state_dir.as_ref());
-    let (guess, images) = common::Guess::of(global, a.common.path.as_ref(), dir, false);
-    let (rt, connecting) = common::connect_early(global, guess)?;
+    let look_up = !(a.common.offline || a.common.locked);
+    let (guess, images) = common::Guess::of(global, a.common.path.as_ref(), dir, false, look_up);
+    let (rt, connecting, lookups) = common::connect_early(global, guess)?;
     let project = common::load(global, a.common.path.as_ref())?;
     images.send(&project);
     let inputs = a.out.as_ref().map(|_| {
@@ -49,7 +50,8 @@ pub(crate) fn run(global: &Global, a: &PlanArgs) -> Result<i32> {
         Inputs::new(&project, &opts, a.common.prune)
     });
     let dir = common::state_dir(a.common.state_dir.as_ref());
-    let req = request(&a.common, PullMode::Never, false);
+    let mut req = request(&a.common, PullMode::Never, false);
+    req.digests.ahead = lookups;
     let planned = rt.block_on(async {
         let resolving = converge::start_resolving(&dir, &project, &req);
         let (engine, ahead) = common::connected(connecting).await?;

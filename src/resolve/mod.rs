@@ -12,6 +12,7 @@
 //! (`localhost`, 127.0.0.0/8) are spoken to over plain HTTP, as the Docker engine does; every
 //! other one over HTTPS.
 
+pub mod ahead;
 pub mod credentials;
 pub mod platform;
 pub mod reference;
@@ -397,11 +398,26 @@ impl Resolver {
     }
 
     /// Resolves `service -> what to look up`, honouring each service's update policy; each
-    /// distinct (reference, policy, current) is looked up once.
+    /// distinct (reference, policy, current) is looked up once. Fails with every unresolvable
+    /// image listed.
     pub async fn resolve_wanted(
         &self,
         wanted: &IndexMap<String, Wanted>,
     ) -> Result<IndexMap<String, ResolvedImage>, ResolveError> {
+        let (found, errors) = self.resolve_each(wanted).await;
+        match errors.is_empty() {
+            true => Ok(found),
+            false => Err(ResolveError { errors }),
+        }
+    }
+
+    /// [`resolve_wanted`](Self::resolve_wanted), keeping what was found beside what was not:
+    /// the services resolved (in `wanted`'s order), and one error per image that could not be,
+    /// naming its services.
+    pub async fn resolve_each(
+        &self,
+        wanted: &IndexMap<String, Wanted>,
+    ) -> (IndexMap<String, ResolvedImage>, Vec<RegistryError>) {
         // Parse, group by normalised reference and policy.
         let mut errors = Vec::new();
         let mut by_ref: BTreeMap<Ask, Vec<(String, String)>> = BTreeMap::new();
@@ -465,13 +481,11 @@ impl Resolver {
                 }
             }
         }
-        if !errors.is_empty() {
-            return Err(ResolveError { errors });
-        }
-        Ok(wanted
+        let found = wanted
             .keys()
             .filter_map(|s| out.remove(s).map(|r| (s.clone(), r)))
-            .collect())
+            .collect();
+        (found, errors)
     }
 
     /// Looks each reference up (pinned ones need no lookup); results in the same order.
