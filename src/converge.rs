@@ -636,10 +636,10 @@ pub async fn registry_digests(
 ) -> IndexMap<String, ResolvedImage> {
     let mut out = IndexMap::new();
     let mut wanted = to_look_up(project, digests, deployed, &mut out);
-    let (mut found, mut errors) = match digests.ahead.found().await {
-        Some(ahead) => take_found_ahead(&ahead, &mut wanted),
-        None => Default::default(),
-    };
+    let plain = wanted.values().filter(|w| w.policy.is_none());
+    let refs = plain.map(|w| w.reference.as_str());
+    let ahead = digests.ahead.found(&project.name, refs).await;
+    let (mut found, mut errors) = take_found_ahead(&ahead, &mut wanted);
     tracing::debug!(
         answered_ahead = found.len() + errors.iter().map(|e| e.services.len()).sum::<usize>(),
         looked_up_after = wanted.len(),

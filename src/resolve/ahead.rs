@@ -20,32 +20,48 @@ use indexmap::IndexMap;
 use super::{registry_image, RegistryError, ResolveOptions, ResolvedImage, Resolver, Wanted};
 use crate::model::Project;
 
-/// What a lookup ahead found, by reference as written.
+/// What lookups ahead found, by reference as written.
 pub type FoundAhead = HashMap<String, Result<ResolvedImage, RegistryError>>;
 
-/// Lookups under way since the run started (none: nothing remembered, or not asked for).
-/// Clones share the same lookups.
+/// One lookup under way; clones share it.
+type Lookup = Shared<BoxFuture<'static, Result<ResolvedImage, RegistryError>>>;
+
+/// Lookups under way since the run started, for the project whose name the run guessed (none:
+/// nothing remembered, or not asked for).
 #[derive(Clone, Default)]
-pub struct LookupsAhead(Option<Shared<BoxFuture<'static, Arc<FoundAhead>>>>);
+pub struct LookupsAhead {
+    project: String,
+    lookups: HashMap<String, Lookup>,
+}
 
 impl fmt::Debug for LookupsAhead {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = if self.0.is_some() {
-            "under way"
-        } else {
-            "none"
-        };
-        f.debug_tuple("LookupsAhead").field(&state).finish()
+        f.debug_struct("LookupsAhead")
+            .field("project", &self.project)
+            .field("references", &self.lookups.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
 impl LookupsAhead {
-    /// What was found, once every lookup ahead has ended (`None` when none was started).
-    pub async fn found(&self) -> Option<Arc<FoundAhead>> {
-        match &self.0 {
-            Some(f) => Some(f.clone().await),
-            None => None,
+    /// What the lookups of `references` made ahead for `project` found, once they end: a
+    /// lookup for another project (a wrong guess of the name) or of another reference is
+    /// neither used nor waited for, so a remembered image on a registry that does not answer
+    /// delays only a run that still names it.
+    pub async fn found<'a>(
+        &self,
+        project: &str,
+        references: impl IntoIterator<Item = &'a str>,
+    ) -> FoundAhead {
+        if project != self.project {
+            return FoundAhead::new();
         }
+        let wanted = references
+            .into_iter()
+            .filter_map(|r| Some((r.to_string(), self.lookups.get(r)?.clone())));
+        let (refs, lookups): (Vec<String>, Vec<Lookup>) = wanted.unzip();
+        let results = futures_util::future::join_all(lookups).await;
+        refs.into_iter().zip(results).collect()
     }
 }
 
@@ -66,35 +82,40 @@ pub fn plain_references(project: &Project) -> Vec<String> {
     refs.into_iter().map(str::to_string).collect()
 }
 
-/// Starts, on the current runtime, the lookups of the references the last run of `project`
-/// remembered in `state_dir`. The file is read by the task, off the caller's thread.
+/// Starts, on the current runtime, one lookup per reference the last run of `project`
+/// remembered in `state_dir` (a small file, read here).
 pub fn look_up_ahead(state_dir: &Path, project: &str) -> LookupsAhead {
-    let path = references_path(state_dir, project);
-    let task = tokio::spawn(async move {
-        let refs = read(&path);
-        if refs.is_empty() {
-            return FoundAhead::new();
-        }
-        // Keyed by the reference itself, so that the errors name it as their service.
-        let wanted: IndexMap<String, Wanted> =
-            refs.iter().map(|r| (r.clone(), Wanted::plain(r))).collect();
-        let (found, errors) = Resolver::new(ResolveOptions::default())
-            .resolve_each(&wanted)
-            .await;
-        let mut out: FoundAhead = found.into_iter().map(|(r, i)| (r, Ok(i))).collect();
-        for e in errors {
-            for r in &e.services {
-                out.insert(r.clone(), Err(e.clone()));
-            }
-        }
-        out
-    });
-    // A task that panicked found nothing: the run looks everything up after the load.
-    let found = task
-        .map(|r| Arc::new(r.unwrap_or_default()))
-        .boxed()
-        .shared();
-    LookupsAhead(Some(found))
+    let refs = read(&references_path(state_dir, project));
+    let resolver = Arc::new(Resolver::new(ResolveOptions::default()));
+    let lookups = refs
+        .into_iter()
+        .map(|r| {
+            let (resolver, reference) = (resolver.clone(), r.clone());
+            let task = tokio::spawn(async move { look_up(&resolver, reference).await });
+            let failed = r.clone();
+            let lookup = task.map(move |done| {
+                done.unwrap_or_else(|e| Err(RegistryError::other(&failed, e.to_string())))
+            });
+            (r, lookup.boxed().shared())
+        })
+        .collect();
+    LookupsAhead {
+        project: project.to_string(),
+        lookups,
+    }
+}
+
+async fn look_up(resolver: &Resolver, reference: String) -> Result<ResolvedImage, RegistryError> {
+    // Keyed by the reference itself: an error names it where a service would be.
+    let wanted: IndexMap<String, Wanted> = [(reference.clone(), Wanted::plain(&reference))].into();
+    let (mut found, errors) = resolver.resolve_each(&wanted).await;
+    match found.shift_remove(&reference) {
+        Some(r) => Ok(r),
+        None => Err(errors
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| RegistryError::other(&reference, "no result".into()))),
+    }
 }
 
 /// Remembers `refs` (see [`plain_references`]) as what `project` names, for the next run's
@@ -143,6 +164,43 @@ mod tests {
         assert_eq!(before, after, "an unchanged set is not written again");
         remember(dir.path(), "p", &refs[..1]);
         assert_eq!(read(&path), refs[..1]);
+    }
+
+    #[tokio::test]
+    async fn only_the_guessed_projects_lookups_of_the_wanted_references_are_awaited() {
+        let image = |r: &str| ResolvedImage {
+            reference: r.into(),
+            repository: "r.example/a".into(),
+            tag: Some("1".into()),
+            digest: "sha256:00".into(),
+            index_digest: None,
+            platform_digest: None,
+            source: super::super::Source::Registry,
+            held_back: Vec::new(),
+        };
+        let ready: Lookup = futures_util::future::ready(Ok(image("r.example/a:1")))
+            .boxed()
+            .shared();
+        // A registry that never answers.
+        let never: Lookup = futures_util::future::pending().boxed().shared();
+        let ahead = LookupsAhead {
+            project: "p".into(),
+            lookups: [
+                ("r.example/a:1".to_string(), ready),
+                ("dead.example/b:1".to_string(), never),
+            ]
+            .into(),
+        };
+        let within = |f| tokio::time::timeout(std::time::Duration::from_secs(5), f);
+        let found = within(ahead.found("p", ["r.example/a:1", "r.example/c:1"]))
+            .await
+            .expect("the lookup of an image no longer named is not waited for");
+        assert_eq!(found.keys().collect::<Vec<_>>(), ["r.example/a:1"]);
+        assert!(found["r.example/a:1"].is_ok());
+        let other = within(ahead.found("q", ["r.example/a:1", "dead.example/b:1"]))
+            .await
+            .expect("another project's lookups are not waited for");
+        assert!(other.is_empty());
     }
 
     #[test]

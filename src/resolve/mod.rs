@@ -255,6 +255,21 @@ pub struct RegistryError {
     pub detail: String,
 }
 
+impl RegistryError {
+    /// A failure of another kind for `image` (a reference as written).
+    pub(crate) fn other(image: &str, detail: String) -> RegistryError {
+        RegistryError {
+            image: image.to_string(),
+            registry: ImageRef::parse(image)
+                .map(|r| r.registry)
+                .unwrap_or_default(),
+            services: Vec::new(),
+            kind: ErrorKind::Other,
+            detail,
+        }
+    }
+}
+
 impl fmt::Display for RegistryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (img, reg) = (&self.image, &self.registry);
