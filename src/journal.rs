@@ -81,7 +81,7 @@ fn engine_lock_path(engine: &str, project: &str) -> PathBuf {
 }
 
 fn open_lock(path: &Path, shared: bool) -> Result<File> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
     let mut o = OpenOptions::new();
     o.create(true).truncate(false).read(true).write(true);
     if shared {
@@ -90,8 +90,10 @@ fn open_lock(path: &Path, shared: bool) -> Result<File> {
     let file = o
         .open(path)
         .with_context(|| format!("cannot open lock file {}", path.display()))?;
-    if shared {
-        // The umask may have narrowed the mode; other users must still be able to lock it.
+    // The umask may have narrowed the mode; other users must still be able to lock it. Only
+    // changed when it is not already so: a mode change is an inode write at every run.
+    let narrowed = |f: &File| f.metadata().is_ok_and(|m| m.mode() & 0o777 != 0o666);
+    if shared && narrowed(&file) {
         let _ = file.set_permissions(std::fs::Permissions::from_mode(0o666));
     }
     Ok(file)

@@ -172,7 +172,8 @@ fn print_cleanup(c: &CleanupReport) -> Result<()> {
 
 /// One line per service, with the failed container's health checks and last log lines.
 pub(crate) fn print_report(plan: &Plan, report: &Report) -> Result<()> {
-    let mut out = std::io::stdout().lock();
+    // One write for the whole report, not one per line.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for s in &report.services {
         write!(out, "{:<24} {}", s.service, s.outcome.as_str())?;
         if let Some(m) = &s.message {
@@ -196,5 +197,6 @@ pub(crate) fn print_report(plan: &Plan, report: &Report) -> Result<()> {
     if report.exit_code() == EXIT_CONVERGED && !plan.has_changes() {
         writeln!(out, "No changes: {} is up to date.", report.project)?;
     }
+    out.flush()?;
     Ok(())
 }

@@ -40,12 +40,13 @@ pub(crate) fn read_limited(path: &Path) -> io::Result<String> {
     if meta.len() > MAX_INPUT_BYTES {
         return Err(too_large());
     }
-    read_at_most(file)
+    read_at_most(file, meta.len())
 }
 
-/// Reads the file, failing once it grows past the cap (it may grow after the size check).
-fn read_at_most(file: File) -> io::Result<String> {
-    let mut buf = String::new();
+/// Reads the file, failing once it grows past the cap (it may grow after the size check);
+/// `size` (what the file held when checked) sizes the buffer, so it is read in one call.
+fn read_at_most(file: File, size: u64) -> io::Result<String> {
+    let mut buf = String::with_capacity(size as usize + 1);
     file.take(MAX_INPUT_BYTES + 1).read_to_string(&mut buf)?;
     if buf.len() as u64 > MAX_INPUT_BYTES {
         return Err(too_large());
