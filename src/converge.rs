@@ -722,20 +722,22 @@ mod tests {
         crate::load::test_project(&format!("services:\n  web:\n    image: {IMAGE}\n"))
     }
 
+    /// IMAGE, found at D.
+    fn resolved() -> ResolvedImage {
+        ResolvedImage {
+            reference: IMAGE.into(),
+            repository: "127.0.0.1:9/app".into(),
+            tag: Some("1".into()),
+            digest: D.into(),
+            index_digest: None,
+            platform_digest: None,
+            source: Source::Registry,
+            held_back: Vec::new(),
+        }
+    }
+
     fn cached(cache: &DigestCache) {
-        cache.put(
-            "p",
-            &ResolvedImage {
-                reference: IMAGE.into(),
-                repository: "127.0.0.1:9/app".into(),
-                tag: Some("1".into()),
-                digest: D.into(),
-                index_digest: None,
-                platform_digest: None,
-                source: Source::Registry,
-                held_back: Vec::new(),
-            },
-        );
+        cache.put("p", &resolved());
     }
 
     fn run(digests: &DigestUse) -> (Option<String>, Vec<String>) {
@@ -776,17 +778,7 @@ mod tests {
 
     #[test]
     fn lookups_ahead_answer_only_plain_services_whose_image_they_looked_up() {
-        let image = ResolvedImage {
-            reference: IMAGE.into(),
-            repository: "127.0.0.1:9/app".into(),
-            tag: Some("1".into()),
-            digest: D.into(),
-            index_digest: None,
-            platform_digest: None,
-            source: Source::Registry,
-            held_back: Vec::new(),
-        };
-        let ahead: FoundAhead = [(IMAGE.to_string(), Ok(image))].into_iter().collect();
+        let ahead: FoundAhead = [(IMAGE.to_string(), Ok(resolved()))].into_iter().collect();
         let mut wanted = wanted_for_ahead();
         let (found, errors) = take_found_ahead(&ahead, &mut wanted);
         assert_eq!(found.keys().collect::<Vec<_>>(), ["web", "api"]);

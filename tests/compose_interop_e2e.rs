@@ -360,7 +360,10 @@ fn hand_over(case: &Case, yaml: &str, run: &Run) -> Result<usize, String> {
         std::thread::sleep(std::time::Duration::from_secs(2));
         down = run.compose(&["down"]);
     }
-    expect("docker-compose down", down, 0)?;
+    let endpoints = (!down.status.success())
+        .then(|| endpoints_seen(&String::from_utf8_lossy(&down.stderr)))
+        .unwrap_or_default();
+    expect("docker-compose down", down, 0).map_err(|e| format!("{e}{endpoints}"))?;
     // composeops -> Compose.
     expect(
         "composeops apply",
@@ -542,16 +545,37 @@ fn registry_image_stack_passes_to_compose_without_recreate() {
     );
 }
 
+/// The networks a failed `down` names as having active endpoints, with what the engine says is
+/// on each, and which of those containers the engine still knows: for the failure message.
+fn endpoints_seen(stderr: &str) -> String {
+    let mut out = String::new();
+    for net in networks_with_endpoints(stderr) {
+        let inspect = docker_output(&["network", "inspect", "-f", "{{json .Containers}}", net]);
+        let on = String::from_utf8_lossy(&inspect.stdout);
+        let all = docker_output(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
+        out.push_str(&format!(
+            "\nendpoints on {net}: {}\ncontainers on the engine:\n{}",
+            on.trim(),
+            String::from_utf8_lossy(&all.stdout)
+        ));
+    }
+    out
+}
+
+/// The networks a failed `down` says have active endpoints.
+fn networks_with_endpoints(stderr: &str) -> std::collections::BTreeSet<&str> {
+    stderr
+        .split("removing network: network ")
+        .skip(1)
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect()
+}
+
 /// For each network a failed `down` names as having active endpoints, disconnects (forced)
 /// the endpoints whose container no longer exists; a live container is left connected, so
 /// the retried `down` still fails and says so.
 fn drop_stale_endpoints(stderr: &str) {
-    let networks: std::collections::BTreeSet<&str> = stderr
-        .split("removing network: network ")
-        .skip(1)
-        .filter_map(|rest| rest.split_whitespace().next())
-        .collect();
-    for net in networks {
+    for net in networks_with_endpoints(stderr) {
         let names = docker_output(&[
             "network",
             "inspect",
