@@ -360,9 +360,10 @@ fn hand_over(case: &Case, yaml: &str, run: &Run) -> Result<usize, String> {
         std::thread::sleep(std::time::Duration::from_secs(2));
         down = run.compose(&["down"]);
     }
-    let endpoints = (!down.status.success())
-        .then(|| endpoints_seen(&String::from_utf8_lossy(&down.stderr)))
-        .unwrap_or_default();
+    let endpoints = match down.status.success() {
+        true => String::new(),
+        false => endpoints_seen(&String::from_utf8_lossy(&down.stderr)),
+    };
     expect("docker-compose down", down, 0).map_err(|e| format!("{e}{endpoints}"))?;
     // composeops -> Compose.
     expect(
